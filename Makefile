@@ -1,0 +1,27 @@
+# The two commands of README.md: `make demo` and `make test`. Both set up first.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+
+.PHONY: setup demo test lint format clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/orbithil demo
+
+# pytest exits 5 when it collects no tests; that is a failure here, like any other.
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf sim_build build reports .pytest_cache .ruff_cache .hypothesis hal/codec/_ccodec.* hal/codec/.build-stamp

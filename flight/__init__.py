@@ -1,0 +1,1 @@
+"""orbithil flight layer."""

@@ -1,0 +1,1 @@
+"""orbithil hardware abstraction layer."""

@@ -1,0 +1,264 @@
+"""The host-link codec: COBS, CRC-16, frames, a streaming deframer and Hsiao SECDED.
+
+Two backends give identical results: C through cffi (``codec.c``, built by
+``python -m hal.codec.build``) and the pure-Python reference (``_reference``), which is the
+test oracle and the fallback when no compiler is present. ``ORBITHIL_CODEC`` picks one
+(``auto`` by default: C when built and current, else Python with a warning).
+
+Every public function checks its arguments here, once, in front of both backends: a wrong
+type raises ``TypeError`` and a value out of range ``ValueError``, each saying what was
+expected. Decoding failures raise ``CobsError`` / ``FrameError`` (``hal.errors``) carrying
+the bytes and the reason; the deframer never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from types import ModuleType
+
+import numpy as np
+
+from hal.errors import CobsError, FrameError
+from hal.settings import Settings
+
+from . import _reference
+from .deframer import Deframer, DeframeResult
+from .frame_format import (
+    CRC16_INIT,
+    FRAME_VERSION,
+    MAX_ENCODED,
+    MAX_PAYLOAD,
+    MAX_WIRE,
+    Discard,
+    Frame,
+    FrameStatus,
+)
+from .hmatrix import SECDED_39_32, SECDED_72_64, SecdedCode, SecdedStatus, code_for
+
+__all__ = [
+    "FRAME_VERSION",
+    "MAX_ENCODED",
+    "MAX_PAYLOAD",
+    "MAX_WIRE",
+    "SECDED_39_32",
+    "SECDED_72_64",
+    "CobsError",
+    "DeframeResult",
+    "Deframer",
+    "Discard",
+    "Frame",
+    "FrameError",
+    "FrameStatus",
+    "SecdedCode",
+    "SecdedStatus",
+    "available_backends",
+    "backend",
+    "cobs_decode",
+    "cobs_encode",
+    "crc16",
+    "deframe",
+    "frame_decode",
+    "frame_encode",
+    "new_deframer",
+    "secded_decode",
+    "secded_decode_array",
+    "secded_encode",
+    "secded_encode_array",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --- backend selection ------------------------------------------------------------------
+def _load_c() -> tuple[ModuleType | None, str]:
+    """The C backend, or None and why not."""
+    try:
+        from . import _cbackend
+    except ImportError as exc:
+        return None, f"not built ({exc}); run 'make setup'"
+    from .build import source_hash
+
+    if _cbackend.built_hash() != source_hash():
+        return None, "stale (its sources changed since it was built); run 'make setup'"
+    return _cbackend, "built and current"
+
+
+_C_BACKEND, C_STATUS = _load_c()
+
+
+def available_backends() -> dict[str, ModuleType]:
+    """Every backend that can run here, by name (``python`` always; ``c`` when built)."""
+    found: dict[str, ModuleType] = {"python": _reference}
+    if _C_BACKEND is not None:
+        found["c"] = _C_BACKEND
+    return found
+
+
+def _select(choice: str) -> ModuleType:
+    if choice == "python":
+        return _reference
+    if _C_BACKEND is not None:
+        return _C_BACKEND
+    if choice == "c":
+        raise ImportError(f"ORBITHIL_CODEC=c but the C codec is {C_STATUS}")
+    warnings.warn(
+        f"the C codec is {C_STATUS}; using the pure-Python codec, which is much slower",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return _reference
+
+
+_impl = _select(Settings.from_env().codec)
+
+
+def backend() -> str:
+    """Name of the backend in use: ``"c"`` or ``"python"``."""
+    return _impl.NAME
+
+
+# --- argument checks (one place for both backends) --------------------------------------
+def _as_bytes(value: object, name: str) -> bytes | bytearray | memoryview:
+    if isinstance(value, bytes | bytearray):
+        return value
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be bytes-like, got str; encode it first, e.g. s.encode()")
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be bytes-like (bytes, bytearray, memoryview), got {type(value).__name__}"
+        ) from None
+    if view.itemsize != 1 or not view.c_contiguous:
+        raise TypeError(
+            f"{name} must be a contiguous buffer of bytes; got itemsize {view.itemsize}, "
+            f"format {view.format!r}; use bytes(...) or .view(np.uint8)"
+        )
+    return view.cast("B") if view.ndim != 1 or view.format != "B" else view
+
+
+def _as_uint(value: object, name: str, bits: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{name} must be in 0..{(1 << bits) - 1}, got {value}")
+    return value
+
+
+def _as_words(value: object, name: str, code: SecdedCode) -> np.ndarray:
+    """An array of ``code.k``-bit unsigned words, contiguous, in the code's dtype."""
+    dtype = np.uint32 if code.k == 32 else np.uint64
+    array = np.asarray(value)
+    if array.dtype.kind not in "ui":
+        raise TypeError(
+            f"{name} must be an integer array (e.g. dtype {np.dtype(dtype).name}), "
+            f"got dtype {array.dtype}"
+        )
+    if array.size and array.dtype != dtype:
+        if array.dtype.kind == "i" and int(array.min()) < 0:
+            raise ValueError(f"{name} holds negative values; words are unsigned {code.k}-bit")
+        if int(array.max()) >= 1 << code.k:
+            raise ValueError(f"{name} holds values wider than {code.k} bits")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+# --- public functions -------------------------------------------------------------------
+def crc16(data: bytes, crc: int = CRC16_INIT) -> int:
+    """CRC-16/CCITT-FALSE of ``data``, continuing from ``crc`` (0xFFFF to start)."""
+    return _impl.crc16(_as_bytes(data, "data"), _as_uint(crc, "crc", 16))
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode ``data`` (no delimiter added); the output holds no 0x00 byte."""
+    return _impl.cobs_encode(_as_bytes(data, "data"))
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Decode COBS bytes (no delimiter); raises ``CobsError`` with the bad offset."""
+    return _impl.cobs_decode(_as_bytes(data, "data"))
+
+
+def frame_encode(
+    seq: int, cmd: int, payload: bytes = b"", *, version: int = FRAME_VERSION
+) -> bytes:
+    """One frame as sent on the wire: ``00 | COBS(header payload crc) | 00``."""
+    payload = _as_bytes(payload, "payload")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(
+            f"payload is {len(payload)} bytes; a frame carries at most {MAX_PAYLOAD} — "
+            "split it over several commands"
+        )
+    return _impl.frame_encode(
+        _as_uint(version, "version", 8), _as_uint(seq, "seq", 8), _as_uint(cmd, "cmd", 8), payload
+    )
+
+
+def frame_decode(data: bytes) -> Frame:
+    """Decode one frame (with or without its delimiters); raises ``FrameError``."""
+    raw = bytes(_as_bytes(data, "data"))
+    inner = raw.strip(b"\x00")
+    if 0 in inner:
+        raise FrameError(
+            "frame_decode takes one frame; these bytes hold several (0x00 inside) — "
+            "use Deframer or deframe() for a stream",
+            reason=FrameStatus.COBS,
+            data=raw,
+        )
+    if len(inner) > MAX_ENCODED:
+        raise FrameError(
+            f"{len(inner)} bytes between delimiters; a frame has at most {MAX_ENCODED}",
+            reason=FrameStatus.OVERSIZE,
+            data=raw,
+        )
+    status, frame = _impl.frame_decode(inner)
+    if frame is None:
+        raise FrameError(f"frame rejected: {status.name}", reason=status, data=raw)
+    return frame
+
+
+def new_deframer() -> Deframer:
+    """A streaming deframer on the backend in use."""
+    return Deframer(_impl.frame_decode)
+
+
+def deframe(data: bytes) -> DeframeResult:
+    """Deframe a complete byte string at once (frames, discarded ranges, leftover)."""
+    return new_deframer().feed(_as_bytes(data, "data"))
+
+
+def secded_encode(data: int, *, k: int = 32) -> int:
+    """The codeword of a k-bit word: data in bits [k-1:0], check bits above (k = 32 or 64)."""
+    code = code_for(k)
+    return _impl.secded_encode(code, _as_uint(data, "data", k))
+
+
+def secded_decode(codeword: int, *, k: int = 32) -> tuple[int, SecdedStatus]:
+    """(data, status) of a codeword: one flipped bit corrected, two flagged UNCORRECTABLE."""
+    code = code_for(k)
+    return _impl.secded_decode(code, _as_uint(codeword, "codeword", code.n))
+
+
+def secded_encode_array(data: object, *, k: int = 32) -> np.ndarray:
+    """Check bits (uint8) for every word of an array; the data is stored beside them."""
+    code = code_for(k)
+    return _impl.secded_encode_array(code, _as_words(data, "data", code))
+
+
+def secded_decode_array(
+    data: object, check: object, *, k: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(corrected data, status per word as uint8 SecdedStatus) for arrays of words and checks."""
+    code = code_for(k)
+    words = _as_words(data, "data", code)
+    checks = np.asarray(check)
+    if checks.shape != words.shape:
+        raise ValueError(
+            f"check has shape {checks.shape} but data has {words.shape}; they must match"
+        )
+    if checks.dtype.kind not in "ui":
+        raise TypeError(f"check must be an integer array (dtype uint8), got dtype {checks.dtype}")
+    if checks.size and (int(checks.min()) < 0 or int(checks.max()) >= 1 << code.r):
+        raise ValueError(f"check values must be in 0..{(1 << code.r) - 1} for k={k}")
+    return _impl.secded_decode_array(code, words, np.ascontiguousarray(checks, dtype=np.uint8))

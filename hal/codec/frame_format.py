@@ -1,0 +1,69 @@
+"""The host-link frame format (fpga/ICD.md, "Frame format"): constants and value types.
+
+On the wire a frame is ``00 | COBS(body) | 00`` where
+``body = version | seq | cmd | length | payload[length] | crc16_hi | crc16_lo`` and the CRC is
+CRC-16/CCITT-FALSE over ``version .. payload``. Running the same CRC over the whole body,
+CRC included, gives 0 — which is how the RTL checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+FRAME_VERSION = 1
+DELIMITER = 0x00
+HEADER_LEN = 4  # version, seq, cmd, length
+CRC_LEN = 2
+MAX_PAYLOAD = 255
+MIN_BODY = HEADER_LEN + CRC_LEN
+MAX_BODY = HEADER_LEN + MAX_PAYLOAD + CRC_LEN
+
+# CRC-16/CCITT-FALSE (a.k.a. CRC-16/IBM-3740): poly 0x1021, init 0xFFFF, no reflection,
+# no final XOR; check value over b"123456789" is 0x29B1.
+CRC16_POLY = 0x1021
+CRC16_INIT = 0xFFFF
+CRC16_CHECK = 0x29B1
+
+
+def cobs_max_encoded_len(n: int) -> int:
+    """Longest COBS encoding of ``n`` bytes: one code byte per started 254-byte block."""
+    return n + n // 254 + 1
+
+
+MAX_ENCODED = cobs_max_encoded_len(MAX_BODY)  # longest run of bytes between delimiters
+MAX_WIRE = MAX_ENCODED + 2  # with both delimiters
+
+
+class FrameStatus(IntEnum):
+    """Why a frame was or was not accepted. Shared with C (build.py) and the chip's NAK codes."""
+
+    OK = 0
+    COBS = 1  # not valid COBS
+    BAD_LENGTH = 2  # shorter than a header and CRC, or the length byte disagrees
+    BAD_CRC = 3
+    BAD_VERSION = 4
+    OVERSIZE = 5  # more than MAX_ENCODED bytes without a delimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame."""
+
+    seq: int
+    cmd: int
+    payload: bytes
+    version: int = FRAME_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Bytes ``[start, end)`` of the stream (offsets since the deframer began) thrown away."""
+
+    start: int
+    end: int
+    reason: FrameStatus
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start

@@ -1,0 +1,175 @@
+"""Frames and the streaming deframer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import hal.codec as codec
+from hal.codec import Deframer, Frame, FrameError, FrameStatus
+from hal.codec.frame_format import MAX_ENCODED, MAX_PAYLOAD
+
+frames = st.builds(
+    Frame,
+    seq=st.integers(0, 255),
+    cmd=st.integers(0, 255),
+    payload=st.binary(max_size=MAX_PAYLOAD),
+)
+
+
+def wire(frame: Frame, impl=None) -> bytes:
+    impl = impl or codec.available_backends()["python"]
+    return impl.frame_encode(frame.version, frame.seq, frame.cmd, frame.payload)
+
+
+@given(frames)
+def test_frame_round_trip_is_identical_on_both_backends(frame):
+    impls = codec.available_backends()
+    encoded = {name: wire(frame, impl) for name, impl in impls.items()}
+    assert encoded["c"] == encoded["python"]
+    data = encoded["c"]
+    assert data[0] == 0 and data[-1] == 0 and 0 not in data[1:-1]
+    for impl in impls.values():
+        assert impl.frame_decode(data[1:-1]) == (FrameStatus.OK, frame)
+    assert codec.frame_decode(data) == frame
+
+
+def test_frame_layout_is_the_icd_one():
+    # version 1, seq 7, cmd 0x01, no payload; CRC-16/CCITT-FALSE of 01 07 01 00.
+    body = bytes([1, 7, 1, 0])
+    crc = codec.crc16(body)
+    assert (
+        codec.frame_encode(7, 1)
+        == b"\x00" + codec.cobs_encode(body + crc.to_bytes(2, "big")) + b"\x00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), FrameStatus.BAD_CRC),
+        (lambda b: b[:3], FrameStatus.BAD_LENGTH),
+        (lambda b: b"\x09" + b[1:], FrameStatus.BAD_VERSION),
+    ],
+)
+def test_each_rejection_reason(codec_backend, mutate, reason):
+    body = bytes([1, 9, 2, 3, 0xA, 0xB, 0xC])
+    body = mutate(body + codec.crc16(body).to_bytes(2, "big"))
+    if reason is FrameStatus.BAD_VERSION:  # re-CRC so the version is the only fault
+        body = body[:-2] + codec.crc16(body[:-2]).to_bytes(2, "big")
+    status, frame = codec_backend.frame_decode(codec.cobs_encode(body))
+    assert (status, frame) == (reason, None)
+
+
+def test_length_byte_that_disagrees_is_bad_length(codec_backend):
+    body = bytes([1, 9, 2, 5, 0xA])  # says 5 payload bytes, carries 1
+    body += codec.crc16(body).to_bytes(2, "big")
+    assert codec_backend.frame_decode(codec.cobs_encode(body))[0] is FrameStatus.BAD_LENGTH
+
+
+def test_cobs_error_is_reported(codec_backend):
+    assert codec_backend.frame_decode(b"\x09\x01")[0] is FrameStatus.COBS
+
+
+def test_frame_decode_raises_with_reason_and_bytes():
+    bad = codec.frame_encode(1, 2, b"abc")
+    bad = bad[:3] + bytes([bad[3] ^ 0x40]) + bad[4:]
+    with pytest.raises(FrameError, match="BAD_CRC") as info:
+        codec.frame_decode(bad)
+    assert info.value.reason is FrameStatus.BAD_CRC and info.value.data == bad
+
+
+def test_frame_decode_refuses_two_frames_at_once():
+    with pytest.raises(FrameError, match="use Deframer"):
+        codec.frame_decode(codec.frame_encode(1, 1) + codec.frame_encode(2, 2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "text"),
+    [
+        ({"seq": 256, "cmd": 1}, ValueError, r"seq must be in 0\.\.255, got 256"),
+        ({"seq": -1, "cmd": 1}, ValueError, r"seq must be in 0\.\.255, got -1"),
+        ({"seq": 1, "cmd": "x"}, TypeError, "cmd must be an int, got str"),
+        ({"seq": True, "cmd": 1}, TypeError, "seq must be an int, got bool"),
+        ({"seq": 1, "cmd": 1, "payload": bytes(256)}, ValueError, "at most 255"),
+        ({"seq": 1, "cmd": 1, "payload": "hi"}, TypeError, "encode it first"),
+        ({"seq": 1, "cmd": 1, "version": 300}, ValueError, "version must be in"),
+    ],
+)
+def test_frame_encode_bad_arguments(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        codec.frame_encode(**kwargs)
+
+
+# --- deframer -------------------------------------------------------------------------
+def feed_in_chunks(deframer: Deframer, data: bytes, rng: random.Random):
+    got, discarded, i = [], [], 0
+    while i < len(data):
+        step = rng.randint(1, 64)
+        result = deframer.feed(data[i : i + step])
+        got += result.frames
+        discarded += result.discarded
+        i += step
+    return got, discarded
+
+
+def is_subsequence(needles, haystack) -> bool:
+    it = iter(haystack)
+    return all(any(n == h for h in it) for n in needles)
+
+
+@given(st.lists(st.tuples(st.binary(max_size=80), frames), max_size=12), st.integers(0, 2**32))
+def test_every_valid_frame_survives_interleaved_garbage(items, seed):
+    stream = b"".join(garbage + wire(frame) for garbage, frame in items)
+    sent = [frame for _, frame in items]
+    for impl in codec.available_backends().values():
+        got, discarded = feed_in_chunks(Deframer(impl.frame_decode), stream, random.Random(seed))
+        # Garbage can, very rarely, itself be a valid frame; the sent ones all arrive in order.
+        assert is_subsequence(sent, got)
+        for d in discarded:
+            assert 0 <= d.start <= d.end <= len(stream)
+            assert 0 not in stream[d.start : d.end]
+
+
+@given(st.binary(max_size=3000), st.integers(0, 2**32))
+def test_deframer_never_raises_and_chunking_does_not_matter(data, seed):
+    for impl in codec.available_backends().values():
+        whole = Deframer(impl.frame_decode).feed(data)
+        chunked = feed_in_chunks(Deframer(impl.frame_decode), data, random.Random(seed))
+        assert (whole.frames, whole.discarded) == chunked
+
+
+def test_discarded_ranges_name_the_bytes_and_the_reason():
+    good = codec.frame_encode(3, 4, b"ok")
+    stream = b"\x05\x01" + good
+    result = codec.deframe(stream)
+    assert result.frames == [Frame(3, 4, b"ok")]
+    assert [(d.start, d.end, d.reason) for d in result.discarded] == [(0, 2, FrameStatus.COBS)]
+
+
+def test_oversize_run_is_dropped_while_streaming_and_the_next_frame_arrives():
+    deframer = codec.new_deframer()
+    for _ in range(100):  # 100 kB without a delimiter: memory stays bounded
+        assert deframer.feed(b"\x01" * 1000).frames == []
+        assert len(deframer.pending) <= MAX_ENCODED
+    result = deframer.feed(codec.frame_encode(9, 9, b"after"))
+    assert result.frames == [Frame(9, 9, b"after")]
+    assert [(d.start, d.end, d.reason) for d in result.discarded] == [
+        (0, 100_000, FrameStatus.OVERSIZE)
+    ]
+
+
+def test_leftover_is_the_incomplete_frame():
+    good = codec.frame_encode(1, 2, b"xyz")
+    result = codec.new_deframer().feed(good[:-3])
+    assert result.frames == [] and result.leftover == good[1:-3]
+
+
+def test_counters_add_up():
+    deframer = codec.new_deframer()
+    deframer.feed(b"\x07\x00" + codec.frame_encode(1, 1) + b"\x01\x00")
+    assert deframer.frames_ok == 1
+    assert deframer.discards == {FrameStatus.COBS: 1, FrameStatus.BAD_LENGTH: 1}
