@@ -24,5 +24,5 @@ def codec_backend(request):
     C backend is a failure, not a skip."""
     backends = hal.codec.available_backends()
     if request.param not in backends:
-        pytest.fail(f"the C codec is {hal.codec.C_STATUS}")
+        pytest.fail(f"the C codec is {hal.codec.c_status()}")
     return backends[request.param]

@@ -17,6 +17,7 @@ frames = st.builds(
     seq=st.integers(0, 255),
     cmd=st.integers(0, 255),
     payload=st.binary(max_size=MAX_PAYLOAD),
+    version=st.just(1),
 )
 
 
@@ -126,7 +127,9 @@ def test_every_valid_frame_survives_interleaved_garbage(items, seed):
     stream = b"".join(garbage + wire(frame) for garbage, frame in items)
     sent = [frame for _, frame in items]
     for impl in codec.available_backends().values():
-        got, discarded = feed_in_chunks(Deframer(impl.frame_decode), stream, random.Random(seed))
+        got, discarded = feed_in_chunks(
+            Deframer(impl.deframe_segments), stream, random.Random(seed)
+        )
         # Garbage can, very rarely, itself be a valid frame; the sent ones all arrive in order.
         assert is_subsequence(sent, got)
         for d in discarded:
@@ -137,8 +140,8 @@ def test_every_valid_frame_survives_interleaved_garbage(items, seed):
 @given(st.binary(max_size=3000), st.integers(0, 2**32))
 def test_deframer_never_raises_and_chunking_does_not_matter(data, seed):
     for impl in codec.available_backends().values():
-        whole = Deframer(impl.frame_decode).feed(data)
-        chunked = feed_in_chunks(Deframer(impl.frame_decode), data, random.Random(seed))
+        whole = Deframer(impl.deframe_segments).feed(data)
+        chunked = feed_in_chunks(Deframer(impl.deframe_segments), data, random.Random(seed))
         assert (whole.frames, whole.discarded) == chunked
 
 
@@ -173,3 +176,25 @@ def test_counters_add_up():
     deframer.feed(b"\x07\x00" + codec.frame_encode(1, 1) + b"\x01\x00")
     assert deframer.frames_ok == 1
     assert deframer.discards == {FrameStatus.COBS: 1, FrameStatus.BAD_LENGTH: 1}
+
+
+@given(st.lists(st.binary(max_size=40) | frames.map(wire), max_size=40))
+def test_deframe_segments_c_equals_python(pieces):
+    buf = b"".join(pieces)
+    impls = codec.available_backends()
+    assert impls["c"].deframe_segments(buf, MAX_ENCODED) == impls["python"].deframe_segments(
+        buf, MAX_ENCODED
+    )
+
+
+def test_deframe_segments_beyond_one_c_call():
+    """More segments than one C call returns (1024) are all found, in order."""
+    buf = b"".join(codec.frame_encode(i & 0xFF, 1, bytes([i & 0xFF])) for i in range(3000))
+    buf += b"\x05\x05\x00\x07"
+    impls = codec.available_backends()
+    c_result = impls["c"].deframe_segments(buf, MAX_ENCODED)
+    assert c_result == impls["python"].deframe_segments(buf, MAX_ENCODED)
+    frames, discarded, consumed = c_result
+    assert [f.seq for f in frames] == [i & 0xFF for i in range(3000)]
+    assert [(d[0] - (len(buf) - 4), d[2]) for d in discarded] == [(0, FrameStatus.COBS)]
+    assert consumed == len(buf) - 1

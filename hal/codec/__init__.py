@@ -13,7 +13,7 @@ the bytes and the reason; the deframer never raises.
 
 from __future__ import annotations
 
-import logging
+import functools
 import warnings
 from types import ModuleType
 
@@ -54,6 +54,7 @@ __all__ = [
     "SecdedStatus",
     "available_backends",
     "backend",
+    "c_status",
     "cobs_decode",
     "cobs_encode",
     "crc16",
@@ -67,12 +68,11 @@ __all__ = [
     "secded_encode_array",
 ]
 
-log = logging.getLogger(__name__)
 
-
-# --- backend selection ------------------------------------------------------------------
+# --- backend selection (lazy: importing hal.codec loads nothing and warns about nothing) ---
+@functools.cache
 def _load_c() -> tuple[ModuleType | None, str]:
-    """The C backend, or None and why not."""
+    """The C backend, or None, and a sentence on its state."""
     try:
         from . import _cbackend
     except ImportError as exc:
@@ -84,33 +84,46 @@ def _load_c() -> tuple[ModuleType | None, str]:
     return _cbackend, "built and current"
 
 
-_C_BACKEND, C_STATUS = _load_c()
+def c_status() -> str:
+    """Whether the C codec is built and current, in words (for doctor and error messages)."""
+    return _load_c()[1]
 
 
 def available_backends() -> dict[str, ModuleType]:
     """Every backend that can run here, by name (``python`` always; ``c`` when built)."""
     found: dict[str, ModuleType] = {"python": _reference}
-    if _C_BACKEND is not None:
-        found["c"] = _C_BACKEND
+    c_backend, _ = _load_c()
+    if c_backend is not None:
+        found["c"] = c_backend
     return found
 
 
 def _select(choice: str) -> ModuleType:
     if choice == "python":
         return _reference
-    if _C_BACKEND is not None:
-        return _C_BACKEND
+    c_backend, status = _load_c()
+    if c_backend is not None:
+        return c_backend
     if choice == "c":
-        raise ImportError(f"ORBITHIL_CODEC=c but the C codec is {C_STATUS}")
+        raise ImportError(f"ORBITHIL_CODEC=c but the C codec is {status}")
     warnings.warn(
-        f"the C codec is {C_STATUS}; using the pure-Python codec, which is much slower",
+        f"the C codec is {status}; using the pure-Python codec, which is much slower",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
     return _reference
 
 
-_impl = _select(Settings.from_env().codec)
+class _Unselected:
+    """Stands in for the backend until first use, then puts the chosen one in its place."""
+
+    def __getattr__(self, name: str):
+        global _impl
+        _impl = _select(Settings.from_env().codec)
+        return getattr(_impl, name)
+
+
+_impl: ModuleType | _Unselected = _Unselected()
 
 
 def backend() -> str:
@@ -220,7 +233,7 @@ def frame_decode(data: bytes) -> Frame:
 
 def new_deframer() -> Deframer:
     """A streaming deframer on the backend in use."""
-    return Deframer(_impl.frame_decode)
+    return Deframer(_impl.deframe_segments)
 
 
 def deframe(data: bytes) -> DeframeResult:

@@ -124,6 +124,28 @@ def frame_decode(encoded: bytes) -> tuple[FrameStatus, Frame | None]:
     return FrameStatus.OK, Frame(body[1], body[2], body[HEADER_LEN:-2], body[0])
 
 
+Discarded = tuple[int, int, FrameStatus]  # start, end, reason
+
+
+def deframe_segments(buf: bytes, max_encoded: int) -> tuple[list[Frame], list[Discarded], int]:
+    """The good frames and the rejected runs between delimiters in ``buf``, in order, and
+    the offset just past the last delimiter (what follows it is an incomplete frame)."""
+    frames: list[Frame] = []
+    discarded: list[Discarded] = []
+    pos = 0
+    while (end := buf.find(0, pos)) >= 0:
+        if end - pos > max_encoded:
+            discarded.append((pos, end, FrameStatus.OVERSIZE))
+        elif end > pos:
+            status, frame = frame_decode(buf[pos:end])
+            if frame is None:
+                discarded.append((pos, end, status))
+            else:
+                frames.append(frame)
+        pos = end + 1
+    return frames, discarded, pos
+
+
 # --- SECDED ---------------------------------------------------------------------------
 
 

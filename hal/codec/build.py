@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -23,14 +25,16 @@ SOURCES = ("codec.c", "hmatrix.py", "frame_format.py", "build.py")
 log = logging.getLogger(__name__)
 
 CDEF = """
-uint16_t ohc_crc16(const uint8_t *src, size_t n, uint16_t crc);
+uint16_t ohc_crc16(const char *src, size_t n, uint16_t crc);
 size_t ohc_cobs_max_len(size_t n);
-size_t ohc_cobs_encode(const uint8_t *src, size_t n, uint8_t *dst);
-long ohc_cobs_decode(const uint8_t *src, size_t n, uint8_t *dst);
+size_t ohc_cobs_encode(const char *src, size_t n, char *dst);
+long ohc_cobs_decode(const char *src, size_t n, char *dst);
 size_t ohc_frame_max_len(size_t payload_len);
-size_t ohc_frame_encode(uint8_t version, uint8_t seq, uint8_t cmd, const uint8_t *payload,
-                        size_t n, uint8_t *dst);
-int ohc_frame_decode(const uint8_t *src, size_t n, uint8_t *body, size_t *body_len);
+size_t ohc_frame_encode(uint8_t version, uint8_t seq, uint8_t cmd, const char *payload,
+                        size_t n, char *dst);
+long ohc_frame_decode(const char *src, size_t n, char *body);
+long ohc_deframe(const char *src, size_t n, size_t max_encoded, char *bodies, long *segs,
+                 size_t max_segs, size_t *consumed);
 void ohc_secded32_encode(const uint32_t *data, uint8_t *check, size_t n);
 void ohc_secded32_decode(const uint32_t *data, const uint8_t *check, uint32_t *out,
                          uint8_t *status, size_t n);
@@ -53,6 +57,21 @@ def source_hash() -> str:
 def _c_array(name: str, ctype: str, values: list[int] | tuple[int, ...]) -> str:
     rows = [", ".join(str(v) for v in values[i : i + 16]) for i in range(0, len(values), 16)]
     return f"static const {ctype} {name}[{len(values)}] = {{\n    " + ",\n    ".join(rows) + "\n};"
+
+
+def _crc16_slice_tables(poly: int) -> list[list[int]]:
+    """Slicing-by-8 tables: [k][v] = CRC contribution of byte v followed by k zero bytes."""
+    base = []
+    for v in range(256):
+        crc = v << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ poly) if crc & 0x8000 else crc << 1
+        base.append(crc & 0xFFFF)
+    tables = [base]
+    for _ in range(7):
+        prev = tables[-1]
+        tables.append([((c << 8) & 0xFFFF) ^ base[c >> 8] for c in prev])
+    return tables
 
 
 def generated_prelude() -> str:
@@ -89,6 +108,9 @@ def generated_prelude() -> str:
         f"#define OHC_SYN_UNCORRECTABLE {SYNDROME_UNCORRECTABLE}",
     ]
     lines += [f"#define OHC_FRAME_{s.name} {s.value}" for s in FrameStatus]
+    crc_tables = _crc16_slice_tables(CRC16_POLY)
+    rows = ",\n".join("  {" + ", ".join(map(str, t)) + "}" for t in crc_tables)
+    lines.append(f"static const uint16_t ohc_crc16_tables[8][256] = {{\n{rows}\n}};")
     lines += [f"#define OHC_SECDED_{s.name} {s.value}" for s in SecdedStatus]
     for code, tag in ((SECDED_39_32, "32"), (SECDED_72_64, "64")):
         tables = code.byte_tables()
@@ -110,7 +132,12 @@ def build() -> Path:
     with tempfile.TemporaryDirectory(prefix="orbithil-cffi-") as tmp:
         built = Path(ffi.compile(tmpdir=tmp, verbose=False))
         target = HERE / built.name
-        target.write_bytes(built.read_bytes())
+        # Never write over the old file in place: a process (this one included) may have it
+        # mapped, and changing a mapped library under it crashes that process. A rename gives
+        # the new build its own inode; old mappings keep the old one.
+        staging = HERE / f".{built.name}.{os.getpid()}.tmp"
+        shutil.copyfile(built, staging)
+        os.replace(staging, target)
     return target
 
 

@@ -1,10 +1,11 @@
 """Streaming deframer: bytes in arbitrary chunks -> frames, leftover and discarded ranges.
 
-Written once over a backend's ``frame_decode`` (C or Python), so both backends share the
-streaming logic and differ only where they should: decoding one frame. It never raises on
-any input and never loses a good frame after garbage: a delimiter always ends whatever
-came before it, so the next good frame starts clean. Memory is bounded: a run with no
-delimiter longer than ``MAX_ENCODED`` is dropped as OVERSIZE while it streams in.
+The streaming state (the incomplete frame, over-long runs, stream offsets) is kept here,
+once, for both backends; a backend's ``deframe_segments`` finds and decodes the complete
+frames in a buffer (in C, the whole chunk in one call). It never raises on any input and
+never loses a good frame after garbage: a delimiter always ends whatever came before it,
+so the next frame starts clean. Memory is bounded: a run with no delimiter longer than
+``MAX_ENCODED`` is dropped as OVERSIZE while it streams in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 
 from .frame_format import MAX_ENCODED, Discard, Frame, FrameStatus
 
-FrameDecoder = Callable[[bytes], tuple[FrameStatus, Frame | None]]
+# (buffer, max_encoded) -> (frames, [(start, end, reason)], offset past the last delimiter)
+SegmentDecoder = Callable[[bytes, int], tuple[list, list, int]]
 
 
 @dataclass(slots=True)
@@ -29,11 +31,11 @@ class DeframeResult:
 class Deframer:
     """Feed byte chunks; get back complete frames and what was thrown away, and why."""
 
-    def __init__(self, decode: FrameDecoder, *, max_encoded: int = MAX_ENCODED) -> None:
-        self._decode = decode
+    def __init__(self, segments: SegmentDecoder, *, max_encoded: int = MAX_ENCODED) -> None:
+        self._segments = segments
         self._max = max_encoded
-        self._pending = bytearray()
-        self._pending_start = 0  # stream offset of the first pending byte
+        self._pending = b""
+        self._pending_start = 0  # stream offset of the first pending (or dropped) byte
         self._oversize = False  # dropping an over-long run until the next delimiter
         self._offset = 0  # stream offset of the next byte fed
         self.frames_ok = 0
@@ -42,7 +44,7 @@ class Deframer:
     @property
     def pending(self) -> bytes:
         """Bytes of an incomplete frame waiting for their delimiter."""
-        return bytes(self._pending)
+        return self._pending
 
     @property
     def offset(self) -> int:
@@ -51,49 +53,38 @@ class Deframer:
 
     def reset(self) -> None:
         """Forget any partial frame (e.g. after a link reset); offsets keep counting."""
-        self._pending.clear()
+        self._pending = b""
         self._oversize = False
         self._pending_start = self._offset
 
     def feed(self, data: bytes | bytearray | memoryview) -> DeframeResult:
         result = DeframeResult()
-        parts = bytes(data).split(b"\x00")
-        position = self._offset
-        for index, part in enumerate(parts):
-            self._extend(part, position)
-            position += len(part)
-            if index < len(parts) - 1:  # a delimiter followed this part
-                self._complete(position, result)
-                position += 1
-        self._offset = position
-        result.leftover = bytes(self._pending)
-        return result
-
-    def _extend(self, part: bytes, position: int) -> None:
-        if not self._pending and not self._oversize:
-            self._pending_start = position
+        data = bytes(data)
+        start_of_data = self._offset
+        self._offset += len(data)
         if self._oversize:
-            return
-        self._pending += part
+            end = data.find(0)
+            if end < 0:
+                return result
+            self._discard(result, self._pending_start, start_of_data + end, FrameStatus.OVERSIZE)
+            self._oversize = False
+            data = data[end + 1 :]
+            start_of_data += end + 1
+            self._pending_start = start_of_data
+        buf = self._pending + data if self._pending else data
+        base = self._pending_start if self._pending else start_of_data
+        frames, discarded, consumed = self._segments(buf, self._max)
+        result.frames = frames
+        self.frames_ok += len(frames)
+        for start, end, reason in discarded:
+            self._discard(result, base + start, base + end, reason)
+        self._pending = buf[consumed:]
+        self._pending_start = base + consumed
         if len(self._pending) > self._max:
             self._oversize = True
-            self._pending.clear()
-
-    def _complete(self, end: int, result: DeframeResult) -> None:
-        """A delimiter at stream offset ``end`` closes the pending run."""
-        start = self._pending_start
-        if self._oversize:
-            self._discard(result, start, end, FrameStatus.OVERSIZE)
-        elif self._pending:
-            status, frame = self._decode(bytes(self._pending))
-            if frame is not None:
-                result.frames.append(frame)
-                self.frames_ok += 1
-            else:
-                self._discard(result, start, end, status)
-        self._pending.clear()
-        self._oversize = False
-        self._pending_start = end + 1
+            self._pending = b""
+        result.leftover = self._pending
+        return result
 
     def _discard(self, result: DeframeResult, start: int, end: int, reason: FrameStatus) -> None:
         result.discarded.append(Discard(start, end, reason))

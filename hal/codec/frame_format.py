@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 FRAME_VERSION = 1
 DELIMITER = 0x00
@@ -46,9 +47,8 @@ class FrameStatus(IntEnum):
     OVERSIZE = 5  # more than MAX_ENCODED bytes without a delimiter
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded frame."""
+class Frame(NamedTuple):
+    """One decoded frame (a named tuple: cheap to make, immutable, compares by value)."""
 
     seq: int
     cmd: int
