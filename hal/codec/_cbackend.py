@@ -7,6 +7,8 @@ Buffers are allocated per call (no shared scratch), so it is safe from several t
 from __future__ import annotations
 
 import threading
+from itertools import repeat
+from operator import getitem
 
 import numpy as np
 
@@ -24,7 +26,8 @@ _OK = FrameStatus.OK
 _new_tuple = tuple.__new__  # Frame(...) without the named tuple's Python-level __new__
 _U8 = "uint8_t[]"
 _SCRATCH = 4096  # reused per thread for anything a frame can need (MAX_WIRE is 265)
-_MAX_SEGS = 1024  # segments per C call; longer chunks take several calls
+_BIG_KEEP = 4 << 20  # largest output buffer a thread keeps for reuse
+_MAX_ITEMS = 1024  # frames (and discards) per C call; longer chunks take several calls
 _local = threading.local()
 
 
@@ -34,9 +37,12 @@ class _Scratch:
     def __init__(self) -> None:
         self.array = _alloc("char[]", _SCRATCH)  # owns the memory
         self.out = ffi.cast("char *", self.array)  # unpack from a pointer is faster
-        self.bodies = _alloc("char[]", _SCRATCH)
-        self.segs = _alloc("long[]", 5 * _MAX_SEGS)
-        self.consumed = _alloc("size_t *")
+        self.bodies_array = _alloc("char[]", _SCRATCH)
+        self.bodies = ffi.cast("char *", self.bodies_array)
+        self.fields = _alloc("long[]", 5 * _MAX_ITEMS)
+        self.discards = _alloc("long[]", 3 * _MAX_ITEMS)
+        self.counts = _alloc("size_t[3]")
+        self.big_array, self.big, self.big_size = None, None, 0  # grows up to _BIG_KEEP
 
 
 def _scratch() -> _Scratch:
@@ -48,13 +54,26 @@ def _scratch() -> _Scratch:
 
 
 def _out(n: int):
-    """An output buffer of at least ``n`` bytes: this thread's scratch when it fits."""
-    if n > _SCRATCH:
-        return _alloc("char[]", n)
+    """(pointer, owner) of an output buffer of at least ``n`` bytes. Keep ``owner``
+    referenced while the pointer is in use.
+
+    Up to ``_BIG_KEEP`` bytes the buffer is this thread's, reused: a fresh large block is
+    new pages from the kernel, and faulting them in costs more than the coding itself.
+    A pointer, not the array, goes to ``ffi.unpack`` (unpacking an array is slower)."""
     try:
-        return _local.scratch.out
+        scratch = _local.scratch
     except AttributeError:
-        return _scratch().out
+        scratch = _scratch()
+    if n <= _SCRATCH:
+        return scratch.out, None
+    if n > _BIG_KEEP:
+        owner = _alloc("char[]", n)
+        return ffi.cast("char *", owner), owner
+    if scratch.big_size < n:
+        scratch.big_array = _alloc("char[]", n)
+        scratch.big = ffi.cast("char *", scratch.big_array)
+        scratch.big_size = n
+    return scratch.big, None
 
 
 def _in(data):
@@ -72,13 +91,13 @@ def crc16(data: bytes, crc: int) -> int:
 
 def cobs_encode(data: bytes) -> bytes:
     n = len(data)
-    out = _out(n + n // 254 + 1)
+    out, _owner = _out(n + n // 254 + 1)
     return ffi.unpack(out, lib.ohc_cobs_encode(_in(data), n, out))
 
 
 def cobs_decode(data: bytes) -> bytes:
     n = len(data)
-    out = _out(n)
+    out, _owner = _out(n)
     m = lib.ohc_cobs_decode(_in(data), n, out)
     if m < 0:
         pos = -m - 1
@@ -98,7 +117,7 @@ def frame_encode(version: int, seq: int, cmd: int, payload: bytes) -> bytes:
 
 
 def frame_decode(encoded: bytes) -> tuple[FrameStatus, Frame | None]:
-    body = _out(len(encoded))
+    body, _owner = _out(len(encoded))
     m = lib.ohc_frame_decode(_in(encoded), len(encoded), body)
     if m < 0:
         return _STATUS[-m], None
@@ -107,38 +126,41 @@ def frame_decode(encoded: bytes) -> tuple[FrameStatus, Frame | None]:
 
 
 def deframe_segments(buf: bytes, max_encoded: int) -> tuple[list, list, int]:
-    """As ``_reference.deframe_segments``, with the scan and every decode in C."""
+    """As ``_reference.deframe_segments``, with the scan and every decode in C.
+
+    The Frames are assembled by C-level iterators (map, zip, slice) over the fields C wrote:
+    no Python bytecode runs per frame.
+    """
     n = len(buf)
     scratch = _scratch()
-    bodies = scratch.bodies if n <= _SCRATCH else _alloc("char[]", n)
-    segs, consumed = scratch.segs, scratch.consumed
+    bodies, _owner = (scratch.bodies, None) if n <= _SCRATCH else _out(n)
+    fields, discards, counts = scratch.fields, scratch.discards, scratch.counts
     src = ffi.from_buffer(buf)
     frames: list = []
     discarded: list = []
     base = 0
     while True:
-        count = lib.ohc_deframe(
-            src + base, n - base, max_encoded, bodies, segs, _MAX_SEGS, consumed
+        lib.ohc_deframe(
+            src + base, n - base, max_encoded, bodies, fields, discards, _MAX_ITEMS, counts
         )
-        if count:
-            vals = ffi.unpack(segs, 5 * count)
-            raw = ffi.unpack(bodies, vals[-2] + vals[-1])  # bodies lie back to back
-            add_frame, new, frame_type = frames.append, _new_tuple, Frame  # hot loop: locals
-            for k in range(0, 5 * count, 5):
-                status = vals[k + 2]
-                if status:
-                    discarded.append((base + vals[k], base + vals[k + 1], _STATUS[status]))
-                else:
-                    off = vals[k + 3]
-                    end = off + vals[k + 4] - CRC_LEN
-                    add_frame(
-                        new(
-                            frame_type,
-                            (raw[off + 1], raw[off + 2], raw[off + HEADER_LEN : end], raw[off]),
-                        )
-                    )
-        base += consumed[0]
-        if count < _MAX_SEGS or consumed[0] == 0:
+        n_frames, n_discards, consumed = counts[0], counts[1], counts[2]
+        if n_frames:
+            f = ffi.unpack(fields, 5 * n_frames)
+            raw = ffi.unpack(bodies, f[-1])
+            payloads = map(getitem, repeat(raw), map(slice, f[3::5], f[4::5]))
+            frames += map(
+                _new_tuple, repeat(Frame), zip(f[0::5], f[1::5], payloads, f[2::5], strict=True)
+            )
+        if n_discards:
+            d = ffi.unpack(discards, 3 * n_discards)
+            discarded += zip(
+                [base + x for x in d[0::3]],
+                [base + x for x in d[1::3]],
+                map(_STATUS.__getitem__, d[2::3]),
+                strict=True,
+            )
+        base += consumed
+        if (n_frames < _MAX_ITEMS and n_discards < _MAX_ITEMS) or consumed == 0:
             return frames, discarded, base
 
 

@@ -33,8 +33,8 @@ size_t ohc_frame_max_len(size_t payload_len);
 size_t ohc_frame_encode(uint8_t version, uint8_t seq, uint8_t cmd, const char *payload,
                         size_t n, char *dst);
 long ohc_frame_decode(const char *src, size_t n, char *body);
-long ohc_deframe(const char *src, size_t n, size_t max_encoded, char *bodies, long *segs,
-                 size_t max_segs, size_t *consumed);
+void ohc_deframe(const char *src, size_t n, size_t max_encoded, char *bodies, long *fields,
+                 long *discards, size_t max_items, size_t *counts);
 void ohc_secded32_encode(const uint32_t *data, uint8_t *check, size_t n);
 void ohc_secded32_decode(const uint32_t *data, const uint8_t *check, uint32_t *out,
                          uint8_t *status, size_t n);

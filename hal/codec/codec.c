@@ -144,47 +144,54 @@ long ohc_frame_decode(const char *src, size_t n, char *body_)
 }
 
 /* ---- stream: every complete frame in a chunk, in one call ------------------------------
- * Scans src for delimiters. Each non-empty run between two delimiters is one segment:
- * segs[5k..5k+4] = {start, end, OHC_FRAME_* status, body offset, body length}. Good
- * frames' bodies go to bodies[] back to back (it must hold n bytes). A run longer than
- * max_encoded is OVERSIZE and not decoded. Stops after max_segs segments or at the last
- * delimiter; *consumed is the offset just past the last delimiter handled. Returns the
- * number of segments. */
-long ohc_deframe(const char *src_, size_t n, size_t max_encoded, char *bodies, long *segs,
-                 size_t max_segs, size_t *consumed)
+ * Scans src for delimiters; each non-empty run between two delimiters is one frame or one
+ * discard. Good frames: fields[5k..5k+4] = {seq, cmd, version, payload start, payload end}
+ * with the payload bytes in bodies[] (which must hold n bytes). Rejected runs:
+ * discards[3j..3j+2] = {start, end, OHC_FRAME_* reason} (offsets into src). A run longer
+ * than max_encoded is OVERSIZE and not decoded. Stops when max_items frames or discards
+ * are recorded, or at the last delimiter. counts = {frames, discards, offset just past the
+ * last delimiter handled}. */
+void ohc_deframe(const char *src_, size_t n, size_t max_encoded, char *bodies, long *fields,
+                 long *discards, size_t max_items, size_t *counts)
 {
     const uint8_t *src = (const uint8_t *)src_;
-    size_t pos = 0, body_at = 0;
-    long count = 0;
-    *consumed = 0;
-    while (pos < n && (size_t)count < max_segs) {
+    size_t pos = 0, body_at = 0, nf = 0, nd = 0;
+    counts[2] = 0;
+    while (pos < n && nf < max_items && nd < max_items) {
         const uint8_t *zero = memchr(src + pos, 0, n - pos);
         if (!zero)
             break;
         size_t end = (size_t)(zero - src);
         if (end > pos) {
-            long *seg = segs + 5 * count++;
-            seg[0] = (long)pos;
-            seg[1] = (long)end;
-            seg[3] = (long)body_at;
-            seg[4] = 0;
-            if (end - pos > max_encoded) {
-                seg[2] = OHC_FRAME_OVERSIZE;
-            } else {
+            long status = OHC_FRAME_OVERSIZE;
+            if (end - pos <= max_encoded) {
                 long m = ohc_frame_decode((const char *)src + pos, end - pos, bodies + body_at);
                 if (m > 0) {
-                    seg[2] = OHC_FRAME_OK;
-                    seg[4] = m;
+                    const uint8_t *body = (const uint8_t *)bodies + body_at;
+                    long *f = fields + 5 * nf++;
+                    f[0] = body[1];
+                    f[1] = body[2];
+                    f[2] = body[0];
+                    f[3] = (long)(body_at + OHC_HEADER_LEN);
+                    f[4] = (long)(body_at + (size_t)m - OHC_CRC_LEN);
                     body_at += (size_t)m;
+                    status = OHC_FRAME_OK;
                 } else {
-                    seg[2] = -m;
+                    status = -m;
                 }
+            }
+            if (status != OHC_FRAME_OK) {
+                long *d = discards + 3 * nd++;
+                d[0] = (long)pos;
+                d[1] = (long)end;
+                d[2] = status;
             }
         }
         pos = end + 1;
-        *consumed = pos;
+        counts[2] = pos;
     }
-    return count;
+    counts[0] = nf;
+    counts[1] = nd;
 }
 
 /* ---- SECDED (Hsiao), table driven --------------------------------------------------------
