@@ -26,6 +26,8 @@ _OK = FrameStatus.OK
 _new_tuple = tuple.__new__  # Frame(...) without the named tuple's Python-level __new__
 _U8 = "uint8_t[]"
 _SCRATCH = 4096  # reused per thread for anything a frame can need (MAX_WIRE is 265)
+_LONG = ffi.sizeof("long")
+_LONG_DTYPE = np.dtype(f"i{_LONG}")  # numpy's tolist() reads C longs faster than ffi.unpack
 _BIG_KEEP = 4 << 20  # largest output buffer a thread keeps for reuse
 _MAX_ITEMS = 1024  # frames (and discards) per C call; longer chunks take several calls
 _local = threading.local()
@@ -145,14 +147,14 @@ def deframe_segments(buf: bytes, max_encoded: int) -> tuple[list, list, int]:
         )
         n_frames, n_discards, consumed = counts[0], counts[1], counts[2]
         if n_frames:
-            f = ffi.unpack(fields, 5 * n_frames)
+            f = np.frombuffer(ffi.buffer(fields, 5 * n_frames * _LONG), _LONG_DTYPE).tolist()
             raw = ffi.unpack(bodies, f[-1])
             payloads = map(getitem, repeat(raw), map(slice, f[3::5], f[4::5]))
             frames += map(
                 _new_tuple, repeat(Frame), zip(f[0::5], f[1::5], payloads, f[2::5], strict=True)
             )
         if n_discards:
-            d = ffi.unpack(discards, 3 * n_discards)
+            d = np.frombuffer(ffi.buffer(discards, 3 * n_discards * _LONG), _LONG_DTYPE).tolist()
             discarded += zip(
                 [base + x for x in d[0::3]],
                 [base + x for x in d[1::3]],

@@ -59,8 +59,11 @@ def _c_array(name: str, ctype: str, values: list[int] | tuple[int, ...]) -> str:
     return f"static const {ctype} {name}[{len(values)}] = {{\n    " + ",\n    ".join(rows) + "\n};"
 
 
+CRC_SLICES = 16
+
+
 def _crc16_slice_tables(poly: int) -> list[list[int]]:
-    """Slicing-by-8 tables: [k][v] = CRC contribution of byte v followed by k zero bytes."""
+    """Slicing-by-16 tables: [k][v] = CRC contribution of byte v followed by k zero bytes."""
     base = []
     for v in range(256):
         crc = v << 8
@@ -68,7 +71,7 @@ def _crc16_slice_tables(poly: int) -> list[list[int]]:
             crc = ((crc << 1) ^ poly) if crc & 0x8000 else crc << 1
         base.append(crc & 0xFFFF)
     tables = [base]
-    for _ in range(7):
+    for _ in range(CRC_SLICES - 1):
         prev = tables[-1]
         tables.append([((c << 8) & 0xFFFF) ^ base[c >> 8] for c in prev])
     return tables
@@ -110,7 +113,8 @@ def generated_prelude() -> str:
     lines += [f"#define OHC_FRAME_{s.name} {s.value}" for s in FrameStatus]
     crc_tables = _crc16_slice_tables(CRC16_POLY)
     rows = ",\n".join("  {" + ", ".join(map(str, t)) + "}" for t in crc_tables)
-    lines.append(f"static const uint16_t ohc_crc16_tables[8][256] = {{\n{rows}\n}};")
+    lines.append(f"#define OHC_CRC_SLICES {CRC_SLICES}")
+    lines.append(f"static const uint16_t ohc_crc16_tables[{CRC_SLICES}][256] = {{\n{rows}\n}};")
     lines += [f"#define OHC_SECDED_{s.name} {s.value}" for s in SecdedStatus]
     for code, tag in ((SECDED_39_32, "32"), (SECDED_72_64, "64")):
         tables = code.byte_tables()

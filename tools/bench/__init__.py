@@ -62,6 +62,9 @@ def main(args) -> int:
     except KeyError as exc:
         print(f"orbithil bench: {exc.args[0]}")
         return 2
+    except RuntimeError as exc:  # a benchmark that cannot run here says why
+        print(f"orbithil bench {args.name}: {exc}")
+        return 1
     if args.json:
         print(json.dumps(result.as_json(args.name)))
         return 0
