@@ -198,3 +198,8 @@ def test_deframe_segments_beyond_one_c_call():
     assert [f.seq for f in frames] == [i & 0xFF for i in range(3000)]
     assert [(d[0] - (len(buf) - 4), d[2]) for d in discarded] == [(0, FrameStatus.COBS)]
     assert consumed == len(buf) - 1
+
+
+def test_deframer_rejects_text_with_a_clear_error():
+    with pytest.raises(TypeError, match="encode it first"):
+        codec.new_deframer().feed("not bytes")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._args import as_bytes
 from .frame_format import MAX_ENCODED, Discard, Frame, FrameStatus
 
 # (buffer, max_encoded) -> (frames, [(start, end, reason)], offset past the last delimiter)
@@ -59,7 +60,7 @@ class Deframer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> DeframeResult:
         result = DeframeResult()
-        data = bytes(data)
+        data = bytes(as_bytes(data, "data"))
         start_of_data = self._offset
         self._offset += len(data)
         if self._oversize:
