@@ -1,0 +1,70 @@
+// The read-write registers (hal/icd.py RW_REGISTERS, in order), each a 32-bit word.
+// HARDEN=1: three copies per register in separate keep_hierarchy modules (so synthesis
+// cannot merge them), a bitwise majority voter, and every cycle each copy reloads the
+// voted value, so an upset in one copy is out-voted at once and repaired on the next
+// clock; `mismatch` is high on any cycle where copies disagree. HARDEN=0: one copy.
+// `inj` flips bit `inj_bit` of copy `inj_copy` of register `inj_index` (debug SEU).
+`default_nettype none
+`include "orbithil_icd.vh"
+
+(* keep_hierarchy *)
+module tmr_copy (
+    input  wire        clk,
+    input  wire        rst,
+    input  wire [31:0] d,
+    input  wire [31:0] flip,
+    output reg  [31:0] q
+);
+    always @(posedge clk)
+        if (rst) q <= 32'h0;
+        else q <= d ^ flip;
+endmodule
+
+module regfile_tmr #(
+    parameter integer HARDEN = 1
+) (
+    input  wire        clk,
+    input  wire        rst,
+    input  wire        we,
+    input  wire [3:0]  windex,
+    input  wire [31:0] wdata,
+    input  wire        inj,
+    input  wire [3:0]  inj_index,
+    input  wire [4:0]  inj_bit,
+    input  wire [1:0]  inj_copy,
+    output wire [32*`OH_RW_COUNT-1:0] values,
+    output wire        mismatch
+);
+    localparam integer N = `OH_RW_COUNT;
+    wire [N-1:0] differs;
+    assign mismatch = |differs;
+
+    genvar r;
+    generate
+        for (r = 0; r < N; r = r + 1) begin : g_reg
+            wire [31:0] voted;
+            wire        write = we && windex == r;
+            wire [31:0] mask = 32'h1 << inj_bit;
+            wire        hit = inj && inj_index == r;
+            if (HARDEN != 0) begin : g_tmr
+                wire [31:0] q0, q1, q2;
+                wire [31:0] d = write ? wdata : voted;
+                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(d),
+                               .flip((hit && inj_copy == 2'd0) ? mask : 32'h0), .q(q0));
+                tmr_copy u_c1 (.clk(clk), .rst(rst), .d(d),
+                               .flip((hit && inj_copy == 2'd1) ? mask : 32'h0), .q(q1));
+                tmr_copy u_c2 (.clk(clk), .rst(rst), .d(d),
+                               .flip((hit && inj_copy == 2'd2) ? mask : 32'h0), .q(q2));
+                assign voted = (q0 & q1) | (q1 & q2) | (q0 & q2);
+                assign differs[r] = (q0 != q1) || (q1 != q2);
+            end else begin : g_single
+                wire [31:0] q0;
+                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(write ? wdata : voted),
+                               .flip(hit ? mask : 32'h0), .q(q0));
+                assign voted = q0;
+                assign differs[r] = 1'b0;
+            end
+            assign values[32*r +: 32] = voted;
+        end
+    endgenerate
+endmodule

@@ -1,0 +1,160 @@
+// Data SRAM. HARDEN=1: 39-bit Hsiao SECDED words (secded39.v, generated from the same
+// H-matrix as hal/codec); a read returns corrected data and status (0 OK, 1 CORRECTED,
+// 2 UNCORRECTABLE - never silently good), a corrected word is written back (so one upset
+// is counted once), and a background scrubber walks the array every `scrub_period` cycles
+// while the port is idle. Counters: corrections, uncorrectable words, last address.
+// HARDEN=0: raw 32-bit words, status always 0. `inj` flips one stored bit (debug SEU).
+// Port: `req` (with we/addr/wdata) and `inj` are one-cycle pulses, latched here so they are
+// never lost while the memory is busy (e.g. scrubbing); `ack` pulses once per request when
+// it is done (read data and status with it). One request outstanding per requester.
+`default_nettype none
+module secded_mem #(
+    parameter integer HARDEN = 1,
+    parameter integer WORDS = 2048,
+    parameter integer AW = 11
+) (
+    input  wire          clk,
+    input  wire          rst,
+    input  wire          req,
+    input  wire          we,
+    input  wire [AW-1:0] addr,
+    input  wire [31:0]   wdata,
+    output reg           ack,
+    output reg  [31:0]   rdata,
+    output reg  [1:0]    rstatus,
+    input  wire          inj,
+    input  wire [AW-1:0] inj_addr,
+    input  wire [5:0]    inj_bit,
+    input  wire [31:0]   scrub_period,
+    output reg  [31:0]   corrected,
+    output reg  [31:0]   uncorrectable,
+    output reg  [31:0]   last_addr
+);
+    localparam integer W = (HARDEN != 0) ? 39 : 32;
+    localparam [2:0] IDLE = 0, READ = 1, CHECK = 2, INJ_READ = 3, INJ_WRITE = 4,
+                     SCRUB_READ = 5, SCRUB_CHECK = 6;
+
+    reg [W-1:0] mem [0:WORDS-1];
+    reg [W-1:0] q;            // synchronous read data
+    reg [AW-1:0] mem_addr;    // the address being read
+    reg          mem_we;
+    reg [AW-1:0] mem_waddr;
+    reg [W-1:0]  mem_wdata;
+    reg [2:0]    state;
+    reg [5:0]    flip_bit;
+    reg [AW-1:0] scrub_addr;
+    reg          pend, pend_we, inj_pend;
+    reg [AW-1:0] pend_addr, inj_pend_addr;
+    reg [31:0]   pend_wdata;
+    reg [5:0]    inj_pend_bit;
+    reg [31:0]   scrub_timer;
+
+    integer k;
+    initial for (k = 0; k < WORDS; k = k + 1) mem[k] = {W{1'b0}};  // 0 is a valid codeword
+
+    always @(posedge clk) begin
+        q <= mem[mem_addr];
+        if (mem_we) mem[mem_waddr] <= mem_wdata;
+    end
+
+    wire [38:0] enc_word;
+    wire [31:0] dec_data;
+    wire [1:0]  dec_status;
+    secded39_enc u_enc (.data(pend_wdata), .codeword(enc_word));
+    generate
+        if (HARDEN != 0) begin : g_ecc
+            secded39_dec u_dec (.codeword(q), .data(dec_data), .status(dec_status));
+        end else begin : g_raw
+            assign dec_data = q[31:0];
+            assign dec_status = 2'd0;
+        end
+    endgenerate
+    wire [W-1:0] stored_word = enc_word[W-1:0];
+    wire [W-1:0] fixed_word;  // the corrected word re-encoded, for write-back
+    wire [38:0]  fixed_enc;
+    secded39_enc u_fix (.data(dec_data), .codeword(fixed_enc));
+    assign fixed_word = fixed_enc[W-1:0];
+
+    always @(posedge clk) begin
+        ack <= 1'b0;
+        mem_we <= 1'b0;
+        if (rst) begin
+            state <= IDLE; mem_addr <= 0; mem_waddr <= 0; mem_wdata <= 0; rdata <= 0;
+            rstatus <= 0; corrected <= 0; uncorrectable <= 0; last_addr <= 0;
+            flip_bit <= 0; scrub_addr <= 0; scrub_timer <= 0; pend <= 1'b0; pend_we <= 1'b0;
+            pend_addr <= 0; pend_wdata <= 0; inj_pend <= 1'b0; inj_pend_addr <= 0;
+            inj_pend_bit <= 0;
+        end else begin
+            if (req) begin
+                pend <= 1'b1; pend_we <= we; pend_addr <= addr; pend_wdata <= wdata;
+            end
+            if (inj) begin
+                inj_pend <= 1'b1; inj_pend_addr <= inj_addr; inj_pend_bit <= inj_bit;
+            end
+            if (scrub_period != 0 && scrub_timer < scrub_period) scrub_timer <= scrub_timer + 1'b1;
+            case (state)
+                IDLE: if (inj_pend) begin
+                    inj_pend <= 1'b0;
+                    mem_addr <= inj_pend_addr;
+                    flip_bit <= inj_pend_bit;
+                    state <= INJ_READ;
+                end else if (pend && pend_we) begin
+                    pend <= 1'b0;
+                    mem_we <= 1'b1;
+                    mem_waddr <= pend_addr;
+                    mem_wdata <= stored_word;
+                    ack <= 1'b1;
+                end else if (pend) begin
+                    pend <= 1'b0;
+                    mem_addr <= pend_addr;
+                    state <= READ;
+                end else if (scrub_period != 0 && scrub_timer >= scrub_period && HARDEN != 0) begin
+                    scrub_timer <= 0;
+                    mem_addr <= scrub_addr;
+                    state <= SCRUB_READ;
+                end
+                READ: state <= CHECK;  // q is being read
+                CHECK: begin
+                    rdata <= dec_data;
+                    rstatus <= dec_status;
+                    ack <= 1'b1;
+                    state <= IDLE;
+                    if (dec_status == 2'd1) begin
+                        corrected <= corrected + 1'b1;
+                        last_addr <= mem_addr;
+                        mem_we <= 1'b1;
+                        mem_waddr <= mem_addr;
+                        mem_wdata <= fixed_word;
+                    end else if (dec_status == 2'd2) begin
+                        uncorrectable <= uncorrectable + 1'b1;
+                        last_addr <= mem_addr;
+                    end
+                end
+                INJ_READ: state <= INJ_WRITE;
+                INJ_WRITE: begin
+                    mem_we <= 1'b1;
+                    mem_waddr <= mem_addr;
+                    mem_wdata <= q ^ ({{(W-1){1'b0}}, 1'b1} << flip_bit);
+                    ack <= 1'b1;
+                    state <= IDLE;
+                end
+                SCRUB_READ: state <= SCRUB_CHECK;
+                SCRUB_CHECK: begin
+                    state <= IDLE;
+                    scrub_addr <= (scrub_addr == WORDS - 1) ? {AW{1'b0}} : scrub_addr + 1'b1;
+                    if (dec_status == 2'd1) begin
+                        corrected <= corrected + 1'b1;
+                        last_addr <= mem_addr;
+                        mem_we <= 1'b1;
+                        mem_waddr <= mem_addr;
+                        mem_wdata <= fixed_word;
+                    end else if (dec_status == 2'd2) begin
+                        uncorrectable <= uncorrectable + 1'b1;
+                        last_addr <= mem_addr;
+                    end
+                end
+                default: state <= IDLE;
+            endcase
+        end
+    end
+endmodule

