@@ -146,7 +146,9 @@ def pack_int8(values: np.ndarray) -> np.ndarray:
     """int8 values, 4 per little-endian 32-bit word (byte 0 = bits 7:0); length % 4 == 0."""
     values = np.asarray(values, dtype=np.int8).ravel()
     if values.size % 4:
-        raise ValueError(f"{values.size} int8 values do not fill whole words; pad to a multiple of 4")
+        raise ValueError(
+            f"{values.size} int8 values do not fill whole words; pad to a multiple of 4"
+        )
     return values.view("<u4").astype(np.uint32)
 
 

@@ -28,26 +28,40 @@ class TbLink:
         self.byte_ns = 10 * clks_per_bit * CLOCK_NS  # one UART byte (8N1)
         self.deframer = hal.codec.new_deframer()
         self.received = 0
+        self.queued = 0  # bytes handed to txq, counted here: a write to a handle is
+        # applied later by the simulator, so reading txq_len back could see the old value
         self.frames: list[Frame] = []
         self.seq = 0
 
-    async def reset(self, cycles: int = 8) -> None:
+    async def reset(self, cycles: int = 8, *, clear_memory: bool = True) -> None:
+        """Reset the chip; by default also zero its SRAM through the backdoor (the SRAM,
+        like a real one, keeps its contents over a reset, and tests start clean)."""
         self.dut.rst.value = 1
+        if clear_memory:
+            mem = self.dut.dut.u_mem.mem
+            for i in range(params()["MEM_WORDS"]):
+                mem[i].value = 0
         await Timer(cycles * CLOCK_NS, "ns")
         self.dut.rst.value = 0
         await Timer(2 * CLOCK_NS, "ns")
+        # The testbench's queues outlive a test: start from where they are now.
+        self.received = int(self.dut.rxq_len.value)
+        self.queued = int(self.dut.txq_len.value)
+        self.deframer.reset()
+        self.frames.clear()
 
     def send_bytes(self, data: bytes) -> None:
-        start = int(self.dut.txq_len.value)
+        start = self.queued
         if len(data) > RING - (start - int(self.dut.txq_pos.value)):
             raise ValueError(f"{len(data)} bytes do not fit the testbench's send queue")
         for i, byte in enumerate(data):
             self.dut.txq[(start + i) % RING].value = byte
-        self.dut.txq_len.value = start + len(data)
+        self.queued = start + len(data)
+        self.dut.txq_len.value = self.queued
 
     async def wait_bytes_sent(self, *, timeout_ns: int) -> None:
         waited = 0
-        while int(self.dut.txq_pos.value) != int(self.dut.txq_len.value):
+        while int(self.dut.txq_pos.value) != self.queued:
             if waited > timeout_ns:
                 raise TimeoutError("the testbench did not send its queue in time")
             await Timer(8 * self.byte_ns, "ns")
@@ -74,8 +88,22 @@ class TbLink:
             await Timer(step, "ns")
             waited += step
 
-    async def request(self, cmd: int, payload: bytes = b"", *, seq: int | None = None,
-                      timeout_ns: int | None = None) -> Frame:
+    async def drain(self, *, quiet_ns: int) -> int:
+        """Collect and drop answers until nothing arrives for ``quiet_ns``; returns how many."""
+        dropped = 0
+        while (frame := await self.next_frame(timeout_ns=quiet_ns)) is not None:
+            self.dut._log.debug("drained %s", frame)
+            dropped += 1
+        return dropped
+
+    async def request(
+        self,
+        cmd: int,
+        payload: bytes = b"",
+        *,
+        seq: int | None = None,
+        timeout_ns: int | None = None,
+    ) -> Frame:
         """Send one command frame and return the chip's answer (ACK or NAK)."""
         if seq is None:
             self.seq = (self.seq + 1) & 0xFF
@@ -87,7 +115,7 @@ class TbLink:
         if frame is None:
             raise TimeoutError(f"no answer to command 0x{cmd:02X} (seq {seq}) in {budget} ns")
         if frame.seq != seq:
-            raise AssertionError(f"answer has seq {frame.seq}, expected {seq}")
+            raise AssertionError(f"answer has seq {frame.seq}, expected {seq}: {frame}")
         return frame
 
     async def call(self, request: tuple[int, bytes], payload_len: int | None = None) -> bytes:

@@ -325,6 +325,7 @@ module cmd_exec #(
             end
             REG_RB:  // reg_addr settled last cycle
                 if (!reg_readable) nak(`OH_NAK_BAD_ARG);
+                else if (cmd == `OH_CMD_SCRUB) start_emit({reg_rdata, 32'h0}, 4'd4, FINISH);
                 else start_emit({reg_addr, reg_rdata, 24'h0}, 4'd5, FINISH);
             REG_WRITE:
                 if (!reg_writable) nak(`OH_NAK_BAD_ARG);

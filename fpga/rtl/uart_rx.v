@@ -16,7 +16,10 @@ module uart_rx #(
 );
     localparam integer CW = $clog2(CLKS_PER_BIT + 1);
     localparam [1:0] IDLE = 2'd0, START = 2'd1, BITS = 2'd2, STOP = 2'd3;
-    localparam [CW-1:0] HALF = CLKS_PER_BIT / 2 - 1, LAST = CLKS_PER_BIT - 1;
+    // The start bit is seen 3 cycles after its edge (2 synchroniser flip-flops, 1 state);
+    // waiting HALF more puts every sample in the middle of its bit.
+    localparam integer HALF_WAIT = CLKS_PER_BIT / 2 - 3;
+    localparam [CW-1:0] HALF = HALF_WAIT > 0 ? HALF_WAIT : 0, LAST = CLKS_PER_BIT - 1;
 
     reg rx_meta, rx_sync;
     reg [1:0] state;

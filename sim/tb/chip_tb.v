@@ -1,7 +1,8 @@
 // Simulation top: the chip, its clock (made here, so no Python runs per cycle) and the
 // host's side of the UART as two byte queues. Python appends bytes to `txq` and advances
 // `txq_len`; they go out at the chip's baud rate. Bytes from the chip land in `rxq`,
-// counted by `rxq_len`. Both are rings of 4096 bytes. Python holds `rst` (starts high).
+// counted by `rxq_len`. Both are rings of 4096 bytes. Python holds `rst` (starts high);
+// a reset also drops bytes still queued for the chip.
 `timescale 1ns/1ps
 `default_nettype none
 module chip_tb #(
@@ -34,7 +35,8 @@ module chip_tb #(
 
     always @(posedge clk) begin
         host_start <= 1'b0;
-        if (!rst && !host_busy && !host_start && txq_pos != txq_len) begin
+        if (rst) txq_pos <= txq_len;  // a reset drops whatever was still queued
+        else if (!host_busy && !host_start && txq_pos != txq_len) begin
             host_byte <= txq[txq_pos[11:0]];
             host_start <= 1'b1;
             txq_pos <= txq_pos + 1;

@@ -1,0 +1,40 @@
+"""The chip RTL through its UART, on Icarus and Verilator, hardened and not.
+
+Each case builds the chip (cached), runs every test in sim/cocotb_tests/tb_chip.py with a
+fixed seed and asserts that all of them ran and passed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from sim import harness
+
+SEED = 20261124
+TB_MODULE = Path(harness.ROOT, "sim", "cocotb_tests", "tb_chip.py")
+
+
+def cocotb_tests_in(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.AsyncFunctionDef)
+        and any("cocotb.test" in ast.unparse(d) for d in node.decorator_list)
+    ]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("harden", [1, 0], ids=["harden1", "harden0"])
+@pytest.mark.parametrize("sim", harness.SIMULATORS)
+def test_chip_through_uart(sim, harden):
+    results = harness.run(
+        harness.chip_build(sim, HARDEN=harden), "sim.cocotb_tests.tb_chip", seed=SEED
+    )
+    expected = len(cocotb_tests_in(TB_MODULE))
+    assert expected >= 10
+    assert results.tests == expected, f"{results.tests} of {expected} tests ran ({results.xml})"
+    assert results.failed == 0, f"{results.failed} failed; see {results.xml} and the log above"
