@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "tools.doctor",
     "tools.selftest",
     "tools.bench",
+    "tools.fpga.cli",
 )
 
 

@@ -61,7 +61,7 @@ module mac_engine #(
             done <= 1'b1;
             state <= IDLE;
         end else begin
-            if (state != IDLE) cycles <= cycles + 1'b1;
+            if (state != IDLE) cycles[23:0] <= cycles[23:0] + 1'b1;  // 24 bits: ample per job
             case (state)
                 IDLE: if (start) begin
                     xa <= x_addr; ya <= y_addr;

@@ -76,8 +76,6 @@ module orbithil_chip #(
             `OH_REG_INJ_ARM:      rw_index = `OH_RW_INJ_ARM;
             `OH_REG_SCRATCH0:     rw_index = `OH_RW_SCRATCH0;
             `OH_REG_SCRATCH1:     rw_index = `OH_RW_SCRATCH1;
-            `OH_REG_SCRATCH2:     rw_index = `OH_RW_SCRATCH2;
-            `OH_REG_SCRATCH3:     rw_index = `OH_RW_SCRATCH3;
             default: begin rw_index = 4'd0; is_rw = 1'b0; end
         endcase
     end
@@ -98,7 +96,8 @@ module orbithil_chip #(
     wire [31:0]   exec_mem_wdata, mac_wdata, mem_rdata;
     wire [1:0]    mem_rstatus;
     wire [5:0]    mem_inj_bit;
-    wire [31:0]   ecc_corrected, ecc_uncorrectable, ecc_last_addr;
+    wire [15:0]   ecc_corrected, ecc_uncorrectable;
+    wire [AW-1:0] ecc_last_addr;
     wire          mac_busy, job_done, mac_retry, job_start;
     wire [7:0]    job_status, job_rows, job_cols;
     wire [31:0]   job_cycles;
@@ -111,7 +110,7 @@ module orbithil_chip #(
         .ack(mem_ack), .rdata(mem_rdata), .rstatus(mem_rstatus),
         .inj(mem_inj), .inj_addr(exec_mem_addr), .inj_bit(mem_inj_bit),
         .scrub_period(scrub_period), .corrected(ecc_corrected),
-        .uncorrectable(ecc_uncorrectable), .last_addr(ecc_last_addr));
+        .uncorrectable(ecc_uncorrectable), .last_addr(ecc_last_addr), .ue_event(ecc_ue_event));
     mac_engine #(.HARDEN(HARDEN), .AW(AW)) u_mac (
         .clk(clk), .rst(rst_all), .start(job_start), .stop(wdt_fire), .w_addr(job_w),
         .x_addr(job_x), .y_addr(job_y), .rows(job_rows), .cols(job_cols), .busy(mac_busy),
@@ -120,45 +119,48 @@ module orbithil_chip #(
         .rdata(mem_rdata), .rstatus(mem_rstatus));
 
     // --- counters, flags, watchdog ---------------------------------------------------
-    reg [31:0] uptime, job_count, last_job_cycles, energy, frames_ok, frames_bad,
-               mac_retries, wdt_expiries, tmr_mismatches, wdt_count;
+    // Event counters that campaigns compare before/after are 16-bit and saturate (a wrap
+    // to 0 would read as "nothing happened"); uptime, frames and energy are 32-bit.
+    reg [31:0] uptime, last_job_cycles, energy, frames_ok, wdt_count;
+    reg [15:0] job_count, frames_bad, mac_retries, wdt_expiries, tmr_mismatches;
     reg        flag_job_done, flag_job_error, flag_wdt, flag_ue;
-    reg [31:0] ue_seen;
-    wire       frame_ok, frame_bad;
+    wire       frame_ok, frame_bad, ecc_ue_event;
+    wire       wdt_reload = reg_we && reg_addr == `OH_REG_WDT_TIMEOUT;
     always @(posedge clk) begin
         wdt_fire <= 1'b0;
         if (rst_all) begin
             uptime <= 0; job_count <= 0; last_job_cycles <= 0; energy <= 0; frames_ok <= 0;
             frames_bad <= 0; mac_retries <= 0; wdt_expiries <= 0; tmr_mismatches <= 0;
             wdt_count <= 0; flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
-            flag_ue <= 1'b0; ue_seen <= 0;
+            flag_ue <= 1'b0;
         end else begin
             uptime <= uptime + 1'b1;
             if (frame_ok) frames_ok <= frames_ok + 1'b1;
-            if (frame_bad) frames_bad <= frames_bad + 1'b1;
-            if (mac_retry) mac_retries <= mac_retries + 1'b1;
-            if (tmr_mismatch) tmr_mismatches <= tmr_mismatches + 1'b1;
+            if (frame_bad && ~&frames_bad) frames_bad <= frames_bad + 1'b1;
+            if (mac_retry && ~&mac_retries) mac_retries <= mac_retries + 1'b1;
+            if (tmr_mismatch && ~&tmr_mismatches) tmr_mismatches <= tmr_mismatches + 1'b1;
             if (job_done) begin
-                job_count <= job_count + 1'b1;
+                if (~&job_count) job_count <= job_count + 1'b1;
                 last_job_cycles <= job_cycles;
                 energy <= energy + job_cycles * ENERGY_PER_CYCLE;
                 flag_job_done <= 1'b1;
                 if (job_status != 0) flag_job_error <= 1'b1;
             end
-            ue_seen <= ecc_uncorrectable;
-            if (ecc_uncorrectable != ue_seen) flag_ue <= 1'b1;
+            if (ecc_ue_event) flag_ue <= 1'b1;
             if (clear_flags) begin
                 flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
                 flag_ue <= 1'b0;
             end
-            // watchdog: the host must write WDT_KICK within WDT_TIMEOUT cycles
-            if (wdt_timeout == 0 || kick) wdt_count <= 0;
-            else if (wdt_count + 1'b1 >= wdt_timeout) begin
-                wdt_count <= 0;
+            // Watchdog: counts down from WDT_TIMEOUT; a write to WDT_KICK (or to
+            // WDT_TIMEOUT) starts it again; reaching the end fires it. 0 turns it off.
+            if (wdt_timeout == 0) wdt_count <= 0;
+            else if (kick || wdt_reload || wdt_count == 0) wdt_count <= wdt_timeout;
+            else if (wdt_count == 1) begin
+                wdt_count <= wdt_timeout;
                 wdt_fire <= 1'b1;
                 flag_wdt <= 1'b1;
-                wdt_expiries <= wdt_expiries + 1'b1;
-            end else wdt_count <= wdt_count + 1'b1;
+                if (~&wdt_expiries) wdt_expiries <= wdt_expiries + 1'b1;
+            end else wdt_count <= wdt_count - 1'b1;
         end
     end
     wire [31:0] status_word = {26'h0, armed, flag_ue, flag_wdt, flag_job_error, flag_job_done,
@@ -177,17 +179,17 @@ module orbithil_chip #(
             `OH_REG_MEM_WORDS:         reg_rdata = MEM_WORDS;
             `OH_REG_STATUS:            reg_rdata = status_word;
             `OH_REG_UPTIME:            reg_rdata = uptime;
-            `OH_REG_JOB_COUNT:         reg_rdata = job_count;
+            `OH_REG_JOB_COUNT:         reg_rdata = {16'h0, job_count};
             `OH_REG_JOB_CYCLES:        reg_rdata = last_job_cycles;
             `OH_REG_ENERGY:            reg_rdata = energy;
-            `OH_REG_ECC_CORRECTED:     reg_rdata = ecc_corrected;
-            `OH_REG_ECC_UNCORRECTABLE: reg_rdata = ecc_uncorrectable;
-            `OH_REG_ECC_LAST_ADDR:     reg_rdata = ecc_last_addr;
-            `OH_REG_TMR_MISMATCH:      reg_rdata = tmr_mismatches;
+            `OH_REG_ECC_CORRECTED:     reg_rdata = {16'h0, ecc_corrected};
+            `OH_REG_ECC_UNCORRECTABLE: reg_rdata = {16'h0, ecc_uncorrectable};
+            `OH_REG_ECC_LAST_ADDR:     reg_rdata = {{(32-AW){1'b0}}, ecc_last_addr};
+            `OH_REG_TMR_MISMATCH:      reg_rdata = {16'h0, tmr_mismatches};
             `OH_REG_FRAMES_OK:         reg_rdata = frames_ok;
-            `OH_REG_FRAMES_BAD:        reg_rdata = frames_bad;
-            `OH_REG_MAC_RETRIES:       reg_rdata = mac_retries;
-            `OH_REG_WDT_EXPIRIES:      reg_rdata = wdt_expiries;
+            `OH_REG_FRAMES_BAD:        reg_rdata = {16'h0, frames_bad};
+            `OH_REG_MAC_RETRIES:       reg_rdata = {16'h0, mac_retries};
+            `OH_REG_WDT_EXPIRIES:      reg_rdata = {16'h0, wdt_expiries};
             `OH_REG_CTRL, `OH_REG_WDT_KICK: writable = 1'b1;  // write-only strobes read 0
             default: if (is_rw) begin
                 reg_rdata = rw_values[32*rw_index +: 32];

@@ -59,14 +59,10 @@
 `define OH_REG_INJ_ARM 8'h14
 `define OH_REG_SCRATCH0 8'h18
 `define OH_REG_SCRATCH1 8'h19
-`define OH_REG_SCRATCH2 8'h1A
-`define OH_REG_SCRATCH3 8'h1B
-`define OH_RW_COUNT 7
+`define OH_RW_COUNT 5
 `define OH_RW_SCRUB_PERIOD 0
 `define OH_RW_WDT_TIMEOUT 1
 `define OH_RW_INJ_ARM 2
 `define OH_RW_SCRATCH0 3
 `define OH_RW_SCRATCH1 4
-`define OH_RW_SCRATCH2 5
-`define OH_RW_SCRATCH3 6
 `endif

@@ -7,17 +7,20 @@
 `default_nettype none
 `include "orbithil_icd.vh"
 
+// One copy. `flip_en` with the one-hot `bit_sel` (decoded once for all copies) flips a
+// bit: one LUT per bit, inside the copy, where synthesis cannot share it away.
 (* keep_hierarchy *)
 module tmr_copy (
     input  wire        clk,
     input  wire        rst,
     input  wire [31:0] d,
-    input  wire [31:0] flip,
+    input  wire        flip_en,
+    input  wire [31:0] bit_sel,
     output reg  [31:0] q
 );
     always @(posedge clk)
         if (rst) q <= 32'h0;
-        else q <= d ^ flip;
+        else q <= d ^ (bit_sel & {32{flip_en}});
 endmodule
 
 module regfile_tmr #(
@@ -37,6 +40,7 @@ module regfile_tmr #(
 );
     localparam integer N = `OH_RW_COUNT;
     wire [N-1:0] differs;
+    wire [31:0] bit_sel = 32'h1 << inj_bit;  // decoded once, shared by every copy
     assign mismatch = |differs;
 
     genvar r;
@@ -44,23 +48,22 @@ module regfile_tmr #(
         for (r = 0; r < N; r = r + 1) begin : g_reg
             wire [31:0] voted;
             wire        write = we && windex == r;
-            wire [31:0] mask = 32'h1 << inj_bit;
             wire        hit = inj && inj_index == r;
+            wire [31:0] d = write ? wdata : voted;  // each copy reloads the vote: repair
             if (HARDEN != 0) begin : g_tmr
                 wire [31:0] q0, q1, q2;
-                wire [31:0] d = write ? wdata : voted;
-                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(d),
-                               .flip((hit && inj_copy == 2'd0) ? mask : 32'h0), .q(q0));
-                tmr_copy u_c1 (.clk(clk), .rst(rst), .d(d),
-                               .flip((hit && inj_copy == 2'd1) ? mask : 32'h0), .q(q1));
-                tmr_copy u_c2 (.clk(clk), .rst(rst), .d(d),
-                               .flip((hit && inj_copy == 2'd2) ? mask : 32'h0), .q(q2));
+                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd0),
+                               .bit_sel(bit_sel), .q(q0));
+                tmr_copy u_c1 (.clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd1),
+                               .bit_sel(bit_sel), .q(q1));
+                tmr_copy u_c2 (.clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd2),
+                               .bit_sel(bit_sel), .q(q2));
                 assign voted = (q0 & q1) | (q1 & q2) | (q0 & q2);
-                assign differs[r] = (q0 != q1) || (q1 != q2);
+                assign differs[r] = |((q0 ^ q1) | (q1 ^ q2));
             end else begin : g_single
                 wire [31:0] q0;
-                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(write ? wdata : voted),
-                               .flip(hit ? mask : 32'h0), .q(q0));
+                tmr_copy u_c0 (.clk(clk), .rst(rst), .d(d), .flip_en(hit), .bit_sel(bit_sel),
+                               .q(q0));
                 assign voted = q0;
                 assign differs[r] = 1'b0;
             end

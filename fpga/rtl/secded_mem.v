@@ -26,9 +26,10 @@ module secded_mem #(
     input  wire [AW-1:0] inj_addr,
     input  wire [5:0]    inj_bit,
     input  wire [31:0]   scrub_period,
-    output reg  [31:0]   corrected,
-    output reg  [31:0]   uncorrectable,
-    output reg  [31:0]   last_addr
+    output reg  [15:0]   corrected,      // saturating
+    output reg  [15:0]   uncorrectable,  // saturating
+    output reg  [AW-1:0] last_addr,
+    output reg           ue_event        // pulses when an uncorrectable word is found
 );
     localparam integer W = (HARDEN != 0) ? 39 : 32;
     localparam [2:0] IDLE = 0, READ = 1, CHECK = 2, INJ_READ = 3, INJ_WRITE = 4,
@@ -47,7 +48,8 @@ module secded_mem #(
     reg [AW-1:0] pend_addr, inj_pend_addr;
     reg [31:0]   pend_wdata;
     reg [5:0]    inj_pend_bit;
-    reg [31:0]   scrub_timer;
+    reg [31:0]   scrub_timer;  // counts down to the next scrub step
+    reg          scrub_due;
 
     integer k;
     initial for (k = 0; k < WORDS; k = k + 1) mem[k] = {W{1'b0}};  // 0 is a valid codeword
@@ -81,7 +83,7 @@ module secded_mem #(
         if (rst) begin
             state <= IDLE; mem_addr <= 0; mem_waddr <= 0; mem_wdata <= 0; rdata <= 0;
             rstatus <= 0; corrected <= 0; uncorrectable <= 0; last_addr <= 0;
-            flip_bit <= 0; scrub_addr <= 0; scrub_timer <= 0; pend <= 1'b0; pend_we <= 1'b0;
+            flip_bit <= 0; scrub_addr <= 0; scrub_timer <= 0; scrub_due <= 1'b0; ue_event <= 1'b0; pend <= 1'b0; pend_we <= 1'b0;
             pend_addr <= 0; pend_wdata <= 0; inj_pend <= 1'b0; inj_pend_addr <= 0;
             inj_pend_bit <= 0;
         end else begin
@@ -91,7 +93,14 @@ module secded_mem #(
             if (inj) begin
                 inj_pend <= 1'b1; inj_pend_addr <= inj_addr; inj_pend_bit <= inj_bit;
             end
-            if (scrub_period != 0 && scrub_timer < scrub_period) scrub_timer <= scrub_timer + 1'b1;
+            ue_event <= 1'b0;
+            if (scrub_period == 0 || HARDEN == 0) begin
+                scrub_timer <= 0;
+                scrub_due <= 1'b0;
+            end else if (scrub_timer == 0) begin
+                scrub_timer <= scrub_period - 1'b1;
+                scrub_due <= 1'b1;
+            end else scrub_timer <= scrub_timer - 1'b1;
             case (state)
                 IDLE: if (inj_pend) begin
                     inj_pend <= 1'b0;
@@ -108,8 +117,8 @@ module secded_mem #(
                     pend <= 1'b0;
                     mem_addr <= pend_addr;
                     state <= READ;
-                end else if (scrub_period != 0 && scrub_timer >= scrub_period && HARDEN != 0) begin
-                    scrub_timer <= 0;
+                end else if (scrub_due) begin
+                    scrub_due <= 1'b0;
                     mem_addr <= scrub_addr;
                     state <= SCRUB_READ;
                 end
@@ -120,13 +129,14 @@ module secded_mem #(
                     ack <= 1'b1;
                     state <= IDLE;
                     if (dec_status == 2'd1) begin
-                        corrected <= corrected + 1'b1;
+                        if (~&corrected) corrected <= corrected + 1'b1;
                         last_addr <= mem_addr;
                         mem_we <= 1'b1;
                         mem_waddr <= mem_addr;
                         mem_wdata <= fixed_word;
                     end else if (dec_status == 2'd2) begin
-                        uncorrectable <= uncorrectable + 1'b1;
+                        if (~&uncorrectable) uncorrectable <= uncorrectable + 1'b1;
+                        ue_event <= 1'b1;
                         last_addr <= mem_addr;
                     end
                 end
@@ -143,13 +153,14 @@ module secded_mem #(
                     state <= IDLE;
                     scrub_addr <= (scrub_addr == WORDS - 1) ? {AW{1'b0}} : scrub_addr + 1'b1;
                     if (dec_status == 2'd1) begin
-                        corrected <= corrected + 1'b1;
+                        if (~&corrected) corrected <= corrected + 1'b1;
                         last_addr <= mem_addr;
                         mem_we <= 1'b1;
                         mem_waddr <= mem_addr;
                         mem_wdata <= fixed_word;
                     end else if (dec_status == 2'd2) begin
-                        uncorrectable <= uncorrectable + 1'b1;
+                        if (~&uncorrectable) uncorrectable <= uncorrectable + 1'b1;
+                        ue_event <= 1'b1;
                         last_addr <= mem_addr;
                     end
                 end

@@ -1,0 +1,116 @@
+"""``orbithil synth`` and ``orbithil fpga gen|targets``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from . import gen, synth
+
+
+def _builds(choice: str) -> list[int]:
+    return [0, 1] if choice == "both" else [int(choice)]
+
+
+def synth_main(args) -> int:
+    console = Console()
+    results = []
+    for harden in _builds(args.harden):
+        console.print(f"synthesising HARDEN={harden} for the iCE40 UP5K (yosys, nextpnr) ...")
+        try:
+            results.append(synth.synthesize(harden))
+        except synth.ToolMissing as exc:
+            console.print(f"[red]{exc}[/]")
+            return 2
+        except RuntimeError as exc:
+            console.print(f"[red]HARDEN={harden}: {exc}[/]")
+            return 1
+    if args.json:
+        print(json.dumps([asdict(r) | {"fits": r.fits()} for r in results], indent=1))
+    else:
+        table = Table(title="iCE40 UP5K (iCEBreaker) resources")
+        for column in (
+            "build",
+            "LUT4",
+            "FF",
+            "carry",
+            "logic cells",
+            "EBR",
+            "SPRAM",
+            "DSP",
+            "Fmax MHz",
+            "fits",
+        ):
+            table.add_column(column, justify="right")
+        cap = synth.UP5K
+        for r in results:
+            table.add_row(
+                f"HARDEN={r.harden}", str(r.luts), str(r.ffs), str(r.carries),
+                f"{r.logic_cells}/{cap['LC']} ({100 * r.logic_cells / cap['LC']:.0f}%)",
+                f"{r.ebr}/{cap['RAM']}", f"{r.spram}/{cap['SPRAM']}", f"{r.dsp}/{cap['DSP']}",
+                f"{r.fmax_mhz:.1f}", "yes" if r.fits() else "[red]NO[/]",
+            )  # fmt: skip
+        console.print(table)
+        if len(results) == 2:
+            h0, h1 = sorted(results, key=lambda r: r.harden)
+            console.print(
+                f"hardening costs {h1.logic_cells - h0.logic_cells:+d} logic cells "
+                f"({(h1.logic_cells / h0.logic_cells - 1) * 100:+.0f}%), "
+                f"{h1.ffs - h0.ffs:+d} flip-flops, {h1.ebr - h0.ebr:+d} EBR"
+            )
+        for r in results:
+            console.print(f"bitstream HARDEN={r.harden}: {r.bitstream}")
+    return 0 if all(r.fits() for r in results) else 1
+
+
+def targets_main(args) -> int:
+    for harden in _builds(args.harden):
+        result = synth.list_targets(harden)
+        if args.json:
+            print(json.dumps(result))
+            continue
+        per_block: Counter[str] = Counter()
+        for ff in result["flip_flops"]:
+            per_block[ff["block"]] += 1
+        for mem in result["memories"]:
+            per_block[f"{mem['block']} (memory)"] += mem["words"] * mem["width"]
+        table = Table(title=f"fault-injection targets, HARDEN={harden}")
+        table.add_column("block")
+        table.add_column("bits", justify="right")
+        for block, bits in sorted(per_block.items()):
+            table.add_row(block, str(bits))
+        table.add_row("[b]flip-flop bits[/]", str(result["flip_flop_bits"]))
+        table.add_row("[b]memory bits[/]", str(result["memory_bits"]))
+        Console().print(table)
+    return 0
+
+
+def gen_main(args) -> int:
+    written = gen.write_all()
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print("generated files are up to date")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "synth", help="synthesise the chip for the iCE40 UP5K; resource table"
+    )
+    p.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=synth_main)
+
+    p = subparsers.add_parser("fpga", help="generated Verilog/ICD tables; fault-injection targets")
+    sub = p.add_subparsers(title="fpga commands", metavar="COMMAND", required=True)
+    g = sub.add_parser("gen", help="regenerate orbithil_icd.vh, secded39.v and the ICD.md tables")
+    g.set_defaults(func=gen_main)
+    t = sub.add_parser("targets", help="list every flip-flop and memory bit of a build")
+    t.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=targets_main)
