@@ -28,6 +28,22 @@ def cocotb_tests_in(path: Path) -> list[str]:
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("sim", harness.SIMULATORS)
+def test_generated_secded_verilog_equals_the_codec(sim):
+    spec = harness.Build(sim, top="secded_tb", sources=(harness.TB_DIR / "secded_tb.v",))
+    results = harness.run(spec, "sim.cocotb_tests.tb_secded", seed=SEED)
+    assert (results.tests, results.failed) == (1, 0), results.xml
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", harness.SIMULATORS)
+def test_uart_against_a_bit_level_model(sim):
+    spec = harness.Build(sim, top="uart_tb", sources=(harness.TB_DIR / "uart_tb.v",))
+    results = harness.run(spec, "sim.cocotb_tests.tb_uart", seed=SEED)
+    assert (results.tests, results.failed) == (3, 0), results.xml
+
+
+@pytest.mark.sim
 @pytest.mark.parametrize("harden", [1, 0], ids=["harden1", "harden0"])
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
 def test_chip_through_uart(sim, harden):

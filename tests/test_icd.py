@@ -32,3 +32,18 @@ def test_constants_quoted_in_the_icd():
     assert f"more than {ff.MAX_ENCODED} bytes without a delimiter" in ICD
     assert f"polynomial 0x{ff.CRC16_POLY:04X}, initial value 0x{ff.CRC16_INIT:04X}" in ICD
     assert f"is 0x{ff.CRC16_CHECK:04X}" in ICD
+
+
+def test_generated_verilog_and_icd_tables_are_current():
+    from tools.fpga import gen
+
+    assert gen.stale() == [], "run `orbithil fpga gen` and commit the result"
+
+
+def test_every_command_and_register_is_in_the_icd():
+    from hal import icd
+
+    for cmd in icd.Cmd:
+        assert f"| 0x{cmd.value:02X} | {cmd.name} |" in ICD
+    for reg in icd.REGISTERS:
+        assert f"| 0x{reg.addr:02X} | {reg.name} |" in ICD

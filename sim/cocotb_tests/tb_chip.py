@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import cocotb
 import numpy as np
+from cocotb.handle import Deposit
+from cocotb.triggers import Timer
 
 import hal.codec
 from hal import protocol as p
@@ -263,3 +265,37 @@ async def soft_reset_clears_state_after_answering(dut):
     await tb.call(p.soft_reset(), 0)
     assert await read_reg(tb, "SCRATCH0") == 0
     assert await read_reg(tb, "FRAMES_OK") == 2  # counters restarted: the two reads since
+
+
+@cocotb.test()
+async def an_upset_in_the_mac_accumulator_is_retried_when_hardened(dut):
+    tb = await link(dut)
+    r = rng()
+    rows = cols = 64
+    weights = r.integers(-128, 128, (rows, cols), dtype=np.int8)
+    x = r.integers(-128, 128, cols, dtype=np.int8)
+    await write_mem(tb, 0, p.pack_int8(weights))
+    await write_mem(tb, 1024, p.pack_int8(x))
+    cmd, payload = p.run_job(0, 1024, 1100, rows, cols)
+    tb.seq = (tb.seq + 1) & 0xFF
+    tb.send_bytes(hal.codec.frame_encode(tb.seq, cmd, payload))
+    mac = dut.dut.u_mac
+    # Wait until the engine is in the middle of row 10, reading x; then flip bit 20 of acc.
+    for _ in range(200_000):
+        await Timer(10, "ns")
+        if int(mac.row.value) == 10 and int(mac.state.value) == 2 and int(mac.k.value) == 7:
+            break
+    else:
+        raise AssertionError("the MAC never reached row 10")
+    mac.acc.value = Deposit(int(mac.acc.value) ^ (1 << 20))
+    frame = await tb.next_frame(timeout_ns=10_000_000)
+    status, _ = p.parse_job(p.check_response(cmd, frame, 5))
+    y = p.unpack_int32(await read_mem(tb, 1100, rows))
+    expected = weights.astype(np.int32) @ x.astype(np.int32)
+    if harden():
+        assert status == 0 and np.array_equal(y, expected)
+        assert await read_reg(tb, "MAC_RETRIES") == 1
+    else:
+        wrong = np.flatnonzero(y != expected)
+        assert status == 0 and wrong.tolist() == [10]  # silent data corruption
+        assert y[10] - expected[10] in (1 << 20, -(1 << 20))

@@ -1,0 +1,49 @@
+"""Synthesis for the iCE40 UP5K and the fault-injection target lists (yosys, nextpnr)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from hal.icd import RW_REGISTERS
+from tools.fpga import synth
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["harden0", "harden1"])
+def targets(request):
+    return request.param, synth.list_targets(request.param)
+
+
+def test_targets_list_every_register_bit_once(targets):
+    _, result = targets
+    keys = [(f["name"], f["bit"]) for f in result["flip_flops"]]
+    assert len(keys) == len(set(keys)) == result["flip_flop_bits"]
+    by_name = Counter(f["name"] for f in result["flip_flops"])
+    assert by_name["uptime"] == 32  # a multi-bit register is one entry per bit
+    assert {f["bit"] for f in result["flip_flops"] if f["name"] == "uptime"} == set(range(32))
+
+
+def test_tmr_copies_are_separate_targets_only_when_hardened(targets):
+    harden, result = targets
+    copies = {f["name"] for f in result["flip_flops"] if f["block"] == "u_regs"}
+    expected = len(RW_REGISTERS) * (3 if harden else 1)
+    assert len(copies) == expected
+    assert sum(f["block"] == "u_regs" for f in result["flip_flops"]) == expected * 32
+
+
+def test_memories_are_listed_with_their_width(targets):
+    harden, result = targets
+    memories = {m["name"]: (m["words"], m["width"]) for m in result["memories"]}
+    assert memories["u_mem.mem"] == (2048, 39 if harden else 32)
+    assert memories["u_frame_rx.buffer"] == memories["u_frame_tx.buffer"] == (512, 8)
+    assert result["memory_bits"] == sum(w * b for w, b in memories.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harden", [0, 1], ids=["harden0", "harden1"])
+def test_build_fits_the_up5k_and_meets_12_mhz(harden):
+    result = synth.synthesize(harden)
+    assert result.fits(), result
+    assert result.fmax_mhz >= 12.0, result  # the iCEBreaker's oscillator
+    assert result.ffs > 0 and result.luts > 0 and result.ebr >= 18
