@@ -35,12 +35,27 @@ def test_generated_secded_verilog_equals_the_codec(sim):
     assert (results.tests, results.failed) == (1, 0), results.xml
 
 
+BLOCK_BENCHES = {
+    # bench: (testbench top, cocotb module, number of tests in it, parameters)
+    "uart": ("uart_tb", "sim.cocotb_tests.tb_uart", 3, {}),
+    "frames": ("frames_tb", "sim.cocotb_tests.tb_frames", 3, {}),
+    "regfile-h1": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 1}),
+    "regfile-h0": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 0}),
+    "watchdog": ("watchdog_tb", "sim.cocotb_tests.tb_watchdog", 1, {}),
+}
+
+
 @pytest.mark.sim
+@pytest.mark.parametrize("bench", sorted(BLOCK_BENCHES))
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
-def test_uart_against_a_bit_level_model(sim):
-    spec = harness.Build(sim, top="uart_tb", sources=(harness.TB_DIR / "uart_tb.v",))
-    results = harness.run(spec, "sim.cocotb_tests.tb_uart", seed=SEED)
-    assert (results.tests, results.failed) == (3, 0), results.xml
+def test_block_bench(sim, bench):
+    top, module, count, parameters = BLOCK_BENCHES[bench]
+    assert len(cocotb_tests_in(Path(harness.ROOT, *module.split(".")).with_suffix(".py"))) == count
+    spec = harness.Build(
+        sim, top=top, parameters=parameters, sources=(harness.TB_DIR / f"{top}.v",)
+    )
+    results = harness.run(spec, module, seed=SEED)
+    assert (results.tests, results.failed) == (count, 0), results.xml
 
 
 @pytest.mark.sim

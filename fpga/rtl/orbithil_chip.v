@@ -24,7 +24,7 @@ module orbithil_chip #(
     // --- resets: external, soft (SOFT_RESET command), engines (watchdog) ---------------
     wire soft_reset;
     reg  soft_reset_q;
-    reg  wdt_fire;
+    wire wdt_fire;
     wire rst_all = rst || soft_reset_q;
     wire rst_engines = rst_all || wdt_fire;
     always @(posedge clk) soft_reset_q <= rst ? 1'b0 : soft_reset;
@@ -121,17 +121,21 @@ module orbithil_chip #(
     // --- counters, flags, watchdog ---------------------------------------------------
     // Event counters that campaigns compare before/after are 16-bit and saturate (a wrap
     // to 0 would read as "nothing happened"); uptime, frames and energy are 32-bit.
-    reg [31:0] uptime, last_job_cycles, energy, frames_ok, wdt_count;
-    reg [15:0] job_count, frames_bad, mac_retries, wdt_expiries, tmr_mismatches;
+    reg [31:0] uptime, last_job_cycles, energy, frames_ok;
+    reg [15:0] job_count, frames_bad, mac_retries, tmr_mismatches;
+    wire [15:0] wdt_expiries;
     reg        flag_job_done, flag_job_error, flag_wdt, flag_ue;
     wire       frame_ok, frame_bad, ecc_ue_event;
     wire       wdt_reload = reg_we && reg_addr == `OH_REG_WDT_TIMEOUT;
+    watchdog u_wdt (
+        .clk(clk), .rst(rst_all), .timeout(wdt_timeout), .kick(kick), .reload(wdt_reload),
+        .fire(wdt_fire), .expiries(wdt_expiries));
+
     always @(posedge clk) begin
-        wdt_fire <= 1'b0;
         if (rst_all) begin
             uptime <= 0; job_count <= 0; last_job_cycles <= 0; energy <= 0; frames_ok <= 0;
-            frames_bad <= 0; mac_retries <= 0; wdt_expiries <= 0; tmr_mismatches <= 0;
-            wdt_count <= 0; flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
+            frames_bad <= 0; mac_retries <= 0; tmr_mismatches <= 0;
+            flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
             flag_ue <= 1'b0;
         end else begin
             uptime <= uptime + 1'b1;
@@ -151,16 +155,7 @@ module orbithil_chip #(
                 flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
                 flag_ue <= 1'b0;
             end
-            // Watchdog: counts down from WDT_TIMEOUT; a write to WDT_KICK (or to
-            // WDT_TIMEOUT) starts it again; reaching the end fires it. 0 turns it off.
-            if (wdt_timeout == 0) wdt_count <= 0;
-            else if (kick || wdt_reload || wdt_count == 0) wdt_count <= wdt_timeout;
-            else if (wdt_count == 1) begin
-                wdt_count <= wdt_timeout;
-                wdt_fire <= 1'b1;
-                flag_wdt <= 1'b1;
-                if (~&wdt_expiries) wdt_expiries <= wdt_expiries + 1'b1;
-            end else wdt_count <= wdt_count - 1'b1;
+            if (wdt_fire) flag_wdt <= 1'b1;
         end
     end
     wire [31:0] status_word = {26'h0, armed, flag_ue, flag_wdt, flag_job_error, flag_job_done,

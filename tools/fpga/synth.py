@@ -9,6 +9,7 @@ Every tool run has a deadline. Output goes to ``build/fpga/h<HARDEN>/`` (git-ign
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import asdict, dataclass
@@ -81,9 +82,16 @@ class SynthResult:
         )
 
 
-def _yosys_sources() -> str:
-    files = [*(str(p) for p in rtl_sources()), str(BOARD_DIR / "icebreaker_top.v")]
-    return " ".join(files)
+def _rel(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd``. The YoWASP tools run in a WebAssembly sandbox that
+    reliably sees the working directory and its parents ("..", "../..") but not every
+    absolute path (a clone under /tmp was invisible), so every file goes in relative."""
+    return os.path.relpath(path, cwd)
+
+
+def _yosys_sources(cwd: Path, *, board: bool) -> str:
+    files = [*rtl_sources(), *([BOARD_DIR / "icebreaker_top.v"] if board else [])]
+    return " ".join(_rel(p, cwd) for p in files)
 
 
 def synthesize(harden: int, *, timeout_s: float = 1800) -> SynthResult:
@@ -92,7 +100,7 @@ def synthesize(harden: int, *, timeout_s: float = 1800) -> SynthResult:
     out.mkdir(parents=True, exist_ok=True)
     yosys, nextpnr, icepack = _tool("yosys"), _tool("nextpnr-ice40"), _tool("icepack")
     script = (
-        f"read_verilog -I{RTL_DIR} {_yosys_sources()}; "
+        f"read_verilog -I{_rel(RTL_DIR, out)} {_yosys_sources(out, board=True)}; "
         f"chparam -set HARDEN {harden} icebreaker_top; "
         "synth_ice40 -top icebreaker_top -dsp -json chip.json; "
         "tee -o stat.txt stat"
@@ -107,7 +115,7 @@ def synthesize(harden: int, *, timeout_s: float = 1800) -> SynthResult:
     _run(
         [
             nextpnr, "--up5k", "--package", "sg48", "--json", "chip.json",
-            "--pcf", str(BOARD_DIR / "icebreaker.pcf"), "--asc", "chip.asc",
+            "--pcf", _rel(BOARD_DIR / "icebreaker.pcf", out), "--asc", "chip.asc",
             "--freq", "12", "--report", "report.json", "--seed", "1",
         ],
         cwd=out, timeout_s=timeout_s, log=out / "nextpnr.log",
@@ -170,7 +178,7 @@ def list_targets(harden: int, *, timeout_s: float = 600) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     yosys = _tool("yosys")
     script = (
-        f"read_verilog -I{RTL_DIR} {' '.join(str(p) for p in rtl_sources())}; "
+        f"read_verilog -I{_rel(RTL_DIR, out)} {_yosys_sources(out, board=False)}; "
         f"chparam -set HARDEN {harden} orbithil_chip; hierarchy -top orbithil_chip; "
         "setattr -mod -unset keep_hierarchy *; proc; flatten; opt; wreduce; opt_clean; "
         "memory -nomap; opt_clean; write_json targets-netlist.json"
