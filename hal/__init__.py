@@ -1,1 +1,29 @@
-"""orbithil hardware abstraction layer."""
+"""orbithil hardware abstraction layer: one Chip API over a board, the simulated chip and
+a behavioural model. ``hal.open(url)`` returns a Chip; every failure is a ``HalError``."""
+
+from hal.chip import Chip, Telemetry
+from hal.errors import (
+    BackendError,
+    ChipFault,
+    CobsError,
+    FrameError,
+    HalError,
+    LinkTimeout,
+    NakError,
+    ProtocolError,
+)
+from hal.open import open
+
+__all__ = [
+    "BackendError",
+    "Chip",
+    "ChipFault",
+    "CobsError",
+    "FrameError",
+    "HalError",
+    "LinkTimeout",
+    "NakError",
+    "ProtocolError",
+    "Telemetry",
+    "open",
+]

@@ -27,3 +27,48 @@ class FrameError(HalError, ValueError):
         super().__init__(message)
         self.reason = reason
         self.data = data
+
+
+class LinkTimeout(HalError):
+    """No answer within the deadline (after every retry); ``attempts`` and ``waited_s``."""
+
+    def __init__(self, message: str, *, cmd: int, seq: int, attempts: int, waited_s: float) -> None:
+        super().__init__(message)
+        self.cmd = cmd
+        self.seq = seq
+        self.attempts = attempts
+        self.waited_s = waited_s
+
+
+class NakError(HalError):
+    """The chip refused a command: ``reason`` (a NakReason number) and the answer frame."""
+
+    def __init__(self, message: str, *, reason: int, frame) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.frame = frame
+
+
+class ProtocolError(HalError):
+    """An answer that does not fit its request (wrong code or length): a chip or HAL bug."""
+
+
+class ChipFault(HalError):
+    """The chip reported a fault it could not mask (job error, uncorrectable data);
+    ``flags`` holds the STATUS bits and ``detail`` what was being done."""
+
+    def __init__(self, message: str, *, flags: int = 0, detail: str = "") -> None:
+        super().__init__(message)
+        self.flags = flags
+        self.detail = detail
+
+
+class BackendError(HalError):
+    """The backend itself failed (a simulator crashed or could not start); ``log_tail``
+    holds the last lines of its log."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        super().__init__(
+            f"{message}\n--- backend log (last lines) ---\n{log_tail}" if log_tail else message
+        )
+        self.log_tail = log_tail

@@ -12,25 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal.codec import Frame
-from hal.errors import HalError
+from hal.errors import NakError, ProtocolError
 from hal.icd import ACK_FLAG, MAX_MEM_WORDS_PER_FRAME, NAK, TELEMETRY_REGS, Cmd, NakReason
-
-
-class NakError(HalError):
-    """The chip refused a frame or command; ``reason`` says why, ``frame`` is the answer."""
-
-    def __init__(self, reason: int, frame: Frame, detail: str = "") -> None:
-        try:
-            name = NakReason(reason).name
-        except ValueError:
-            name = f"unknown reason 0x{reason:02X}"
-        super().__init__(f"chip answered NAK {name}{': ' + detail if detail else ''}")
-        self.reason = reason
-        self.frame = frame
-
-
-class ProtocolError(HalError):
-    """A response that does not fit the request (wrong code, wrong length)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +31,12 @@ def check_response(request_cmd: int, frame: Frame, payload_len: int | None = Non
         detail = ""
         if reason == NakReason.MEM_UNCORRECTABLE and len(frame.payload) >= 4:
             detail = f"word {int.from_bytes(frame.payload[2:4], 'big')}"
-        raise NakError(reason, frame, detail)
+        try:
+            name = NakReason(reason).name
+        except ValueError:
+            name = f"unknown reason 0x{reason:02X}"
+        message = f"chip answered NAK {name} to command 0x{request_cmd:02X}"
+        raise NakError(message + (f" ({detail})" if detail else ""), reason=reason, frame=frame)
     if frame.cmd != request_cmd | ACK_FLAG:
         raise ProtocolError(
             f"response code 0x{frame.cmd:02X} does not answer command 0x{request_cmd:02X}"

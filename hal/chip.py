@@ -1,0 +1,202 @@
+"""The Chip API: one interface over the board, the simulated chip and the model.
+
+Every call goes through ``FrameLink`` (deadline, retries, no double execution) and raises
+only ``HalError`` subclasses. Blocks larger than a frame are split here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hal import protocol as p
+from hal.errors import ChipFault
+from hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
+from hal.link import FrameLink
+
+JOB_STATUS = {0: "ok", 1: "uncorrectable operand", 2: "DMR mismatch after retry", 3: "watchdog"}
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A snapshot of the chip's counters and flags (the TELEMETRY command)."""
+
+    values: dict[str, int]
+
+    def __getitem__(self, name: str) -> int:
+        return self.values[name]
+
+    @property
+    def status(self) -> int:
+        return self.values["STATUS"]
+
+    @property
+    def job_busy(self) -> bool:
+        return bool(self.status & 1)
+
+    @property
+    def job_error(self) -> bool:
+        return bool(self.status >> 2 & 1)
+
+    @property
+    def watchdog_expired(self) -> bool:
+        return bool(self.status >> 3 & 1)
+
+    @property
+    def uncorrectable_seen(self) -> bool:
+        return bool(self.status >> 4 & 1)
+
+    @property
+    def armed(self) -> bool:
+        return bool(self.status >> 5 & 1)
+
+
+def _reg_addr(reg: int | str) -> int:
+    if isinstance(reg, str):
+        try:
+            return REG[reg].addr
+        except KeyError:
+            raise ValueError(f"no register {reg!r}; registers: {', '.join(REG)}") from None
+    return int(reg)
+
+
+class Chip:
+    """A chip behind a FrameLink. Use ``hal.open(url)`` to get one."""
+
+    def __init__(self, link: FrameLink, *, url: str = "", backend=None) -> None:
+        self.link = link
+        self.url = url
+        self._backend = backend  # owns the process / port; closed with the chip
+        self._identity: p.Identity | None = None
+
+    # --- context manager ---
+    def __enter__(self) -> Chip:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        else:
+            self.link.port.close()
+
+    def __repr__(self) -> str:
+        return f"Chip({self.url!r})"
+
+    def _call(
+        self, request, payload_len: int | None = None, *, timeout_s: float | None = None
+    ) -> bytes:
+        cmd, payload = request
+        frame = self.link.transact(cmd, payload, timeout_s=timeout_s)
+        return p.check_response(cmd, frame, payload_len)
+
+    # --- commands ---
+    def identify(self) -> p.Identity:
+        self._identity = p.parse_identity(self._call(p.ping(), 8))
+        return self._identity
+
+    @property
+    def identity(self) -> p.Identity:
+        return self._identity or self.identify()
+
+    def read_reg(self, reg: int | str) -> int:
+        return p.parse_reg(self._call(p.read_reg(_reg_addr(reg)), 5))[1]
+
+    def write_reg(self, reg: int | str, value: int) -> int:
+        """Write a register; returns the value read back (0 for write-only strobes)."""
+        if not 0 <= int(value) < 1 << 32:
+            raise ValueError(f"register value must be in 0..2**32-1, got {value}")
+        return p.parse_reg(self._call(p.write_reg(_reg_addr(reg), int(value)), 5))[1]
+
+    def _check_block(self, addr: int, count: int) -> None:
+        words = self.identity.mem_words
+        if count < 0 or addr < 0 or addr + count > words:
+            raise ValueError(
+                f"words {addr}..{addr + count - 1} are outside the chip's 0..{words - 1}"
+            )
+
+    def read_mem(self, addr: int, count: int) -> np.ndarray:
+        """``count`` words from ``addr`` as uint32; ChipFault if one is uncorrectable."""
+        self._check_block(addr, count)
+        out = np.empty(count, dtype=np.uint32)
+        for start in range(0, count, MAX_MEM_WORDS_PER_FRAME):
+            n = min(MAX_MEM_WORDS_PER_FRAME, count - start)
+            _, words = p.parse_mem(self._call(p.read_mem(addr + start, n)))
+            out[start : start + n] = words
+        return out
+
+    def write_mem(self, addr: int, words: np.ndarray) -> None:
+        words = np.asarray(words)
+        if words.dtype.kind not in "ui":
+            raise TypeError(f"words must be an integer array (uint32), got dtype {words.dtype}")
+        words = words.astype(np.uint32).ravel()
+        self._check_block(addr, len(words))
+        for start in range(0, len(words), MAX_MEM_WORDS_PER_FRAME):
+            chunk = words[start : start + MAX_MEM_WORDS_PER_FRAME]
+            self._call(p.write_mem(addr + start, chunk), 3)
+
+    def run_job(self, w_addr: int, x_addr: int, y_addr: int, rows: int, cols: int) -> int:
+        """Run a MAC job on operands already in memory; returns its cycle count."""
+        status, cycles = p.parse_job(
+            self._call(
+                p.run_job(w_addr, x_addr, y_addr, rows, cols), 5, timeout_s=self.link.timeout_s * 4
+            )
+        )
+        if status:
+            raise ChipFault(
+                f"MAC job failed: {JOB_STATUS.get(status, status)}",
+                flags=self.read_reg("STATUS"),
+                detail=f"status {status}",
+            )
+        return cycles
+
+    def run_matvec(self, weights: np.ndarray, x: np.ndarray, *, base: int = 0) -> np.ndarray:
+        """y = weights @ x on the chip (int8 operands, int32 results): load, run, read back."""
+        weights = np.asarray(weights)
+        x = np.asarray(x)
+        if weights.ndim != 2 or x.ndim != 1 or weights.shape[1] != x.shape[0]:
+            raise ValueError(
+                f"shapes {weights.shape} @ {x.shape} do not make a matrix-vector product"
+            )
+        rows, cols = weights.shape
+        if not (1 <= rows <= 64 and 4 <= cols <= 64 and cols % 4 == 0):
+            raise ValueError(f"matrix {rows}x{cols}: rows 1..64, cols 4..64 and a multiple of 4")
+        for name, arr in (("weights", weights), ("x", x)):
+            if arr.dtype.kind not in "ui" or arr.min() < -128 or arr.max() > 127:
+                raise ValueError(f"{name} must be int8 values (-128..127)")
+        w_words = p.pack_int8(weights)
+        x_addr = base + len(w_words)
+        y_addr = x_addr + cols // 4
+        self.write_mem(base, w_words)
+        self.write_mem(x_addr, p.pack_int8(x))
+        self.run_job(base, x_addr, y_addr, rows, cols)
+        return p.unpack_int32(self.read_mem(y_addr, rows))
+
+    def telemetry(self) -> Telemetry:
+        return Telemetry(p.parse_telemetry(self._call(p.telemetry(), 64)))
+
+    def reset(self) -> None:
+        """Soft reset: engines, counters and registers (the SRAM keeps its contents)."""
+        self._call(p.soft_reset(), 0)
+        self.link.seq = 0  # the chip forgot the last sequence number; start afresh
+
+    def scrub(self, period: int) -> None:
+        self._call(p.scrub(period), 4)
+
+    def kick(self) -> None:
+        self.write_reg("WDT_KICK", 1)
+
+    def arm_injection(self) -> None:
+        self.write_reg("INJ_ARM", INJECT_ARM_MAGIC)
+
+    def inject(self, kind: str, index: int, bit: int, copy: int = 0) -> None:
+        """Debug SEU: ``kind`` "reg" (register address, TMR copy) or "mem" (word, codeword bit)."""
+        kinds = {"reg": 0, "mem": 1}
+        if kind not in kinds:
+            raise ValueError(f"kind must be 'reg' or 'mem', got {kind!r}")
+        index = _reg_addr(index) if kind == "reg" else int(index)
+        self._call(p.inject(kinds[kind], index, bit, copy), 5)

@@ -1,0 +1,139 @@
+"""Request/response over a byte stream to the chip: sequence numbers, deadlines, retries.
+
+Works on anything with pyserial's ``write`` / ``read`` / ``timeout`` (a real serial port,
+``socket://``, the model, the ``fault://`` wrapper). A request is retried with the *same*
+sequence number when no answer comes in time or the chip answers with a frame-level NAK
+(its copy was damaged on the way). The chip remembers the last sequence number it
+executed and answers a repeat with its stored response, so a retry never executes a
+command twice. Garbage and answers to earlier requests are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import hal.codec
+from hal.codec import Frame
+from hal.errors import LinkTimeout
+from hal.icd import NAK, NakReason
+
+log = logging.getLogger(__name__)
+
+# NAK reasons that mean "your frame arrived damaged": resend it.
+RESEND_REASONS = frozenset(
+    {
+        NakReason.COBS,
+        NakReason.BAD_LENGTH,
+        NakReason.BAD_CRC,
+        NakReason.BAD_VERSION,
+        NakReason.OVERSIZE,
+        NakReason.OVERRUN,
+    }
+)
+
+
+@dataclass
+class LinkStats:
+    """What the link has done, for telemetry and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    stale_frames: int = 0
+    frame_naks: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    discards: dict = field(default_factory=dict)
+
+
+class FrameLink:
+    """One outstanding request at a time over ``port`` (a pyserial-like object)."""
+
+    def __init__(
+        self,
+        port,
+        *,
+        timeout_s: float = 1.0,
+        retries: int = 3,
+        read_chunk: int = 4096,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.port = port
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.read_chunk = read_chunk
+        self.seq = 0
+        self.stats = LinkStats()
+        self.deframer = hal.codec.new_deframer()
+        self._pending: list[Frame] = []
+
+    def _next_seq(self) -> int:
+        self.seq = (self.seq + 1) & 0xFF
+        return self.seq
+
+    def _read_frames(self, deadline: float) -> list[Frame]:
+        """Frames that arrive before ``deadline`` (at least one read is attempted)."""
+        if self._pending:
+            frames, self._pending = self._pending, []
+            return frames
+        remaining = deadline - time.monotonic()
+        self.port.timeout = max(0.0, min(remaining, 0.05))
+        data = self.port.read(self.read_chunk)
+        if not data:
+            return []
+        self.stats.bytes_in += len(data)
+        result = self.deframer.feed(data)
+        for discard in result.discarded:
+            self.stats.discards[discard.reason.name] = (
+                self.stats.discards.get(discard.reason.name, 0) + 1
+            )
+        return result.frames
+
+    def transact(self, cmd: int, payload: bytes = b"", *, timeout_s: float | None = None) -> Frame:
+        """Send one request and return the chip's answer to it (ACK or command NAK).
+
+        Raises LinkTimeout when every attempt went unanswered.
+        """
+        seq = self._next_seq()
+        wire = hal.codec.frame_encode(seq, cmd, payload)
+        per_try = timeout_s or self.timeout_s
+        started = time.monotonic()
+        self.stats.requests += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
+            self.port.write(wire)
+            self.stats.bytes_out += len(wire)
+            deadline = time.monotonic() + per_try
+            while time.monotonic() < deadline:
+                frames = self._read_frames(deadline)
+                for index, frame in enumerate(frames):
+                    if frame.seq != seq:
+                        self.stats.stale_frames += 1
+                        continue
+                    self._pending = frames[index + 1 :]  # later frames: looked at next time
+                    if (
+                        frame.cmd == NAK
+                        and frame.payload[:1]
+                        and frame.payload[0] in RESEND_REASONS
+                    ):
+                        self.stats.frame_naks += 1
+                        deadline = 0.0  # our frame arrived damaged: resend now
+                        break
+                    return frame
+            self.stats.timeouts += 1
+        waited = time.monotonic() - started
+        raise LinkTimeout(
+            f"no answer to command 0x{cmd:02X} (seq {seq}) after {self.retries + 1} attempts "
+            f"in {waited:.2f} s; check the port, the baud rate and that the chip is running",
+            cmd=cmd,
+            seq=seq,
+            attempts=self.retries + 1,
+            waited_s=waited,
+        )

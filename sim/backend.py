@@ -1,0 +1,178 @@
+"""``sim://``: the chip RTL under cocotb in its own process, reached through a TCP socket
+with pyserial (``socket://``), the same path as a board.
+
+``SimBackend.start`` builds (cached), starts the simulator in a new process group, waits
+for the bridge's port with a deadline, and connects. A simulator that dies or fails to
+start raises ``BackendError`` with the tail of its log. ``close`` (and a finalizer at
+interpreter exit) ends the process group; if the parent is killed, its socket closes and
+the bridge ends the simulation, so no simulator is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from pathlib import Path
+
+import serial
+
+from hal.errors import BackendError
+from sim import harness
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class SimPort:
+    """pyserial's socket port, turning a dead simulator into BackendError."""
+
+    def __init__(self, backend: SimBackend, port) -> None:
+        self._backend = backend
+        self._port = port
+
+    @property
+    def timeout(self):
+        return self._port.timeout
+
+    @timeout.setter
+    def timeout(self, value) -> None:
+        self._port.timeout = value
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise self._backend.failure(f"writing to the simulator failed: {exc}") from exc
+
+    def read(self, size: int = 1) -> bytes:
+        try:
+            data = self._port.read(size)
+        except (serial.SerialException, OSError) as exc:
+            raise self._backend.failure(f"reading from the simulator failed: {exc}") from exc
+        if not data and self._backend.proc.poll() is not None:
+            raise self._backend.failure("the simulator exited")
+        return data
+
+    def close(self) -> None:
+        self._port.close()
+
+
+class SimBackend:
+    """One running simulator with the chip, and its socket."""
+
+    def __init__(self, spec: harness.Build, proc: subprocess.Popen, log: Path, workdir) -> None:
+        self.spec = spec
+        self.proc = proc
+        self.log = log
+        self._workdir = workdir
+        self._finalizer = weakref.finalize(self, _kill_group, proc)
+        self.port: SimPort | None = None
+
+    @classmethod
+    def start(
+        cls,
+        simulator: str = "verilator",
+        *,
+        harden: int = 1,
+        clks_per_bit: int = 4,
+        mem_words: int = 2048,
+        start_timeout: float = 300.0,
+    ) -> SimBackend:
+        if simulator not in harness.SIMULATORS:
+            raise BackendError(
+                f"sim://{simulator}: unknown simulator; use one of {', '.join(harness.SIMULATORS)}"
+            )
+        spec = harness.chip_build(
+            simulator, HARDEN=harden, CLKS_PER_BIT=clks_per_bit, MEM_WORDS=mem_words
+        )
+        workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
+        port_file = Path(workdir.name) / "port"
+        log = Path(workdir.name) / "sim.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim.backend",
+            json.dumps({"sim": simulator, "params": dict(spec.parameters)}),
+            str(port_file),
+        ]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=harness.ROOT,
+                env={**os.environ, "PYTHONPATH": str(harness.ROOT)},
+            )  # fmt: skip
+        backend = cls(spec, proc, log, workdir)
+        deadline = time.monotonic() + start_timeout
+        while not port_file.exists():
+            if proc.poll() is not None:
+                raise backend.failure(
+                    f"the {simulator} simulator exited while starting (code {proc.returncode})"
+                )
+            if time.monotonic() > deadline:
+                backend.close()
+                raise BackendError(
+                    f"the {simulator} simulator did not become ready in {start_timeout:.0f} s",
+                    log_tail=_tail(log),
+                )
+            time.sleep(0.05)
+        tcp_port = int(port_file.read_text())
+        try:
+            raw = serial.serial_for_url(f"socket://127.0.0.1:{tcp_port}", timeout=0.05)
+        except serial.SerialException as exc:
+            backend.close()
+            raise BackendError(
+                f"cannot connect to the simulator: {exc}", log_tail=_tail(log)
+            ) from exc
+        backend.port = SimPort(backend, raw)
+        return backend
+
+    def failure(self, message: str) -> BackendError:
+        return BackendError(f"sim://{self.spec.sim}: {message}", log_tail=_tail(self.log))
+
+    def close(self) -> None:
+        if self.port is not None:
+            self.port.close()  # the bridge sees EOF and ends the simulation
+            self.port = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)  # the bridge ends on EOF; then make sure
+        _kill_group(self.proc)
+        self._finalizer.detach()
+        self._workdir.cleanup()
+
+
+def _serve(argv: list[str]) -> int:
+    """Child process: run the bridge test on the (cached) build."""
+    config = json.loads(argv[0])
+    spec = harness.chip_build(config["sim"], **config["params"])
+    results = harness.run(spec, "sim.bridge", extra_env={"ORBITHIL_BRIDGE_PORT_FILE": argv[1]})
+    return 0 if results.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(sys.argv[1:]))
