@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import hal.codec
 from hal.codec import Frame
 from hal.errors import LinkTimeout
-from hal.icd import NAK, NakReason
+from hal.icd import ACK_FLAG, NAK, NakReason
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class LinkStats:
     timeouts: int = 0
     stale_frames: int = 0
     frame_naks: int = 0
+    damaged_answers: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
     discards: dict = field(default_factory=dict)
@@ -71,13 +72,16 @@ class FrameLink:
         self.stats = LinkStats()
         self.deframer = hal.codec.new_deframer()
         self._pending: list[Frame] = []
+        self._damaged = False
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
         return self.seq
 
     def _read_frames(self, deadline: float) -> list[Frame]:
-        """Frames that arrive before ``deadline`` (at least one read is attempted)."""
+        """Frames that arrive before ``deadline`` (at least one read is attempted). Sets
+        ``self._damaged`` when something arrived that was not a good frame."""
+        self._damaged = False
         if self._pending:
             frames, self._pending = self._pending, []
             return frames
@@ -92,6 +96,7 @@ class FrameLink:
             self.stats.discards[discard.reason.name] = (
                 self.stats.discards.get(discard.reason.name, 0) + 1
             )
+        self._damaged = bool(result.discarded)
         return result.frames
 
     def transact(self, cmd: int, payload: bytes = b"", *, timeout_s: float | None = None) -> Frame:
@@ -111,23 +116,33 @@ class FrameLink:
             self.port.write(wire)
             self.stats.bytes_out += len(wire)
             deadline = time.monotonic() + per_try
-            while time.monotonic() < deadline:
+            resend = False
+            while not resend and time.monotonic() < deadline:
                 frames = self._read_frames(deadline)
                 for index, frame in enumerate(frames):
-                    if frame.seq != seq:
+                    # Not ours, or not a response at all (an echo of a request, as a
+                    # loopback or half-duplex line gives back): skip it.
+                    if frame.seq != seq or not (frame.cmd & ACK_FLAG):
                         self.stats.stale_frames += 1
                         continue
                     self._pending = frames[index + 1 :]  # later frames: looked at next time
-                    if (
+                    damaged_request = (
                         frame.cmd == NAK
-                        and frame.payload[:1]
-                        and frame.payload[0] in RESEND_REASONS
-                    ):
-                        self.stats.frame_naks += 1
-                        deadline = 0.0  # our frame arrived damaged: resend now
-                        break
-                    return frame
-            self.stats.timeouts += 1
+                        and frame.payload[:1] != b""
+                        and (frame.payload[0] in RESEND_REASONS)
+                    )
+                    if not damaged_request:
+                        return frame
+                    self.stats.frame_naks += 1  # our frame arrived damaged: resend now
+                    resend = True
+                    break
+                if not resend and self._damaged:
+                    # A damaged frame came back (likely our answer): ask again at once. The
+                    # chip answers a repeated sequence number from its stored response.
+                    self.stats.damaged_answers += 1
+                    resend = True
+            if not resend:
+                self.stats.timeouts += 1
         waited = time.monotonic() - started
         raise LinkTimeout(
             f"no answer to command 0x{cmd:02X} (seq {seq}) after {self.retries + 1} attempts "

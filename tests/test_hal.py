@@ -1,0 +1,102 @@
+"""The HAL on the model backend: URLs, errors, the link's recovery (fast, no simulator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hal
+from hal.icd import REG, NakReason
+
+
+def test_unknown_scheme_says_what_is_valid():
+    with pytest.raises(hal.HalError, match=r"unknown URL scheme 'ftp'.*valid: serial, socket"):
+        hal.open("ftp://example")
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(
+        hal.HalError, match=r"unknown option 'hardened'.*valid options: clks_per_bit, harden"
+    ):
+        hal.open("model://?hardened=1")
+    with pytest.raises(hal.HalError, match=r"option harden='yes'.*not a valid int"):
+        hal.open("model://?harden=yes")
+
+
+def test_fault_probabilities_are_checked():
+    with pytest.raises(ValueError, match=r"drop=1.5 must be a probability"):
+        hal.open("fault://model://?drop=1.5")
+
+
+def test_a_missing_serial_device_is_a_hal_error():
+    with pytest.raises(hal.HalError, match="cannot open serial port '/dev/ttyNOPE9'"):
+        hal.open("/dev/ttyNOPE9")
+
+
+def test_no_chip_on_the_line_is_a_link_timeout_with_the_attempts():
+    with (
+        hal.open("loop://", timeout=0.05, retries=2) as chip,  # hears only its own echo
+        pytest.raises(hal.LinkTimeout, match="after 3 attempts") as info,
+    ):
+        chip.identify()
+    assert info.value.attempts == 3 and info.value.cmd == 0x01
+
+
+def test_model_identifies_and_computes():
+    with hal.open("model://?harden=1") as chip:
+        ident = chip.identify()
+        assert ident.harden and ident.mem_words == 2048
+        rng = np.random.default_rng(3)
+        w = rng.integers(-128, 128, (64, 64)).astype(np.int8)
+        x = rng.integers(-128, 128, 64).astype(np.int8)
+        assert np.array_equal(chip.run_matvec(w, x), w.astype(np.int32) @ x.astype(np.int32))
+
+
+def test_refusals_are_nak_errors_with_the_reason():
+    with hal.open("model://") as chip:
+        with pytest.raises(hal.NakError, match="BAD_ARG") as info:
+            chip.write_reg(REG["ID"].addr, 5)
+        assert info.value.reason == NakReason.BAD_ARG
+        with pytest.raises(hal.NakError, match="NOT_ARMED"):
+            chip.inject("mem", 0, 0)
+        with pytest.raises(ValueError, match="no register 'NOPE'"):
+            chip.read_reg("NOPE")
+        with pytest.raises(ValueError, match=r"outside the chip's 0\.\.2047"):
+            chip.read_mem(2040, 10)
+
+
+def test_uncorrectable_operand_is_a_chip_fault():
+    with hal.open("model://?harden=1") as chip:
+        chip.arm_injection()
+        chip.write_mem(0, np.arange(16, dtype=np.uint32))
+        chip.inject("mem", 1, 3)
+        chip.inject("mem", 1, 9)  # two flips in one word: uncorrectable
+        with pytest.raises(hal.NakError, match=r"MEM_UNCORRECTABLE.*word 1"):
+            chip.read_mem(0, 4)
+        with pytest.raises(hal.ChipFault, match="uncorrectable operand"):
+            chip.run_job(1, 8, 12, 1, 4)  # W is word 1, the damaged one
+        assert chip.telemetry().uncorrectable_seen
+
+
+def test_a_thousand_commands_over_a_corrupting_link_all_come_back_right():
+    """1% of bytes corrupted each way: retries with the same sequence number recover every
+    command, and the chip's de-duplication means nothing ran twice."""
+    rng = np.random.default_rng(11)
+    with hal.open("fault://model://?harden=1?flip=0.01&seed=7", timeout=0.05, retries=8) as chip:
+        expected = {}
+        for _ in range(1000):
+            op = rng.integers(0, 3)
+            if op == 0:
+                value = int(rng.integers(0, 2**32))
+                assert chip.write_reg("SCRATCH0", value) == value
+                expected["SCRATCH0"] = value
+            elif op == 1:
+                words = rng.integers(0, 2**32, 8, dtype=np.uint64).astype(np.uint32)
+                addr = int(rng.integers(0, 2040))
+                chip.write_mem(addr, words)
+                assert np.array_equal(chip.read_mem(addr, 8), words)
+            else:
+                assert chip.read_reg("SCRATCH0") == expected.get("SCRATCH0", 0)
+        stats = chip.link.stats
+        assert stats.retries > 0  # the faults were real and recovered from
+        assert chip.link.port.corrupted > 0

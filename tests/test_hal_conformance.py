@@ -1,0 +1,190 @@
+"""One conformance suite for every backend: the model, the RTL under Verilator and Icarus
+(both builds), and a real board when ORBITHIL_BOARD is set. Hypothesis-generated command
+sequences must give identical results on the model and on the RTL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hal
+from hal.icd import INJECT_ARM_MAGIC, NakReason
+from hal.settings import Settings
+
+BACKENDS = [
+    pytest.param("model://?harden=1", id="model-h1"),
+    pytest.param("model://?harden=0", id="model-h0"),
+    pytest.param("sim://verilator?harden=1", id="verilator-h1", marks=pytest.mark.sim),
+    pytest.param("sim://verilator?harden=0", id="verilator-h0", marks=pytest.mark.sim),
+    pytest.param("sim://icarus?harden=1", id="icarus-h1", marks=pytest.mark.sim),
+    pytest.param("sim://icarus?harden=0", id="icarus-h0", marks=pytest.mark.sim),
+    pytest.param("board", id="board", marks=pytest.mark.board),
+]
+# Timing is modelled, not cycle-exact, in the model: these counters are not compared.
+TIMING = {"UPTIME", "JOB_CYCLES", "ENERGY"}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def chip(request):
+    url = request.param
+    if url == "board":
+        device = Settings.from_env().board
+        if not device:
+            pytest.skip("no board: set ORBITHIL_BOARD=/dev/ttyUSBx to run board tests")
+        url = device
+    with hal.open(url, timeout=5.0) as opened:
+        yield opened
+
+
+@pytest.fixture
+def fresh(chip):
+    """The chip after a soft reset (registers and counters cleared; SRAM kept)."""
+    chip.reset()
+    return chip
+
+
+def test_identifies_itself(fresh):
+    ident = fresh.identify()
+    assert ident.chip_id == 0x4F48494C and ident.mem_words == 2048
+    if "harden=" in fresh.url:  # a board's URL does not say; the others do
+        assert ident.harden == ("harden=1" in fresh.url)
+
+
+def test_registers_round_trip(fresh):
+    for value in (0, 1, 0xFFFF_FFFF, 0x1234_5678):
+        assert fresh.write_reg("SCRATCH1", value) == value
+        assert fresh.read_reg("SCRATCH1") == value
+    with pytest.raises(hal.NakError) as info:
+        fresh.write_reg("UPTIME", 1)
+    assert info.value.reason == NakReason.BAD_ARG
+
+
+def test_memory_blocks_round_trip(fresh):
+    words = np.random.default_rng(1).integers(0, 2**32, 200, dtype=np.uint64).astype(np.uint32)
+    fresh.write_mem(1500, words)
+    assert np.array_equal(fresh.read_mem(1500, 200), words)
+
+
+def test_matvec_matches_numpy(fresh):
+    rng = np.random.default_rng(2)
+    w = rng.integers(-128, 128, (32, 48)).astype(np.int8)
+    x = rng.integers(-128, 128, 48).astype(np.int8)
+    assert np.array_equal(fresh.run_matvec(w, x), w.astype(np.int32) @ x.astype(np.int32))
+    assert fresh.telemetry()["JOB_COUNT"] == 1
+
+
+def test_memory_upset_behaviour_depends_on_the_build(fresh):
+    fresh.write_mem(40, np.array([0xA5A5_A5A5, 7], dtype=np.uint32))
+    fresh.arm_injection()
+    fresh.inject("mem", 40, 9)
+    got = fresh.read_mem(40, 2)
+    if fresh.identity.harden:
+        assert got[0] == 0xA5A5_A5A5 and fresh.telemetry()["ECC_CORRECTED"] == 1
+    else:
+        assert got[0] == 0xA5A5_A5A5 ^ (1 << 9)
+
+
+def test_register_upset_behaviour_depends_on_the_build(fresh):
+    fresh.write_reg("SCRATCH0", 0xF0F0)
+    fresh.arm_injection()
+    fresh.inject("reg", "SCRATCH0", 4, 0)
+    value = fresh.read_reg("SCRATCH0")
+    if fresh.identity.harden:
+        assert value == 0xF0F0 and fresh.telemetry()["TMR_MISMATCH"] == 1
+    else:
+        assert value == 0xF0F0 ^ 0x10
+
+
+# --- sequences: the model is the reference -------------------------------------------------
+ops = st.one_of(
+    st.tuples(st.just("write_reg"), st.sampled_from(["SCRATCH0", "SCRATCH1", "SCRUB_PERIOD"]),
+              st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("read_reg"),
+              st.sampled_from(["SCRATCH0", "SCRATCH1", "ID", "INJ_ARM", "FRAMES_BAD"])),
+    st.tuples(st.just("mem"), st.integers(0, 1900), st.integers(1, 90), st.integers(0, 2**16)),
+    st.tuples(st.just("matvec"), st.integers(1, 16), st.sampled_from([4, 8, 16]),
+              st.integers(0, 2**16)),
+    st.tuples(st.just("upset"), st.integers(0, 38), st.integers(0, 2**16)),
+    st.tuples(st.just("bad"), st.sampled_from(["ID", "MEM_WORDS"]), st.integers(0, 9)),
+)  # fmt: skip
+
+
+def run_sequence(chip, sequence) -> list:
+    """Apply a sequence of operations; return every observable result."""
+    chip.reset()
+    out = []
+    for op in sequence:
+        kind = op[0]
+        if kind == "write_reg":
+            value = op[2] & 0xFFFF if op[1] == "SCRUB_PERIOD" else op[2]
+            out.append(chip.write_reg(op[1], value))
+        elif kind == "read_reg":
+            out.append(chip.read_reg(op[1]))
+        elif kind == "mem":
+            _, addr, count, seed = op
+            words = (
+                np.random.default_rng(seed)
+                .integers(0, 2**32, count, dtype=np.uint64)
+                .astype(np.uint32)
+            )
+            chip.write_mem(addr, words)
+            out.append(chip.read_mem(addr, count).tolist())
+        elif kind == "matvec":
+            _, rows, cols, seed = op
+            rng = np.random.default_rng(seed)
+            w = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+            x = rng.integers(-128, 128, cols).astype(np.int8)
+            out.append(chip.run_matvec(w, x, base=1900).tolist())
+        elif kind == "upset":
+            _, bit, seed = op
+            word = 1990 + seed % 50
+            chip.write_mem(word, np.array([seed * 7919 & 0xFFFF_FFFF], dtype=np.uint32))
+            chip.write_reg("INJ_ARM", INJECT_ARM_MAGIC)
+            chip.inject("mem", word, bit if chip.identity.harden else bit % 32)
+            out.append(chip.read_mem(word, 1).tolist())
+        elif kind == "bad":
+            try:
+                chip.write_reg(op[1], op[2])
+                out.append("accepted")
+            except hal.NakError as exc:
+                out.append(("nak", exc.reason))
+    telemetry = chip.telemetry().values
+    out.append({k: v for k, v in telemetry.items() if k not in TIMING})
+    return out
+
+
+@pytest.mark.parametrize("harden", [1, 0])
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=st.lists(ops, min_size=1, max_size=8))
+def test_sequences_match_the_model(request, sequence, harden):
+    rtl_chips = request.getfixturevalue("rtl_pair")[harden]
+    model = request.getfixturevalue("model_pair")[harden]
+    reference = run_sequence(model, sequence)
+    for chip in rtl_chips:
+        assert run_sequence(chip, sequence) == reference, chip.url
+
+
+@pytest.fixture(scope="module")
+def model_pair():
+    chips = {h: hal.open(f"model://?harden={h}") for h in (0, 1)}
+    yield chips
+    for c in chips.values():
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def rtl_pair():
+    chips = {
+        h: [hal.open(f"sim://{s}?harden={h}", timeout=5.0) for s in ("verilator", "icarus")]
+        for h in (0, 1)
+    }
+    yield chips
+    for group in chips.values():
+        for c in group:
+            c.close()
+
+
+test_sequences_match_the_model = pytest.mark.sim(test_sequences_match_the_model)
