@@ -52,6 +52,10 @@ class FaultPort:
         return self._mangle(self.inner.read(size))
 
     @property
+    def in_waiting(self) -> int:
+        return self.inner.in_waiting
+
+    @property
     def timeout(self):
         return self.inner.timeout
 

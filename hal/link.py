@@ -87,9 +87,14 @@ class FrameLink:
             return frames
         remaining = deadline - time.monotonic()
         self.port.timeout = max(0.0, min(remaining, 0.05))
-        data = self.port.read(self.read_chunk)
+        # pyserial's read(n) waits for all n bytes or the timeout: wait for the first byte
+        # only, then take whatever else has arrived.
+        data = self.port.read(1)
         if not data:
             return []
+        waiting = self.port.in_waiting
+        if waiting:
+            data += self.port.read(min(waiting, self.read_chunk))
         self.stats.bytes_in += len(data)
         result = self.deframer.feed(data)
         for discard in result.discarded:

@@ -57,6 +57,13 @@ class SimPort:
         self._port = port
 
     @property
+    def in_waiting(self) -> int:
+        try:
+            return self._port.in_waiting
+        except (serial.SerialException, OSError) as exc:
+            raise self._backend.failure(f"the link to the simulator broke: {exc}") from exc
+
+    @property
     def timeout(self):
         return self._port.timeout
 

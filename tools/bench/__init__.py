@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 # name -> (module with `run(quick: bool) -> BenchResult`, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "codec": ("tools.bench.codec", "frames, COBS and SECDED: C vs pure Python vs the cobs package"),
+    "hal": ("tools.bench.hal", "Chip API per backend; 1% byte corruption: correctness, throughput"),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
