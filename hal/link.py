@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import hal.codec
@@ -44,6 +45,7 @@ class LinkStats:
     stale_frames: int = 0
     frame_naks: int = 0
     damaged_answers: int = 0
+    stalled_answers: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
     discards: dict = field(default_factory=dict)
@@ -59,6 +61,8 @@ class FrameLink:
         timeout_s: float = 1.0,
         retries: int = 3,
         read_chunk: int = 4096,
+        gap_s: float = 0.005,
+        min_rto_s: float = 0.002,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -73,6 +77,22 @@ class FrameLink:
         self.deframer = hal.codec.new_deframer()
         self._pending: list[Frame] = []
         self._damaged = False
+        self._last_byte = 0.0
+        self.gap_s = gap_s
+        self.min_rto_s = min_rto_s
+        self._rtts: deque[float] = deque(maxlen=64)  # Karn: first attempts only
+
+    def _rto(self, attempt: int) -> float:
+        """Retransmission timeout: 3x the largest of the last 64 first-attempt round trips
+        (commands differ in size, so one average would be too short for the big ones),
+        at least ``min_rto_s``, doubled on each retry, at most ``timeout_s``; ``timeout_s``
+        until a round trip has been seen."""
+        if not self._rtts:
+            return self.timeout_s
+        return min(max(self.min_rto_s, 3 * max(self._rtts)) * (2**attempt), self.timeout_s)
+
+    def _sample_rtt(self, rtt: float) -> None:
+        self._rtts.append(rtt)
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -95,6 +115,7 @@ class FrameLink:
         waiting = self.port.in_waiting
         if waiting:
             data += self.port.read(min(waiting, self.read_chunk))
+        self._last_byte = time.monotonic()
         self.stats.bytes_in += len(data)
         result = self.deframer.feed(data)
         for discard in result.discarded:
@@ -111,7 +132,6 @@ class FrameLink:
         """
         seq = self._next_seq()
         wire = hal.codec.frame_encode(seq, cmd, payload)
-        per_try = timeout_s or self.timeout_s
         started = time.monotonic()
         self.stats.requests += 1
         for attempt in range(self.retries + 1):
@@ -120,31 +140,42 @@ class FrameLink:
                 log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
             self.port.write(wire)
             self.stats.bytes_out += len(wire)
-            deadline = time.monotonic() + per_try
+            sent_at = time.monotonic()
+            deadline = sent_at + (timeout_s or self._rto(attempt))
             resend = False
             while not resend and time.monotonic() < deadline:
                 frames = self._read_frames(deadline)
                 for index, frame in enumerate(frames):
                     # Not ours, or not a response at all (an echo of a request, as a
-                    # loopback or half-duplex line gives back): skip it.
+                    # loopback or half-duplex line gives back): skip it. A NAK for another
+                    # sequence number is stale: resending on it would only feed a storm of
+                    # retries arriving while the chip is still answering.
                     if frame.seq != seq or not (frame.cmd & ACK_FLAG):
                         self.stats.stale_frames += 1
                         continue
                     self._pending = frames[index + 1 :]  # later frames: looked at next time
-                    damaged_request = (
+                    if (
                         frame.cmd == NAK
-                        and frame.payload[:1] != b""
-                        and (frame.payload[0] in RESEND_REASONS)
-                    )
-                    if not damaged_request:
-                        return frame
-                    self.stats.frame_naks += 1  # our frame arrived damaged: resend now
-                    resend = True
+                        and frame.payload[:1]
+                        and frame.payload[0] in RESEND_REASONS
+                    ):
+                        self.stats.frame_naks += 1  # our frame arrived damaged: resend now
+                        resend = True
+                        break
+                    if attempt == 0:  # Karn: only unambiguous round trips are sampled
+                        self._sample_rtt(time.monotonic() - sent_at)
+                    return frame
+                if resend:
                     break
-                if not resend and self._damaged:
+                if self._damaged:
                     # A damaged frame came back (likely our answer): ask again at once. The
                     # chip answers a repeated sequence number from its stored response.
                     self.stats.damaged_answers += 1
+                    resend = True
+                elif self.deframer.pending and time.monotonic() - self._last_byte > self.gap_s:
+                    # Half a frame, then silence: its closing delimiter was lost.
+                    self.stats.stalled_answers += 1
+                    self.deframer.reset()
                     resend = True
             if not resend:
                 self.stats.timeouts += 1
