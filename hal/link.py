@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import hal.codec
@@ -46,6 +45,7 @@ class LinkStats:
     frame_naks: int = 0
     damaged_answers: int = 0
     stalled_answers: int = 0
+    overruns: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
     discards: dict = field(default_factory=dict)
@@ -62,7 +62,6 @@ class FrameLink:
         retries: int = 3,
         read_chunk: int = 4096,
         gap_s: float = 0.005,
-        min_rto_s: float = 0.002,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -79,20 +78,6 @@ class FrameLink:
         self._damaged = False
         self._last_byte = 0.0
         self.gap_s = gap_s
-        self.min_rto_s = min_rto_s
-        self._rtts: deque[float] = deque(maxlen=64)  # Karn: first attempts only
-
-    def _rto(self, attempt: int) -> float:
-        """Retransmission timeout: 3x the largest of the last 64 first-attempt round trips
-        (commands differ in size, so one average would be too short for the big ones),
-        at least ``min_rto_s``, doubled on each retry, at most ``timeout_s``; ``timeout_s``
-        until a round trip has been seen."""
-        if not self._rtts:
-            return self.timeout_s
-        return min(max(self.min_rto_s, 3 * max(self._rtts)) * (2**attempt), self.timeout_s)
-
-    def _sample_rtt(self, rtt: float) -> None:
-        self._rtts.append(rtt)
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -141,7 +126,7 @@ class FrameLink:
             self.port.write(wire)
             self.stats.bytes_out += len(wire)
             sent_at = time.monotonic()
-            deadline = sent_at + (timeout_s or self._rto(attempt))
+            deadline = sent_at + (timeout_s or self.timeout_s)
             resend = False
             while not resend and time.monotonic() < deadline:
                 frames = self._read_frames(deadline)
@@ -154,6 +139,11 @@ class FrameLink:
                         self.stats.stale_frames += 1
                         continue
                     self._pending = frames[index + 1 :]  # later frames: looked at next time
+                    if frame.cmd == NAK and frame.payload[:1] == bytes([NakReason.OVERRUN]):
+                        # Our retry reached the chip while it was still answering an
+                        # earlier copy: that answer is on its way. Keep waiting.
+                        self.stats.overruns += 1
+                        continue
                     if (
                         frame.cmd == NAK
                         and frame.payload[:1]
@@ -162,8 +152,6 @@ class FrameLink:
                         self.stats.frame_naks += 1  # our frame arrived damaged: resend now
                         resend = True
                         break
-                    if attempt == 0:  # Karn: only unambiguous round trips are sampled
-                        self._sample_rtt(time.monotonic() - sent_at)
                     return frame
                 if resend:
                     break
