@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import hal.codec
-from hal.codec import FrameStatus, SecdedStatus
+from hal.codec import SecdedStatus
 from hal.icd import (
     ACK_FLAG,
     CHIP_ID,
@@ -372,4 +372,4 @@ class ModelPort:
         self.is_open = False
 
 
-__all__ = ["ChipModel", "FrameStatus", "ModelPort"]
+__all__ = ["ChipModel", "ModelPort"]

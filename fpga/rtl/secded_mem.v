@@ -77,6 +77,24 @@ module secded_mem #(
     secded39_enc u_fix (.data(dec_data), .codeword(fixed_enc));
     assign fixed_word = fixed_enc[W-1:0];
 
+    // After a read by the host, the MAC or the scrubber: count a correction (and write the
+    // corrected word back, so one upset is counted once) or an uncorrectable word.
+    task account_and_repair;
+        begin
+            if (dec_status == 2'd1) begin
+                if (~&corrected) corrected <= corrected + 1'b1;
+                last_addr <= mem_addr;
+                mem_we <= 1'b1;
+                mem_waddr <= mem_addr;
+                mem_wdata <= fixed_word;
+            end else if (dec_status == 2'd2) begin
+                if (~&uncorrectable) uncorrectable <= uncorrectable + 1'b1;
+                ue_event <= 1'b1;
+                last_addr <= mem_addr;
+            end
+        end
+    endtask
+
     always @(posedge clk) begin
         ack <= 1'b0;
         mem_we <= 1'b0;
@@ -128,17 +146,7 @@ module secded_mem #(
                     rstatus <= dec_status;
                     ack <= 1'b1;
                     state <= IDLE;
-                    if (dec_status == 2'd1) begin
-                        if (~&corrected) corrected <= corrected + 1'b1;
-                        last_addr <= mem_addr;
-                        mem_we <= 1'b1;
-                        mem_waddr <= mem_addr;
-                        mem_wdata <= fixed_word;
-                    end else if (dec_status == 2'd2) begin
-                        if (~&uncorrectable) uncorrectable <= uncorrectable + 1'b1;
-                        ue_event <= 1'b1;
-                        last_addr <= mem_addr;
-                    end
+                    account_and_repair;
                 end
                 INJ_READ: state <= INJ_WRITE;
                 INJ_WRITE: begin
@@ -152,17 +160,7 @@ module secded_mem #(
                 SCRUB_CHECK: begin
                     state <= IDLE;
                     scrub_addr <= (scrub_addr == WORDS - 1) ? {AW{1'b0}} : scrub_addr + 1'b1;
-                    if (dec_status == 2'd1) begin
-                        if (~&corrected) corrected <= corrected + 1'b1;
-                        last_addr <= mem_addr;
-                        mem_we <= 1'b1;
-                        mem_waddr <= mem_addr;
-                        mem_wdata <= fixed_word;
-                    end else if (dec_status == 2'd2) begin
-                        if (~&uncorrectable) uncorrectable <= uncorrectable + 1'b1;
-                        ue_event <= 1'b1;
-                        last_addr <= mem_addr;
-                    end
+                    account_and_repair;
                 end
                 default: state <= IDLE;
             endcase
