@@ -47,7 +47,7 @@ def _split_fault(url: str) -> tuple[str, str]:
     return inner, ""
 
 
-def open_port(url: str, **options):
+def open_port(url: str):
     """The pyserial-like port (and the backend object that owns it) for ``url``."""
     parts = urlsplit(url)
     scheme = parts.scheme if "://" in url else ""
@@ -55,7 +55,7 @@ def open_port(url: str, **options):
         from hal.fault import FAULT_OPTIONS, FaultPort
 
         inner_url, query = _split_fault(url)
-        port, backend = open_port(inner_url, **options)
+        port, backend = open_port(inner_url)
         return FaultPort(port, **_options(query, FAULT_OPTIONS, url)), backend
     if scheme == "model":
         from hal.model import ChipModel, ModelPort
