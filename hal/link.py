@@ -61,7 +61,8 @@ class FrameLink:
         timeout_s: float = 1.0,
         retries: int = 3,
         read_chunk: int = 4096,
-        gap_s: float = 0.005,
+        gap_s: float = 0.05,  # silence after half a frame that means "lost delimiter"; long
+        # enough for a slow simulator, which delivers a long answer in pieces
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")

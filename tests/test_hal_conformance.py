@@ -164,7 +164,9 @@ def test_sequences_match_the_model(request, sequence, harden):
     model = request.getfixturevalue("model_pair")[harden]
     reference = run_sequence(model, sequence)
     for chip in rtl_chips:
+        retries = chip.link.stats.retries
         assert run_sequence(chip, sequence) == reference, chip.url
+        assert chip.link.stats.retries == retries, f"{chip.url}: a clean link needed retries"
 
 
 @pytest.fixture(scope="module")
