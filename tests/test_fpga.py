@@ -7,12 +7,13 @@ from collections import Counter
 import pytest
 
 from hal.icd import RW_REGISTERS
+from sim import netlist
 from tools.fpga import synth
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["harden0", "harden1"])
 def targets(request):
-    return request.param, synth.list_targets(request.param)
+    return request.param, netlist.list_targets(request.param)
 
 
 def test_targets_list_every_register_bit_once(targets):

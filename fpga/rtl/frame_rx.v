@@ -22,6 +22,8 @@ module frame_rx (
 );
 `include "crc16.vh"
     reg [7:0] buffer [0:511];
+    integer k;
+    initial for (k = 0; k < 512; k = k + 1) buffer[k] = 8'h00;  // as block RAM starts; no X
     reg [8:0] len;           // decoded bytes so far
     reg [8:0] enc_count;     // encoded bytes since the last delimiter
     reg [7:0] remaining;     // data bytes left in this COBS group; 0: next byte is a code

@@ -26,6 +26,8 @@ module frame_tx (
                      GROUP_END = 13, FINISH = 14, SEND_BYTE = 15, SEND_WAIT = 16;
     reg [4:0] state, after_send;
     reg [7:0] buffer [0:511];
+    integer k;
+    initial for (k = 0; k < 512; k = k + 1) buffer[k] = 8'h00;  // as block RAM starts; no X
     reg [8:0] raddr;
     reg [7:0] rdata;
     reg [8:0] frame_base, total, pos, i;

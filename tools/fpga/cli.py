@@ -9,6 +9,8 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.table import Table
 
+from sim import netlist
+
 from . import gen, synth
 
 
@@ -69,7 +71,7 @@ def synth_main(args) -> int:
 
 def targets_main(args) -> int:
     for harden in _builds(args.harden):
-        result = synth.list_targets(harden)
+        result = netlist.list_targets(harden, clks_per_bit=args.clks_per_bit)
         if args.json:
             print(json.dumps(result))
             continue
@@ -112,5 +114,9 @@ def register(subparsers) -> None:
     g.set_defaults(func=gen_main)
     t = sub.add_parser("targets", help="list every flip-flop and memory bit of a build")
     t.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    t.add_argument(
+        "--clks-per-bit", type=int, default=104,
+        help="the build's UART divisor: 104 for the board, 4 for the simulated chip",
+    )  # fmt: skip
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=targets_main)

@@ -1,0 +1,225 @@
+"""The flip-flops and memories of the chip, from its netlist (yosys), for fault injection;
+and running the yosys / nextpnr tools with deadlines.
+
+Tools: the YoWASP builds from PyPI (pinned in pyproject.toml, installed by make setup),
+else Debian's yosys / nextpnr-ice40 / icepack on PATH (``sim.toolchain`` finds either).
+Output goes to ``build/fpga/h<HARDEN>/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sim.harness import ROOT, RTL_DIR, rtl_sources
+from sim.toolchain import TOOLS_BY_KEY, find_executable, tool_env
+
+OUT_ROOT = ROOT / "build" / "fpga"
+
+
+class ToolMissing(RuntimeError):
+    """A synthesis tool is not installed; the message says how to get it."""
+
+
+def run_tool_path(key: str) -> str:
+    tool = TOOLS_BY_KEY[key]
+    for name in tool.names:
+        path = find_executable(name)
+        if path:
+            return path
+    raise ToolMissing(f"{key} not found; install it with: {tool.install}")
+
+
+def run_tool(cmd: list[str], *, cwd: Path, timeout_s: float, log: Path) -> str:
+    try:
+        done = subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=tool_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{Path(cmd[0]).name} did not finish in {timeout_s:.0f} s") from exc
+    log.write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} failed (exit {done.returncode}); log {log}:\n{tail}"
+        )
+    return done.stdout + done.stderr
+
+
+def rel_path(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd``. The YoWASP tools run in a WebAssembly sandbox that
+    reliably sees the working directory and its parents ("..", "../..") but not every
+    absolute path (a clone under /tmp was invisible), so every file goes in relative."""
+    return os.path.relpath(path, cwd)
+
+
+def yosys_sources(cwd: Path, extra: tuple[Path, ...] = ()) -> str:
+    return " ".join(rel_path(p, cwd) for p in [*rtl_sources(), *extra])
+
+
+# --- fault-injection targets ------------------------------------------------------------
+@dataclass(frozen=True)
+class FlipFlopBit:
+    """One flip-flop bit: the RTL register (hierarchical name below the chip), its bit."""
+
+    name: str
+    bit: int
+    width: int
+    block: str
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory array: ``words`` x ``width`` bits, every bit a target."""
+
+    name: str
+    words: int
+    width: int
+    block: str
+
+    @property
+    def bits(self) -> int:
+        return self.words * self.width
+
+
+def _is_ff(kind: str) -> bool:
+    return re.fullmatch(r"\$(a|s|)dff\w*|\$dffe\w*|\$sdff\w*|\$aldff\w*", kind) is not None
+
+
+def _src_files(attributes: dict) -> str:
+    """The source files in a yosys ``src`` attribute ("a.v:1.2-3.4|b.v:..."), joined by |."""
+    src = attributes.get("src", "")
+    return "|".join(
+        sorted({part.split(":", 1)[0].rsplit("/", 1)[-1] for part in src.split("|") if part})
+    )
+
+
+def _block(name: str) -> str:
+    return name.split(".", 1)[0] if "." in name else "top"
+
+
+def targets_path(harden: int, *, clks_per_bit: int = 104, mem_words: int = 2048) -> Path:
+    """Where ``list_targets`` writes the list for these build parameters."""
+    return OUT_ROOT / f"h{harden}" / f"targets-c{clks_per_bit}-m{mem_words}.json"
+
+
+def list_targets(
+    harden: int, *, clks_per_bit: int = 104, mem_words: int = 2048, timeout_s: float = 600
+) -> dict:
+    """Every flip-flop bit and memory of ``orbithil_chip`` for one build, from yosys.
+
+    The parameters must be those of the build the targets are used on: register widths
+    follow them (a UART counter for CLKS_PER_BIT=4 is 3 bits, for 104 it is 7).
+
+    The RTL is elaborated and optimised (constant and unused flip-flops go, as in
+    synthesis) but not mapped to cells, so names stay the RTL's and map to simulator
+    handles. TMR copies are kept (keep_hierarchy is lifted only to flatten the names).
+    """
+    out = OUT_ROOT / f"h{harden}"
+    out.mkdir(parents=True, exist_ok=True)
+    yosys = run_tool_path("yosys")
+    script = (
+        f"read_verilog -I{rel_path(RTL_DIR, out)} {yosys_sources(out)}; "
+        f"chparam -set HARDEN {harden} -set CLKS_PER_BIT {clks_per_bit} "
+        f"-set MEM_WORDS {mem_words} orbithil_chip; hierarchy -top orbithil_chip; "
+        "setattr -mod -unset keep_hierarchy *; proc; flatten; opt; wreduce; opt_clean; "
+        "memory -nomap; opt_clean; write_json targets-netlist.json"
+    )
+    run_tool([yosys, "-q", "-p", script], cwd=out, timeout_s=timeout_s, log=out / "targets.log")
+    netlist = json.loads((out / "targets-netlist.json").read_text())
+    module = netlist["modules"]["orbithil_chip"]
+    # A flip-flop's output net carries every name it has after flattening: the register's
+    # own and the wires it drives (ports of other instances, slices, aliases). Only the
+    # register's own name is a handle a simulator can flip: a Deposit on a wire is undone
+    # by its driver. The flip-flop cell's ``src`` names the file of the always block that
+    # makes it, and each net's ``src`` the file it is declared in, so a name declared in
+    # the cell's own file wins; tests/test_targets_sim.py checks every choice by flipping
+    # it on both simulators.
+    names_of_bit: dict[int, list[tuple[str, int, int, str]]] = {}
+    ports = set(module["ports"])
+    for name, net in module["netnames"].items():
+        if net.get("hide_name"):
+            continue
+        width = len(net["bits"])
+        offset = net.get("offset", 0)
+        files = _src_files(net.get("attributes", {}))
+        for i, bit in enumerate(net["bits"]):
+            if isinstance(bit, int):
+                names_of_bit.setdefault(bit, []).append((name, i + offset, width, files))
+
+    ff_bits = {
+        bit
+        for cell in module["cells"].values()
+        if _is_ff(cell["type"])
+        for bit in cell["connections"]["Q"]
+    }
+    all_ff = {
+        name
+        for name, net in module["netnames"].items()
+        if all(isinstance(b, int) and b in ff_bits for b in net["bits"])
+    }
+
+    def best(bit: int, cell: dict) -> tuple[str, int, int] | None:
+        home = _src_files(cell.get("attributes", {}))
+
+        def rank(entry: tuple[str, int, int, str]) -> tuple:
+            # declared where the flip-flop is made; every bit a flip-flop (a register, not
+            # a wire mixing it with logic); a plain name; not a top port; deepest (a block's
+            # output port sits above the register it carries); widest (a slice is narrower)
+            name, _, width, files = entry
+            same_file = bool(set(home.split("|")) & set(files.split("|"))) if home else False
+            return (
+                same_file,
+                name in all_ff,
+                "$" not in name,
+                name not in ports,
+                name.count("."),
+                width,
+            )
+
+        candidates = names_of_bit.get(bit, [])
+        if not candidates:
+            return None
+        name, index, width, _ = max(candidates, key=rank)
+        return name, index, width
+
+    flops: list[FlipFlopBit] = []
+    memories: list[Memory] = []
+    for cell in module["cells"].values():
+        kind = cell["type"]
+        if kind.startswith("$mem"):
+            params = cell["parameters"]
+            name = params["MEMID"].lstrip("\\")
+            memories.append(
+                Memory(name, int(params["SIZE"], 2), int(params["WIDTH"], 2), _block(name))
+            )
+        elif _is_ff(kind):
+            for bit in cell["connections"]["Q"]:
+                chosen = best(bit, cell)
+                if chosen is not None:
+                    name, index, width = chosen
+                    flops.append(FlipFlopBit(name, index, width, _block(name)))
+    flops.sort(key=lambda f: (f.name, f.bit))
+    result = {
+        "harden": harden,
+        "clks_per_bit": clks_per_bit,
+        "mem_words": mem_words,
+        "flip_flops": [asdict(f) for f in flops],
+        "memories": [asdict(m) for m in memories],
+        "flip_flop_bits": len(flops),
+        "memory_bits": sum(m.bits for m in memories),
+    }
+    targets_path(harden, clks_per_bit=clks_per_bit, mem_words=mem_words).write_text(
+        json.dumps(result, indent=1)
+    )
+    return result
