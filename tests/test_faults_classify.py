@@ -1,0 +1,126 @@
+"""Fault plans over netlist targets, and the outcome classifier (pure; no simulator)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from sim.classify import Observation, Outcome, classify
+from sim.faults import FaultModel, TargetSpace
+
+SPACE = {
+    "flip_flops": [{"name": "u_a.r", "bit": b, "width": 8, "block": "u_a"} for b in range(8)],
+    "memories": [{"name": "u_m.mem", "words": 4, "width": 8, "block": "u_m"}],
+}  # 8 flip-flop bits and 32 memory bits
+
+
+def test_every_bit_is_equally_likely():
+    plan = TargetSpace(SPACE).plan(20_000, seed=1, cycles=(0, 99))
+    share_ff = sum(i.word is None for i in plan) / len(plan)
+    assert 0.18 < share_ff < 0.22  # 8 of 40 bits
+    words = Counter(i.word for i in plan if i.word is not None)
+    assert set(words) == {0, 1, 2, 3} and max(words.values()) / min(words.values()) < 1.15
+    assert {b for i in plan for b in i.bits} == set(range(8))
+    assert all(0 <= i.cycle <= 99 for i in plan)
+
+
+def test_the_same_seed_gives_the_same_plan():
+    space = TargetSpace(SPACE)
+    assert space.plan(50, seed=7, cycles=(0, 9)) == space.plan(50, seed=7, cycles=(0, 9))
+    assert space.plan(50, seed=7, cycles=(0, 9)) != space.plan(50, seed=8, cycles=(0, 9))
+
+
+def test_multiple_bit_upsets_are_adjacent_bits_of_one_word():
+    for inj in TargetSpace(SPACE).plan(500, seed=2, cycles=(0, 9), model="mbu"):
+        assert 2 <= len(inj.bits) <= 4
+        assert list(inj.bits) == list(range(inj.bits[0], inj.bits[0] + len(inj.bits)))
+        assert inj.bits[-1] < 8 and inj.model is FaultModel.MBU
+
+
+def test_stuck_at_has_a_value_and_a_window():
+    inj = TargetSpace(SPACE).plan(1, seed=3, cycles=(5, 5), model="stuck", stuck_cycles=40)[0]
+    assert inj.value in (0, 1) and inj.duration == 40 and inj.cycle == 5
+
+
+def test_filters_by_block_and_glob():
+    assert TargetSpace(SPACE, blocks={"u_m"}).ff_bits == 0
+    assert TargetSpace(SPACE, glob="u_a.*").memory_bits == 0
+    with pytest.raises(ValueError, match=r"no targets left.*valid blocks: \['u_a'\]"):
+        TargetSpace(SPACE, blocks={"u_x"})
+
+
+def test_bad_plan_arguments_say_what_is_valid():
+    space = TargetSpace(SPACE)
+    with pytest.raises(ValueError, match=r"cycles must be \(first, last\)"):
+        space.plan(1, seed=0, cycles=(5, 2))
+    with pytest.raises(ValueError, match="'burst' is not a valid FaultModel"):
+        space.plan(1, seed=0, cycles=(0, 1), model="burst")
+
+
+def test_plan_over_the_real_netlist():
+    from sim import netlist
+
+    space = TargetSpace(netlist.list_targets(1, clks_per_bit=4))
+    assert space.total_bits == 1979 + 88064
+    assert space.bits_per_block()["u_mem"] > 79_000
+    plan = space.plan(4000, seed=4, cycles=(0, 1000))
+    memory_share = sum(i.word is not None for i in plan) / len(plan)
+    assert 0.965 < memory_share < 0.99  # 88,064 of 90,043 bits are memory bits
+    assert any(i.word is None for i in plan)  # flip-flops are drawn too, by their share
+
+
+GOLDEN = Observation(outputs=(1, 2, 3), end_state="s0", counters={"ECC_CORRECTED": 0})
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        (Observation(outputs=(1, 2, 3), end_state="s0"), Outcome.MASKED),
+        (
+            Observation(outputs=(1, 2, 3), end_state="s0", counters={"ECC_CORRECTED": 1}),
+            Outcome.CORRECTED,
+        ),
+        (
+            Observation(outputs=(1, 2, 3), end_state="s0", counters={"TMR_MISMATCH": 1}),
+            Outcome.CORRECTED,
+        ),
+        (
+            Observation(outputs=(1, 2, 3), end_state="s0", counters={"MAC_RETRIES": 1}),
+            Outcome.CORRECTED,
+        ),
+        (Observation(outputs=(1, 2, 3), end_state="s1"), Outcome.LATENT),
+        (
+            Observation(outputs=(1, 2, 3), end_state="s1", counters={"ECC_CORRECTED": 2}),
+            Outcome.CORRECTED,
+        ),
+        (Observation(outputs=(1, 9, 3), end_state="s0"), Outcome.SDC),
+        (
+            Observation(outputs=(1, 9, 3), end_state="s0", counters={"ECC_CORRECTED": 1}),
+            Outcome.SDC,
+        ),
+        (Observation(outputs=(1, 9, 3), naks=1), Outcome.DETECTED),
+        (Observation(outputs=(1, 2, 3), counters={"ECC_UNCORRECTABLE": 1}), Outcome.DETECTED),
+        (Observation(outputs=(1, 2, 3), counters={"WDT_EXPIRIES": 1}), Outcome.DETECTED),
+        (Observation(outputs=(1, 2, 3), job_errors=1), Outcome.DETECTED),
+        (Observation(hang=True, naks=3), Outcome.HANG),
+        (Observation(tool_error="simulator died", hang=True), Outcome.TOOL_ERROR),
+    ],
+)
+def test_outcome_table(run, expected):
+    assert classify(GOLDEN, run) is expected
+
+
+def test_every_outcome_is_reachable():
+    seen = set()
+    for run in (
+        Observation(outputs=(1, 2, 3), end_state="s0"),
+        Observation(outputs=(1, 2, 3), end_state="s0", counters={"ECC_CORRECTED": 1}),
+        Observation(outputs=(1, 2, 3), end_state="s1"),
+        Observation(naks=1),
+        Observation(outputs=(0,), end_state="s0"),
+        Observation(hang=True),
+        Observation(tool_error="x"),
+    ):
+        seen.add(classify(GOLDEN, run))
+    assert seen == set(Outcome)
