@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 
+from hal.portwrap import PortWrapper
+
 FAULT_OPTIONS = {"drop": float, "flip": float, "delay": float, "seed": int}
 
 
-class FaultPort:
+class FaultPort(PortWrapper):
     """Wraps a pyserial-like port; faults hit bytes in both directions independently.
 
     drop: probability a byte is lost; flip: probability a byte gets one random bit flipped;
@@ -25,7 +27,7 @@ class FaultPort:
                 raise ValueError(f"fault option {name}={value} must be a probability in 0..1")
         if delay < 0:
             raise ValueError(f"fault option delay={delay} must be >= 0 seconds")
-        self.inner = inner
+        super().__init__(inner)
         self.drop, self.flip, self.delay = drop, flip, delay
         self.rng = np.random.default_rng(seed)
         self.corrupted = 0
@@ -50,18 +52,3 @@ class FaultPort:
 
     def read(self, size: int = 1) -> bytes:
         return self._mangle(self.inner.read(size))
-
-    @property
-    def in_waiting(self) -> int:
-        return self.inner.in_waiting
-
-    @property
-    def timeout(self):
-        return self.inner.timeout
-
-    @timeout.setter
-    def timeout(self, value) -> None:
-        self.inner.timeout = value
-
-    def close(self) -> None:
-        self.inner.close()

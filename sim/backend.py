@@ -24,6 +24,7 @@ from pathlib import Path
 import serial
 
 from hal.errors import BackendError
+from hal.portwrap import PortWrapper
 from sim import harness
 
 
@@ -49,45 +50,34 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
             continue
 
 
-class SimPort:
+class SimPort(PortWrapper):
     """pyserial's socket port, turning a dead simulator into BackendError."""
 
     def __init__(self, backend: SimBackend, port) -> None:
+        super().__init__(port)
         self._backend = backend
-        self._port = port
 
     @property
     def in_waiting(self) -> int:
         try:
-            return self._port.in_waiting
+            return self.inner.in_waiting
         except (serial.SerialException, OSError) as exc:
             raise self._backend.failure(f"the link to the simulator broke: {exc}") from exc
 
-    @property
-    def timeout(self):
-        return self._port.timeout
-
-    @timeout.setter
-    def timeout(self, value) -> None:
-        self._port.timeout = value
-
     def write(self, data: bytes) -> int:
         try:
-            return self._port.write(data)
+            return self.inner.write(data)
         except (serial.SerialException, OSError) as exc:
             raise self._backend.failure(f"writing to the simulator failed: {exc}") from exc
 
     def read(self, size: int = 1) -> bytes:
         try:
-            data = self._port.read(size)
+            data = self.inner.read(size)
         except (serial.SerialException, OSError) as exc:
             raise self._backend.failure(f"reading from the simulator failed: {exc}") from exc
         if not data and self._backend.proc.poll() is not None:
             raise self._backend.failure("the simulator exited")
         return data
-
-    def close(self) -> None:
-        self._port.close()
 
 
 class SimBackend:
