@@ -106,6 +106,7 @@ REGISTERS: tuple[Register, ...] = (
 )
 # fmt: on
 REG = {r.name: r for r in REGISTERS}
+REG_BY_ADDR = {r.addr: r for r in REGISTERS}
 # The read-write registers, in the order of the chip's register file (regfile_tmr index).
 RW_REGISTERS = tuple(r for r in REGISTERS if r.access is Access.RW)
 TELEMETRY_REGS = tuple(r for r in REGISTERS if r.addr < 0x10)  # TELEMETRY returns these

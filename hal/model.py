@@ -29,7 +29,7 @@ from hal.icd import (
     MAX_MEM_WORDS_PER_FRAME,
     NAK,
     REG,
-    REGISTERS,
+    REG_BY_ADDR,
     RW_REGISTERS,
     TELEMETRY_REGS,
     Access,
@@ -130,7 +130,7 @@ class ChipModel:
     # --- registers -----------------------------------------------------------------------
     def read_register(self, addr: int) -> int | None:
         """The value the chip reads at ``addr``, or None when nothing is mapped there."""
-        reg = next((r for r in REGISTERS if r.addr == addr), None)
+        reg = REG_BY_ADDR.get(addr)
         if reg is None:
             return None
         if reg.access is Access.WO:
@@ -151,11 +151,11 @@ class ChipModel:
         return self.c[reg.name]
 
     def _writable(self, addr: int) -> bool:
-        reg = next((r for r in REGISTERS if r.addr == addr), None)
+        reg = REG_BY_ADDR.get(addr)
         return reg is not None and reg.access in (Access.RW, Access.WO)
 
     def _write_register(self, addr: int, value: int) -> None:
-        reg = next(r for r in REGISTERS if r.addr == addr)
+        reg = REG_BY_ADDR[addr]
         if reg.access is Access.RW:
             self.set_rw(reg.name, value)
             if reg.name == "WDT_TIMEOUT":
@@ -274,8 +274,9 @@ class ChipModel:
                 return nak(NakReason.NOT_ARMED)
             kind, index, bit, copy = struct.unpack(">BHBB", payload)
             if kind == 0:
-                reg = next((r for r in RW_REGISTERS if r.addr == index), None)
-                if index > 0xFF or bit > 31 or copy > (2 if self.harden else 0) or reg is None:
+                reg = REG_BY_ADDR.get(index)
+                if (index > 0xFF or bit > 31 or copy > (2 if self.harden else 0)
+                        or reg is None or reg.access is not Access.RW):  # fmt: skip
                     return nak(NakReason.BAD_ARG)
                 self.copies[reg.name][copy] ^= 1 << bit
                 if self.harden:  # out-voted, counted for one cycle, repaired on the next
