@@ -87,7 +87,7 @@ class Chip:
     def __repr__(self) -> str:
         return f"Chip({self.url!r})"
 
-    def _call(
+    def call(
         self, request, payload_len: int | None = None, *, timeout_s: float | None = None
     ) -> bytes:
         cmd, payload = request
@@ -96,7 +96,7 @@ class Chip:
 
     # --- commands ---
     def identify(self) -> p.Identity:
-        self._identity = p.parse_identity(self._call(p.ping(), 8))
+        self._identity = p.parse_identity(self.call(p.ping(), 8))
         return self._identity
 
     @property
@@ -104,13 +104,13 @@ class Chip:
         return self._identity or self.identify()
 
     def read_reg(self, reg: int | str) -> int:
-        return p.parse_reg(self._call(p.read_reg(_reg_addr(reg)), 5))[1]
+        return p.parse_reg(self.call(p.read_reg(_reg_addr(reg)), 5))[1]
 
     def write_reg(self, reg: int | str, value: int) -> int:
         """Write a register; returns the value read back (0 for write-only strobes)."""
         if not 0 <= int(value) < 1 << 32:
             raise ValueError(f"register value must be in 0..2**32-1, got {value}")
-        return p.parse_reg(self._call(p.write_reg(_reg_addr(reg), int(value)), 5))[1]
+        return p.parse_reg(self.call(p.write_reg(_reg_addr(reg), int(value)), 5))[1]
 
     def _check_block(self, addr: int, count: int) -> None:
         words = self.identity.mem_words
@@ -125,7 +125,7 @@ class Chip:
         out = np.empty(count, dtype=np.uint32)
         for start in range(0, count, MAX_MEM_WORDS_PER_FRAME):
             n = min(MAX_MEM_WORDS_PER_FRAME, count - start)
-            _, words = p.parse_mem(self._call(p.read_mem(addr + start, n)))
+            _, words = p.parse_mem(self.call(p.read_mem(addr + start, n)))
             out[start : start + n] = words
         return out
 
@@ -137,12 +137,12 @@ class Chip:
         self._check_block(addr, len(words))
         for start in range(0, len(words), MAX_MEM_WORDS_PER_FRAME):
             chunk = words[start : start + MAX_MEM_WORDS_PER_FRAME]
-            self._call(p.write_mem(addr + start, chunk), 3)
+            self.call(p.write_mem(addr + start, chunk), 3)
 
     def run_job(self, w_addr: int, x_addr: int, y_addr: int, rows: int, cols: int) -> int:
         """Run a MAC job on operands already in memory; returns its cycle count."""
         status, cycles = p.parse_job(
-            self._call(
+            self.call(
                 p.run_job(w_addr, x_addr, y_addr, rows, cols), 5, timeout_s=self.link.timeout_s * 4
             )
         )
@@ -177,15 +177,15 @@ class Chip:
         return p.unpack_int32(self.read_mem(y_addr, rows))
 
     def telemetry(self) -> Telemetry:
-        return Telemetry(p.parse_telemetry(self._call(p.telemetry(), 64)))
+        return Telemetry(p.parse_telemetry(self.call(p.telemetry(), 64)))
 
     def reset(self) -> None:
         """Soft reset: engines, counters and registers (the SRAM keeps its contents)."""
-        self._call(p.soft_reset(), 0)
+        self.call(p.soft_reset(), 0)
         self.link.seq = 0  # the chip forgot the last sequence number; start afresh
 
     def scrub(self, period: int) -> None:
-        self._call(p.scrub(period), 4)
+        self.call(p.scrub(period), 4)
 
     def kick(self) -> None:
         self.write_reg("WDT_KICK", 1)
@@ -199,4 +199,4 @@ class Chip:
         if kind not in kinds:
             raise ValueError(f"kind must be 'reg' or 'mem', got {kind!r}")
         index = _reg_addr(index) if kind == "reg" else int(index)
-        self._call(p.inject(kinds[kind], index, bit, copy), 5)
+        self.call(p.inject(kinds[kind], index, bit, copy), 5)

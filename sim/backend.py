@@ -35,7 +35,8 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """End ``proc``'s process group (started with ``start_new_session``): TERM, then KILL."""
     if proc.poll() is not None:
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -88,7 +89,7 @@ class SimBackend:
         self.proc = proc
         self.log = log
         self._workdir = workdir
-        self._finalizer = weakref.finalize(self, _kill_group, proc)
+        self._finalizer = weakref.finalize(self, kill_group, proc)
         self.port: SimPort | None = None
 
     @classmethod
@@ -158,7 +159,7 @@ class SimBackend:
             self.port = None
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)  # the bridge ends on EOF; then make sure
-        _kill_group(self.proc)
+        kill_group(self.proc)
         self._finalizer.detach()
         self._workdir.cleanup()
 

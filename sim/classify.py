@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 
@@ -28,7 +28,9 @@ class Outcome(StrEnum):
     TOOL_ERROR = "tool_error"
 
 
-CORRECTION_COUNTERS = ("ECC_CORRECTED", "TMR_MISMATCH", "MAC_RETRIES")
+# LINK_RETRIES: the host resent a request the chip had refused as damaged, or answered
+# with a damaged frame (the error was caught and recovered on the link)
+CORRECTION_COUNTERS = ("ECC_CORRECTED", "TMR_MISMATCH", "MAC_RETRIES", "LINK_RETRIES")
 DETECTION_COUNTERS = ("ECC_UNCORRECTABLE", "WDT_EXPIRIES")
 
 
@@ -68,3 +70,13 @@ def classify(golden: Observation, run: Observation) -> Outcome:
     if run.end_state != golden.end_state:
         return Outcome.LATENT
     return Outcome.MASKED
+
+
+def observation_to_dict(observation: Observation) -> dict:
+    out = asdict(observation)
+    out["outputs"] = list(observation.outputs)
+    return out
+
+
+def observation_from_dict(data: dict) -> Observation:
+    return Observation(**{**data, "outputs": tuple(data.get("outputs", ()))})

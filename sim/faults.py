@@ -10,7 +10,7 @@ or to names matching a glob.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -141,3 +141,14 @@ class TargetSpace:
             else:
                 out.append(Injection(name, word, (bit,), cycle, model, block))
         return out
+
+
+def injection_to_dict(injection: Injection) -> dict:
+    out = asdict(injection)
+    out["bits"] = list(injection.bits)
+    out["model"] = str(injection.model)
+    return out
+
+
+def injection_from_dict(data: dict) -> Injection:
+    return Injection(**{**data, "bits": tuple(data["bits"]), "model": FaultModel(data["model"])})

@@ -53,6 +53,7 @@ class Build:
     top: str = "chip_tb"
     parameters: Mapping[str, int] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
+    extra_args: tuple[str, ...] = ()  # simulator build arguments beyond the defaults
 
     def __post_init__(self) -> None:
         if self.sim not in SIMULATORS:
@@ -67,7 +68,7 @@ class Build:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
         digest.update(repr(sorted(self.parameters.items())).encode())
-        digest.update(repr(VERILATOR_ARGS).encode())
+        digest.update(repr(VERILATOR_ARGS + self.extra_args).encode())
         params = "-".join(f"{k}{v}" for k, v in sorted(self.parameters.items()))
         return f"{self.sim}-{self.top}-{params}-{digest.hexdigest()[:12]}"
 
@@ -86,12 +87,18 @@ def chip_build(sim: str, **parameters: int) -> Build:
         raise ValueError(
             f"unknown chip parameter(s) {sorted(unknown)}; valid: {sorted(DEFAULT_CHIP_PARAMS)}"
         )
-    return Build(
-        sim,
-        top="chip_tb",
-        parameters={**DEFAULT_CHIP_PARAMS, **parameters},
-        sources=(TB_DIR / "chip_tb.v",),
-    )
+    params = {**DEFAULT_CHIP_PARAMS, **parameters}
+    sources: tuple[Path, ...] = (TB_DIR / "chip_tb.v",)
+    args: tuple[str, ...] = ()
+    if sim == "verilator":  # only the chip's state public, not every wire (sim.netlist)
+        from sim.netlist import verilator_config
+
+        vlt = verilator_config(
+            params["HARDEN"], clks_per_bit=params["CLKS_PER_BIT"], mem_words=params["MEM_WORDS"]
+        )
+        sources += (vlt,)
+        args = ("--no-public-flat-rw",)
+    return Build(sim, top="chip_tb", parameters=params, sources=sources, extra_args=args)
 
 
 @contextlib.contextmanager
@@ -126,7 +133,9 @@ def build(spec: Build):
             includes=[str(RTL_DIR)],
             hdl_toplevel=spec.top,
             parameters=dict(spec.parameters),
-            build_args=list(VERILATOR_ARGS) if spec.sim == "verilator" else ["-g2012"],
+            build_args=[*VERILATOR_ARGS, *spec.extra_args]
+            if spec.sim == "verilator"
+            else ["-g2012", *spec.extra_args],
             build_dir=str(spec.build_dir),
             timescale=("1ns", "1ps"),
             always=True,

@@ -31,7 +31,10 @@ class TbLink:
         self.queued = 0  # bytes handed to txq, counted here: a write to a handle is
         # applied later by the simulator, so reading txq_len back could see the old value
         self.frames: list[Frame] = []
+        self.damaged = 0  # byte runs the deframer threw away (damaged frames, garbage)
         self.seq = 0
+        self._txq = [dut.txq[i] for i in range(RING)]
+        self._rxq = [dut.rxq[i]._handle for i in range(RING)]
 
     async def reset(self, cycles: int = 8, *, clear_memory: bool = True) -> None:
         """Reset the chip; by default also zero its SRAM through the backdoor (the SRAM,
@@ -55,7 +58,7 @@ class TbLink:
         if len(data) > RING - (start - int(self.dut.txq_pos.value)):
             raise ValueError(f"{len(data)} bytes do not fit the testbench's send queue")
         for i, byte in enumerate(data):
-            self.dut.txq[(start + i) % RING].value = byte
+            self._txq[(start + i) % RING].value = byte
         self.queued = start + len(data)
         self.dut.txq_len.value = self.queued
 
@@ -71,9 +74,15 @@ class TbLink:
         end = int(self.dut.rxq_len.value)
         if end == self.received:
             return
-        data = bytes(int(self.dut.rxq[i % RING].value) for i in range(self.received, end))
+        # raw reads: cocotb's .value builds a LogicArray per byte, and answers are long
+        rxq = self._rxq
+        data = bytes(
+            int(rxq[i % RING].get_signal_val_binstr(), 2) for i in range(self.received, end)
+        )
         self.received = end
-        self.frames += self.deframer.feed(data).frames
+        result = self.deframer.feed(data)
+        self.frames += result.frames
+        self.damaged += len(result.discarded)
 
     async def next_frame(self, *, timeout_ns: int) -> Frame | None:
         """The next frame from the chip, or None if none came within ``timeout_ns``."""

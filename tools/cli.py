@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "tools.selftest",
     "tools.bench",
     "tools.fpga.cli",
+    "tools.inject_cli",
     "tools.ports",
 )
 

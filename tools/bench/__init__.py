@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "codec": ("tools.bench.codec", "frames, COBS and SECDED: C vs pure Python vs the cobs package"),
     "hal": ("tools.bench.hal", "Chip API per backend; 1% byte corruption: correctness, throughput"),
+    "inject": ("tools.bench.inject", "injection engine vs a process per injection; sim efficiency"),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

@@ -1,0 +1,75 @@
+"""The injection engine's cocotb entry: runs the job file named by ORBITHIL_ENGINE_JOB.
+
+Modes: ``golden`` (the golden run only), ``engine`` (golden run with checkpoints, a
+determinism check, then every injection restored from a checkpoint with early stop) and
+``naive`` (every injection from the start state to the end, as one run per process
+would). One JSON line per run is appended to the job's ``out`` file and flushed, so a
+killed process loses nothing already done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import cocotb
+
+from sim.classify import Observation, observation_to_dict
+from sim.engine import Engine, RunInfo
+from sim.faults import injection_from_dict
+from sim.tb_link import params
+
+
+@cocotb.test()
+async def run_job(dut):
+    job = json.loads(Path(os.environ["ORBITHIL_ENGINE_JOB"]).read_text())
+    targets = json.loads(Path(job["targets"]).read_text())
+    engine = Engine(
+        dut, targets, job["workload"], seed=job["seed"], clks_per_bit=params()["CLKS_PER_BIT"]
+    )
+    with open(job["out"], "a", encoding="utf-8") as out:
+
+        def emit(record: dict) -> None:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+        started = time.perf_counter()
+        await engine.reset()
+        mode = job["mode"]
+        if mode in ("golden", "engine"):
+            golden = await engine.run_golden()
+            again, _ = await engine.run(None, from_checkpoint=False, early_stop=False)
+            if again != golden.observation:  # restoring the start state must be exact
+                raise AssertionError(
+                    f"a rerun from the restored start state differs from the golden run:\n"
+                    f"{again}\n{golden.observation}"
+                )
+            emit({
+                "kind": "golden",
+                "observation": observation_to_dict(golden.observation),
+                "cycles": golden.cycles,
+                "checkpoints": [cp.cycle for cp in golden.checkpoints],
+                "setup_s": time.perf_counter() - started,
+            })  # fmt: skip
+        fast = mode == "engine"
+        for index, data in job["injections"]:
+            injection = injection_from_dict(data)
+            try:
+                observation, info = await engine.run(
+                    injection, from_checkpoint=fast, early_stop=fast
+                )
+            except Exception as exc:  # the tool failed, not the chip: report it, go on
+                dut._log.exception("injection %d failed in the engine", index)
+                observation, info = (
+                    Observation(tool_error=f"{type(exc).__name__}: {exc}"),
+                    RunInfo(),
+                )
+            emit({
+                "kind": "result",
+                "index": index,
+                "observation": observation_to_dict(observation),
+                "info": asdict(info),
+            })  # fmt: skip

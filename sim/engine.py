@@ -1,0 +1,372 @@
+"""The injection engine: many injections in one simulator process (runs inside cocotb).
+
+For each injection the engine
+
+1. restores the chip and testbench to a checkpoint of the golden run: the state at the
+   instant before one of the workload's steps, the last one at or before the injection
+   cycle. Every flip-flop (the netlist's list), every memory word, the testbench's queue
+   counters and host UART are written back by Deposit, and the workload script is
+   replayed up to that step with the golden answers (no simulation needed: the run is
+   identical to golden until the fault);
+2. runs on with one Timer to the injection cycle and flips the bits there (Deposit), or
+   holds a stuck-at bit for its window;
+3. drives the rest of the workload in simulated time, the link behaving like the HAL's
+   (same-sequence retries on timeout, frame NAK or a damaged answer);
+4. at every later step boundary the run reaches at the golden run's cycle with the golden
+   answers so far, compares the state with golden's (cheap parts first); when it is equal
+   nothing can differ any more and the run stops: the result is the golden observation.
+
+All waits are multiples of the 10 ns clock period, so every Python wake-up, checkpoint,
+restore and injection falls on a falling clock edge, when no flip-flop is being loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import cocotb
+from cocotb.handle import Deposit, _GPISetAction
+from cocotb.triggers import Timer
+from cocotb.utils import get_sim_time
+
+import hal.codec
+from hal.codec import MAX_ENCODED
+from hal.icd import ACK_FLAG, NAK, NakReason
+from hal.link import RESEND_REASONS
+from hal.protocol import parse_telemetry, telemetry
+from sim.classify import Observation
+from sim.faults import FaultModel, Injection
+from sim.targets import handle_for
+from sim.tb_link import CLOCK_NS, TbLink
+from sim.workloads import Idle, Request, Tally, script
+
+ATTEMPTS = 3  # like the HAL: the first try and two same-sequence retries
+JOB_ALLOWANCE_CYCLES = 20_000  # time a request may take beyond its bytes (a 64x64 job)
+TB_REGISTERS = ("txq_len", "txq_pos", "rxq_len", "host_start", "host_byte")
+
+
+def _now_ns() -> int:
+    return int(get_sim_time("ns"))
+
+
+# The raw GPI write that ``handle.value = Immediate(v)`` ends in, called directly: a
+# restore writes thousands of words and cocotb's checks cost ten times the write itself.
+_IMMEDIATE = _GPISetAction.NO_DELAY.value
+
+
+class State:
+    """Read, write and compare every bit of state of chip_tb that a run depends on.
+
+    Values are the simulator's bit strings (X and Z survive a save and restore on
+    Icarus). Reads use the raw GPI handle: cocotb's ``.value`` builds a LogicArray per
+    read, and a checkpoint reads thousands of words.
+    """
+
+    def __init__(self, tb, targets: dict) -> None:
+        chip = tb.dut
+        names = sorted({f["name"] for f in targets["flip_flops"]})
+        self.reg_names = list(names)
+        self.regs = [handle_for(chip, n) for n in names]
+        # the host's UART in the testbench is the same RTL as the chip's: same registers
+        host = list(TB_REGISTERS)
+        for name in names:
+            for chip_side, host_side in (
+                ("u_uart_tx.", "u_host_tx."),
+                ("u_uart_rx.", "u_host_rx."),
+            ):
+                if name.startswith(chip_side):
+                    host.append(host_side + name[len(chip_side) :])
+        self.reg_names += host
+        self.regs += [handle_for(tb, n) for n in host]
+        self.memory_names = [m["name"] for m in targets["memories"]]
+        self.memories = [
+            [handle_for(chip, m["name"])[i] for i in range(m["words"])] for m in targets["memories"]
+        ]
+        self._index = {name: i for i, name in enumerate(self.reg_names)}
+        self._mem_index = {name: i for i, name in enumerate(self.memory_names)}
+        self.regfile = [i for i, n in enumerate(self.reg_names) if n.startswith("u_regs.")]
+        self.sram = self._mem_index["u_mem.mem"]
+
+    def read_regs(self) -> list[str]:
+        return [h._handle.get_signal_val_binstr() for h in self.regs]
+
+    def read_memory(self, m: int) -> list[str]:
+        return [h._handle.get_signal_val_binstr() for h in self.memories[m]]
+
+    def snapshot(self) -> tuple[list[str], list[list[str]]]:
+        return self.read_regs(), [self.read_memory(m) for m in range(len(self.memories))]
+
+    def restore(self, snap: tuple[list[str], list[list[str]]]) -> None:
+        """Write ``snap`` back at once (``Immediate``: a Deposit would land only in the
+        next ReadWrite phase, and this instant's reads would still see the old state)."""
+        regs, memories = snap
+        for handle, value in zip(self.regs, regs, strict=True):
+            handle._handle.set_signal_val_binstr(_IMMEDIATE, value)
+        for handles, values in zip(self.memories, memories, strict=True):
+            for handle, value in zip(handles, values, strict=True):
+                handle._handle.set_signal_val_binstr(_IMMEDIATE, value)
+
+    def equals(self, snap, hint: Injection | None = None) -> bool:
+        """Whether the state now is ``snap``; the injected word is compared first, then
+        the flip-flops, then whole memories, so a difference is usually found at once."""
+        regs, memories = snap
+        if hint is not None and hint.word is not None:
+            m = self._mem_index[hint.target]
+            if (
+                self.memories[m][hint.word]._handle.get_signal_val_binstr()
+                != memories[m][hint.word]
+            ):
+                return False
+        if self.read_regs() != regs:
+            return False
+        return all(self.read_memory(m) == memories[m] for m in range(len(self.memories)))
+
+    def handle(self, injection: Injection):
+        if injection.word is None:
+            return self.regs[self._index[injection.target]]
+        return self.memories[self._mem_index[injection.target]][injection.word]
+
+    def end_state(self) -> str:
+        """Hash of the architectural state: the register file's flip-flops and the SRAM
+        (raw codewords: a flip still sitting in a word is latent state)."""
+        digest = hashlib.sha256()
+        for i in self.regfile:
+            digest.update(self.regs[i]._handle.get_signal_val_binstr().encode())
+        for value in self.read_memory(self.sram):
+            digest.update(value.encode())
+        return digest.hexdigest()
+
+    def tb_counter(self, name: str, snap) -> int:
+        return int(snap[0][self._index[name]], 2)
+
+
+@dataclass
+class Checkpoint:
+    """The instant before golden step ``step`` is sent: its cycle, the state, the number
+    of requests sent so far (the next sequence number) and the link counters."""
+
+    step: int
+    cycle: int
+    requests: int
+    snapshot: tuple
+
+
+@dataclass
+class Golden:
+    observation: Observation
+    cycles: int  # the run's length, from the start state to the final telemetry answer
+    answers: list = field(default_factory=list)  # per step: ACK payload, None for Idle/NAK
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+
+@dataclass
+class RunInfo:
+    """How one run went, for benchmarks and the store."""
+
+    cycles: int = 0  # simulated cycles this run took (from its restore point)
+    start_cycle: int = 0  # the workload cycle it was restored to
+    stopped_early: bool = False
+    wall_s: float = 0.0
+
+
+class Engine:
+    """Runs workload ``name`` on the chip in chip_tb, golden and with injections."""
+
+    def __init__(self, dut, targets: dict, workload: str, *, seed: int = 0, clks_per_bit: int):
+        self.dut = dut
+        self.workload = workload
+        self.seed = seed
+        self.link = TbLink(dut, clks_per_bit=clks_per_bit)
+        self.state = State(dut, targets)
+        self.golden: Golden | None = None
+        self.start: tuple | None = None
+
+    async def reset(self) -> None:
+        """Hard reset with cleared SRAM; this instant is the start state (cycle 0)."""
+        await self.link.reset()
+        self.start = self.state.snapshot()
+
+    # --- one run ------------------------------------------------------------------------
+    async def run_golden(self) -> Golden:
+        """The golden run from the start state, keeping a checkpoint at every step."""
+        golden = Golden(Observation(), 0)
+        observation, info = await self._run(record=golden)
+        golden.observation, golden.cycles = observation, info.cycles
+        self.golden = golden
+        return golden
+
+    async def run(
+        self, injection: Injection | None, *, from_checkpoint: bool = True, early_stop: bool = True
+    ) -> tuple[Observation, RunInfo]:
+        """One run with ``injection`` (None: a fault-free rerun)."""
+        return await self._run(
+            injection=injection, from_checkpoint=from_checkpoint, early_stop=early_stop
+        )
+
+    async def _run(
+        self,
+        *,
+        injection: Injection | None = None,
+        record: Golden | None = None,
+        from_checkpoint: bool = False,
+        early_stop: bool = False,
+    ) -> tuple[Observation, RunInfo]:
+        wall = time.perf_counter()
+        golden = self.golden
+        start = Checkpoint(0, 0, 0, self.start)
+        if from_checkpoint and golden and injection is not None:
+            for cp in golden.checkpoints:
+                if cp.cycle <= injection.cycle:
+                    start = cp
+        # Restored in this instant, before the next rising edge: from
+        # here on the chip runs as it did from the checkpoint, and the first request goes
+        # out in the same instant as it did in the golden run.
+        self.state.restore(start.snapshot)
+        base_ns = _now_ns() - start.cycle * CLOCK_NS  # cycle c happens at base + c*10
+        link = self.link
+        link.queued = self.state.tb_counter("txq_len", start.snapshot)
+        link.received = self.state.tb_counter("rxq_len", start.snapshot)
+        link.deframer.reset()
+        link.frames.clear()
+
+        tally = Tally()
+        counters = {"LINK_RETRIES": 0}
+        gen = script(self.workload, self.seed)
+        answer = None
+        requests = 0
+        for k in range(start.step):  # replay up to the restore point with golden's answers
+            step = gen.send(answer)
+            answer = golden.answers[k]
+            if isinstance(step, Request):
+                requests += 1
+                answer = tally.answer(step, answer)
+        same_as_golden = True  # every answer so far equals golden's
+
+        fault = None
+        if injection is not None:
+            fault = cocotb.start_soon(self._inject(injection, base_ns))
+
+        def cycle_now() -> int:
+            return (_now_ns() - base_ns) // CLOCK_NS
+
+        step_index = start.step
+        observation = None
+        while True:
+            if record is not None:
+                record.checkpoints.append(
+                    Checkpoint(step_index, cycle_now(), requests, self.state.snapshot())
+                )
+            elif (
+                early_stop
+                and golden is not None
+                and same_as_golden
+                and step_index > start.step
+                and fault is not None
+                and fault.done()
+                and step_index < len(golden.checkpoints)
+            ):
+                cp = golden.checkpoints[step_index]
+                if cp.cycle == cycle_now() and self.state.equals(cp.snapshot, injection):
+                    info = RunInfo(cycle_now() - start.cycle, start.cycle, True)
+                    info.wall_s = time.perf_counter() - wall
+                    return golden.observation, info
+            try:
+                step = gen.send(answer)
+            except StopIteration:
+                break
+            if isinstance(step, Idle):
+                await Timer(step.cycles * CLOCK_NS, "ns")
+                answer = None
+            else:
+                requests += 1
+                payload = await self._transact(step.cmd, step.payload, requests, counters)
+                if payload is False:
+                    tally.hang = True
+                    observation = tally.observation(None, "")
+                    break
+                answer = tally.answer(step, payload)
+            if record is not None:
+                record.answers.append(answer)
+            elif golden is not None and same_as_golden:
+                same_as_golden = answer == golden.answers[step_index]
+            step_index += 1
+
+        if observation is None:  # the counters, as the HAL's telemetry() reads them
+            requests += 1
+            final = await self._transact(*telemetry(), requests, counters)
+            if final is False:
+                tally.hang = True
+            elif final is None or len(final) != 64:
+                tally.naks += 1
+            else:
+                counters.update(parse_telemetry(final))
+            observation = tally.observation(counters, self.state.end_state())
+        if fault is not None and not fault.done():
+            fault.cancel()
+        info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
+        info.wall_s = time.perf_counter() - wall
+        return observation, info
+
+    # --- the fault --------------------------------------------------------------------
+    async def _inject(self, injection: Injection, base_ns: int) -> None:
+        delay = base_ns + injection.cycle * CLOCK_NS - _now_ns()
+        if delay > 0:
+            await Timer(delay, "ns")
+        handle = self.state.handle(injection)
+        if injection.model is FaultModel.STUCK:
+            # held for its window: re-asserted on every falling edge, so every rising edge
+            # in the window loads logic with the stuck value
+            for _ in range(max(injection.duration, 1)):
+                handle.value = Deposit(_set_bits(handle, injection.bits, injection.value))
+                await Timer(CLOCK_NS, "ns")
+            return
+        handle.value = Deposit(_set_bits(handle, injection.bits, None))
+
+    # --- the link, in simulated time --------------------------------------------------
+    async def _transact(self, cmd: int, payload: bytes, number: int, counters: dict):
+        """The ACK payload, None for a command NAK, False when every attempt went
+        unanswered (a hang). Request ``number`` uses sequence number ``number & 0xFF``."""
+        link = self.link
+        seq = number & 0xFF
+        wire = hal.codec.frame_encode(seq, cmd, payload)
+        budget = (len(wire) + MAX_ENCODED + 16) * link.byte_ns + JOB_ALLOWANCE_CYCLES * CLOCK_NS
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                counters["LINK_RETRIES"] += 1
+            link.send_bytes(wire)
+            deadline = _now_ns() + budget
+            resend = False
+            while not resend:
+                frame = await link.next_frame(timeout_ns=max(deadline - _now_ns(), 0))
+                if frame is None:
+                    break  # nothing in time: resend
+                if frame.seq != seq or not frame.cmd & ACK_FLAG:
+                    continue  # stale: an answer to an earlier copy
+                if frame.cmd == NAK and frame.payload[:1] == bytes([NakReason.OVERRUN]):
+                    continue  # our copy met the chip mid-answer; that answer is coming
+                if frame.cmd == NAK and frame.payload[:1] and frame.payload[0] in RESEND_REASONS:
+                    resend = True  # our frame arrived damaged
+                    break
+                if frame.cmd == NAK:
+                    return None
+                if frame.cmd != cmd | ACK_FLAG:
+                    return None  # a wrong answer code: refused, as the HAL would raise
+                return frame.payload
+            # No usable answer in time (lost, or damaged on the way back: the chip replays
+            # its stored answer to the same sequence number) or a frame NAK: resend.
+        return False
+
+
+def _set_bits(handle, bits: tuple[int, ...], value: int | None) -> str:
+    """The handle's bit string with ``bits`` inverted (value None) or set to ``value``."""
+    current = list(handle._handle.get_signal_val_binstr())
+    width = len(current)
+    for bit in bits:
+        i = width - 1 - bit
+        if value is None:
+            current[i] = {"0": "1", "1": "0"}.get(current[i].lower(), "1")
+        else:
+            current[i] = str(value)
+    return "".join(current)

@@ -1,0 +1,158 @@
+"""``orbithil inject``: fault-injection targets, golden runs and injection runs.
+
+orbithil inject targets --harden 1
+orbithil inject run --harden 0 --workload inference --n 200 --seed 1
+orbithil inject run --chip /dev/ttyUSB1 --harden 1 --n 50 --seed 1   # a board
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from sim.classify import Outcome
+from sim.faults import FaultModel, TargetSpace
+
+OUTCOME_ORDER = [o.value for o in Outcome]
+
+
+def _setup(args):
+    from sim.inject import Setup
+
+    return Setup(args.sim, int(args.harden), args.workload, args.workload_seed)
+
+
+def targets_main(args) -> int:
+    from sim import netlist
+
+    console = Console()
+    for harden in (0, 1) if args.harden == "both" else (int(args.harden),):
+        targets = netlist.load_targets(harden, clks_per_bit=args.clks_per_bit)
+        space = TargetSpace(targets)
+        if args.json:
+            print(json.dumps({"harden": harden, "bits_per_block": space.bits_per_block()}))
+            continue
+        table = Table(
+            title=f"injection targets, HARDEN={harden} (CLKS_PER_BIT={args.clks_per_bit})"
+        )
+        table.add_column("block")
+        table.add_column("flip-flop bits", justify="right")
+        table.add_column("memory bits", justify="right")
+        table.add_column("share", justify="right")
+        ff: Counter[str] = Counter()
+        for r in space.registers:
+            ff[r.block] += len(r.bits)
+        mem: Counter[str] = Counter()
+        for m in space.memories:
+            mem[m["block"]] += m["words"] * m["width"]
+        for block in sorted(set(ff) | set(mem)):
+            share = (ff[block] + mem[block]) / space.total_bits
+            table.add_row(block, str(ff[block] or ""), str(mem[block] or ""), f"{share:.1%}")
+        table.add_row("[b]total[/]", str(space.ff_bits), str(space.memory_bits), "100%")
+        console.print(table)
+    return 0
+
+
+def outcome_table(title: str, results) -> Table:
+    """Outcome counts and shares, overall and per block."""
+    table = Table(title=title)
+    table.add_column("block")
+    table.add_column("n", justify="right")
+    for name in OUTCOME_ORDER:
+        table.add_column(name, justify="right")
+    per_block: dict[str, Counter] = {}
+    total: Counter = Counter()
+    for r in results:
+        per_block.setdefault(r.injection.block, Counter())[r.outcome.value] += 1
+        total[r.outcome.value] += 1
+    for block, counts in sorted(per_block.items()):
+        n = sum(counts.values())
+        table.add_row(block, str(n), *(str(counts[o] or "") for o in OUTCOME_ORDER))
+    n = sum(total.values())
+    table.add_row(
+        "[b]all[/]",
+        str(n),
+        *(f"{total[o]} ({total[o] / n:.0%})" if total[o] else "" for o in OUTCOME_ORDER),
+    )
+    return table
+
+
+def run_main(args) -> int:
+    from sim import inject
+
+    setup = _setup(args)
+    console = Console(stderr=True)
+    blocks = set(args.blocks.split(",")) if args.blocks else None
+    started = time.perf_counter()
+    if args.chip:
+        import hal
+
+        space = inject.board_space(setup.targets())
+        injections = space.plan(args.n, seed=args.seed, cycles=(0, inject.golden(setup).cycles - 1))
+        with hal.open(args.chip) as chip:
+            results = inject.run_plan_on_chip(chip, setup, injections)
+        where = args.chip
+    else:
+        injections = inject.plan(
+            setup, args.n, seed=args.seed, model=args.model, blocks=blocks, glob=args.glob
+        )
+        with console.status(f"{len(injections)} injections on {setup.sim} ..."):
+            results = inject.run_plan(setup, injections)
+        where = f"{setup.sim}"
+    elapsed = time.perf_counter() - started
+    counts = Counter(r.outcome.value for r in results)
+    if args.json:
+        print(json.dumps({
+            "setup": {**setup.__dict__, "chip": args.chip, "model": args.model, "seed": args.seed},
+            "n": len(results), "outcomes": dict(counts), "seconds": round(elapsed, 2),
+        }))  # fmt: skip
+    else:
+        Console().print(
+            outcome_table(
+                f"{args.model} on {where}, HARDEN={setup.harden}, workload {setup.workload}, "
+                f"n={len(results)}, seed {args.seed}",
+                results,
+            )
+        )
+        print(f"{len(results)} injections in {elapsed:.1f} s")
+    tool_errors = counts.get(Outcome.TOOL_ERROR.value, 0)
+    if tool_errors:
+        print(f"{tool_errors} injection(s) failed in the tool (not counted)", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    from sim.workloads import WORKLOADS
+
+    p = subparsers.add_parser("inject", help="SEU injection: targets, runs on sim or a board")
+    sub = p.add_subparsers(title="inject commands", metavar="ACTION")
+
+    t = sub.add_parser("targets", help="injectable bits per block (from the netlist)")
+    t.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    t.add_argument("--clks-per-bit", type=int, default=4, help="the build's UART divider")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=targets_main)
+
+    r = sub.add_parser("run", help="run a seeded plan and print outcome counts")
+    r.add_argument("--harden", choices=["0", "1"], default="1")
+    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
+    r.add_argument("--workload", choices=sorted(WORKLOADS), default="inference")
+    r.add_argument("--workload-seed", type=int, default=0, help="seed of the workload's data")
+    r.add_argument("--n", type=int, default=200, help="number of injections")
+    r.add_argument("--seed", type=int, default=1, help="seed of the plan")
+    r.add_argument("--model", choices=[m.value for m in FaultModel], default="flip")
+    r.add_argument("--blocks", help="comma-separated blocks to restrict the plan to")
+    r.add_argument("--glob", help="only targets whose name matches this glob")
+    r.add_argument(
+        "--chip",
+        help="a HAL URL (a board's serial port, model://, sim://): inject through the "
+        "chip's INJECT command instead of the simulator (register file and SRAM only)",
+    )
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=run_main)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
