@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,35 +160,32 @@ def run_plan(
         for batch in batches:
             for index in batch:
                 tries[index] += 1
-            lines = []
+            done: set[int] = set()
+
+            def on_line(line: dict, done=done) -> None:
+                if line["kind"] != "result":
+                    return
+                observation = observation_from_dict(line["observation"])
+                done.add(line["index"])
+                if observation.tool_error is not None and tries[line["index"]] < 2:
+                    return  # retried once, below
+                accept(line["index"], observation, line["info"])
+
             try:
-                lines = _launch(
+                _launch(
                     setup,
                     mode,
                     [(i, by_index[i]) for i in batch],
                     timeout_s=SETUP_TIMEOUT_S + PER_INJECTION_TIMEOUT_S * len(batch),
+                    on_line=on_line,
                 )
-                failure = None
             except EngineError as exc:
-                failure = str(exc)
-                lines = getattr(exc, "lines", [])
-            done = set()
-            for line in lines:
-                if line["kind"] != "result":
-                    continue
-                observation = observation_from_dict(line["observation"])
-                index = line["index"]
-                done.add(index)
-                if observation.tool_error is not None and tries[index] < 2:
-                    continue  # retried once below
-                accept(index, observation, line["info"])
-            if failure is not None:
-                # the process died: the injection in flight failed in the tool
+                # the process died or stuck: the injection in flight failed in the tool
                 in_flight = [i for i in batch if i not in done]
-                if in_flight and tries[in_flight[0]] >= 2:
-                    accept(in_flight[0], Observation(tool_error=failure[-2000:]), {})
                 if not done and not in_flight:
-                    raise EngineError(failure)
+                    raise
+                if in_flight and tries[in_flight[0]] >= 2:
+                    accept(in_flight[0], Observation(tool_error=str(exc)[-2000:]), {})
         pending = [i for i, _ in items if i not in results]
         if pending and all(tries[i] >= 2 for i in pending):
             for index in pending:
@@ -197,10 +195,16 @@ def run_plan(
 
 
 def _launch(
-    setup: Setup, mode: str, injections: list[tuple[int, Injection]], *, timeout_s: float
+    setup: Setup,
+    mode: str,
+    injections: list[tuple[int, Injection]],
+    *,
+    timeout_s: float,
+    on_line: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Run one engine process on ``injections``; its JSON lines (EngineError if it failed,
-    with the lines it wrote in ``.lines``)."""
+    """Run one engine process on ``injections``; its JSON lines, each also passed to
+    ``on_line`` as soon as it is written (EngineError if the process failed, with the
+    lines it wrote in ``.lines``)."""
     setup.build()  # build here (cached), so the child's deadline covers running only
     targets = netlist.targets_path(
         setup.harden, clks_per_bit=setup.clks_per_bit, mem_words=setup.mem_words
@@ -228,14 +232,29 @@ def _launch(
                 start_new_session=True, cwd=harness.ROOT,
                 env={**os.environ, "PYTHONPATH": str(harness.ROOT)},
             )  # fmt: skip
+        lines: list[dict] = []
+        reader = _LineReader(out)
+        deadline = time.monotonic() + timeout_s
+        problem = None
         try:
-            code = proc.wait(timeout=timeout_s)
-            problem = None if code == 0 else f"the engine process exited with code {code}"
-        except subprocess.TimeoutExpired:
-            problem = f"the engine process did not finish in {timeout_s:.0f} s"
+            while proc.poll() is None:
+                for line in reader.new_lines():
+                    lines.append(line)
+                    if on_line is not None:
+                        on_line(line)
+                if time.monotonic() > deadline:
+                    problem = f"the engine process did not finish in {timeout_s:.0f} s"
+                    break
+                time.sleep(0.02)
+            else:
+                if proc.returncode != 0:
+                    problem = f"the engine process exited with code {proc.returncode}"
         finally:
             kill_group(proc, grace_s=1.0)  # the simulator too (its own process group)
-        lines = _read_lines(out)
+        for line in reader.new_lines():
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
         if problem is not None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
             error = EngineError(f"{problem} ({setup}); log tail:\n{tail}")
@@ -244,16 +263,30 @@ def _launch(
         return lines
 
 
-def _read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    lines = []
-    for raw in path.read_text().splitlines():
+class _LineReader:
+    """Complete JSON lines appended to a file since the last call (a line still being
+    written, or cut short by a killed process, is left for later or dropped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[dict]:
         try:
-            lines.append(json.loads(raw))
-        except json.JSONDecodeError:
-            break  # the last line of a killed process may be cut short
-    return lines
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for raw in data[:end].splitlines():
+            try:
+                out.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return out
 
 
 def _child(argv: list[str]) -> int:

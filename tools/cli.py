@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "tools.bench",
     "tools.fpga.cli",
     "tools.inject_cli",
+    "tools.campaign.cli",
     "tools.ports",
 )
 

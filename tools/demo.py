@@ -1,27 +1,85 @@
 """``orbithil demo``: the README's main job.
 
-Until the fault-injection campaign lands (issue 7), the demo checks the machine
-(``orbithil doctor``) and the codec (``orbithil selftest``).
+A short SEU campaign on the simulated chip: the inference workload (a small quantised
+network run as matvec jobs) on the hardened (HARDEN=1) and unhardened (HARDEN=0) builds
+under Verilator, single bit flips drawn uniformly over every flip-flop and memory bit
+and every cycle of the run. It checks the machine first, builds what it needs (cached),
+runs the campaign with one simulator per core, and ends with the outcome table and a
+self-contained HTML report.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
-from tools import doctor, selftest
+from rich.console import Console
+
+from tools import doctor
+from tools.campaign import report
+from tools.campaign import spec as spec_mod
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "build" / "demo"
+
+
+def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
+    return spec_mod.parse(
+        {
+            "name": "demo: hardened vs unhardened chip, inference workload",
+            "seed": seed,
+            "workload": {"name": "inference", "seed": 0},
+            "chip": {"harden": [0, 1], "simulator": "verilator"},
+            "fault": {"model": "flip"},
+            "size": {"injections": injections},
+            "run": {"executor": "local", "chunk": 100},
+            "orbit": {"rate": "leo"},
+        },
+        source="orbithil demo",
+    )
 
 
 def main(args) -> int:
-    rc_doctor = doctor.main(argparse.Namespace(json=False))
-    rc_selftest = selftest.main(argparse.Namespace(seed=args.seed))
-    print(
-        "\nThe SEU campaign demo (hardened vs unhardened chip, table and HTML report) "
-        "replaces this once the campaign work lands."
+    from tools.campaign.cli import _wide_console, run_with_progress
+    from tools.campaign.run import create
+
+    console = Console()
+    if doctor.main(argparse.Namespace(json=False)) != 0:
+        console.print("[red]the machine is missing tools the demo needs (see above)[/]")
+        return 1
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    store_path = DEMO_DIR / "campaign.sqlite"
+    if not args.resume:
+        for stale in DEMO_DIR.glob("campaign.sqlite*"):
+            stale.unlink()
+    spec = demo_spec(args.injections, args.seed)
+    (DEMO_DIR / "campaign.toml").write_text(
+        "# the demo's campaign, as a spec you can edit and run with `orbithil campaign run`\n"
+        + spec_mod.to_toml(spec)
     )
-    return rc_doctor or rc_selftest
+    console.print(
+        f"\n[bold]SEU campaign[/]: {args.injections} single bit flips into each build "
+        "(HARDEN=0 and HARDEN=1), inference workload, Verilator. First run: builds the "
+        "chip and lists its flip-flops with yosys (a minute or two, then cached)."
+    )
+    started = time.perf_counter()
+    store = create(store_path, spec)
+    with store:
+        summary = run_with_progress(store, spec)
+        _wide_console().print(report.terminal_table(report.summarise(store)))
+        html = report.write_html(store, DEMO_DIR / "report.html")
+    console.print(
+        f"{summary.done} injections in {summary.seconds:.0f} s "
+        f"({summary.done / max(summary.seconds, 1e-9):.0f}/s); whole demo "
+        f"{time.perf_counter() - started:.0f} s.\n"
+        f"store:  {store_path}\nreport: {html}"
+    )
+    return 0
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the built-in demo (README's first command)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--injections", type=int, default=2000, help="per build")
+    p.add_argument("--seed", type=int, default=1, help="seed of the plan")
+    p.add_argument("--resume", action="store_true", help="continue the last demo's store")
     p.set_defaults(func=main)

@@ -1,0 +1,375 @@
+"""The campaign report: a table on the terminal, one self-contained HTML file with
+matplotlib figures, and CSV / JSON exports.
+
+Everything is computed from the store with aggregate queries and numpy, so 100,000
+results report in seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.classify import Outcome
+from tools.campaign import stats
+from tools.campaign.store import Store
+
+COUNTED = [o.value for o in Outcome if o is not Outcome.TOOL_ERROR]
+DUE = ("detected", "hang")  # detected unrecoverable errors: the chip or the HAL noticed
+COLOURS = {
+    "masked": "#9e9e9e",
+    "corrected": "#4caf50",
+    "latent": "#90caf9",
+    "detected": "#ff9800",
+    "sdc": "#d32f2f",
+    "hang": "#6a1b9a",
+    "tool_error": "#000000",
+}
+
+
+@dataclass
+class BuildSummary:
+    harden: int
+    sim: str
+    workload: str
+    n: int  # counted results (tool errors excluded)
+    tool_errors: int
+    outcomes: Counter
+    per_block: dict[str, Counter]
+    bits: dict[str, int]
+    planned: int
+
+    def share(self, names, confidence=0.95) -> stats.Interval:
+        k = sum(self.outcomes[name] for name in ([names] if isinstance(names, str) else names))
+        return stats.wilson(k, self.n, confidence)
+
+    def stratified(self, names) -> stats.Interval:
+        names = [names] if isinstance(names, str) else names
+        strata = {
+            block: (sum(c[n] for n in names), sum(c[o] for o in COUNTED), self.bits.get(block, 0))
+            for block, c in self.per_block.items()
+        }
+        for block, bits in self.bits.items():  # blocks no injection hit still hold bits
+            strata.setdefault(block, (0, 0, bits))
+        return stats.stratified(strata)
+
+
+def summarise(store: Store) -> list[BuildSummary]:
+    setups = {s["id"]: s for s in store.setups()}
+    out = {}
+    for sid, s in setups.items():
+        out[sid] = BuildSummary(
+            s["harden"], s["sim"], s["workload"], 0, 0, Counter(), {}, s["bits"], 0
+        )
+    for sid, n in store.db.execute("SELECT setup_id, COUNT(*) FROM plan GROUP BY 1"):
+        out[sid].planned = n
+    for sid, block, outcome, n in store.db.execute(
+        "SELECT p.setup_id, p.block, r.outcome, COUNT(*) FROM result r JOIN plan p "
+        "ON p.id = r.plan_id GROUP BY 1, 2, 3"
+    ):
+        summary = out[sid]
+        if outcome == Outcome.TOOL_ERROR:
+            summary.tool_errors += n
+            continue
+        summary.n += n
+        summary.outcomes[outcome] += n
+        summary.per_block.setdefault(block, Counter())[outcome] += n
+    return [out[sid] for sid in sorted(out)]
+
+
+def terminal_table(summaries: list[BuildSummary]):
+    from rich.table import Table
+
+    table = Table(title="outcome shares with 95% Wilson intervals", expand=False)
+    table.add_column("build")
+    table.add_column("block")
+    table.add_column("n", justify="right")
+    for name in COUNTED:
+        table.add_column(name, justify="right")
+    for s in summaries:
+        label = f"HARDEN={s.harden}"
+        for block, counts in sorted(s.per_block.items()):
+            n = sum(counts.values())
+            table.add_row(label, block, str(n), *(_cell(counts[o], n) for o in COUNTED))
+            label = ""
+        table.add_row(
+            "",
+            "[b]all[/]",
+            f"[b]{s.n}[/]",
+            *(f"[b]{_cell(s.outcomes[o], s.n)}[/]" for o in COUNTED),
+            end_section=True,
+        )
+    return table
+
+
+def _cell(k: int, n: int) -> str:
+    if not k:
+        return ""
+    i = stats.wilson(k, n)
+    return f"{i.estimate:.1%} [{i.low:.1%},{i.high:.1%}]"
+
+
+# --- figures -----------------------------------------------------------------------------
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figures(store: Store, summaries: list[BuildSummary], rate) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    # 1. outcome shares per block, one panel per build, side by side
+    fig, axes = plt.subplots(
+        1, len(summaries), figsize=(6.5 * len(summaries), 4.2), squeeze=False, sharey=True
+    )
+    for ax, s in zip(axes[0], summaries, strict=True):
+        blocks = sorted(s.per_block)
+        bottom = np.zeros(len(blocks))
+        for name in COUNTED:
+            shares = np.array(
+                [s.per_block[b][name] / max(sum(s.per_block[b].values()), 1) for b in blocks]
+            )
+            ax.bar(blocks, shares, bottom=bottom, color=COLOURS[name], label=name)
+            bottom += shares
+        ax.set_title(f"HARDEN={s.harden}: outcome shares per block")
+        ax.tick_params(axis="x", rotation=45)
+    axes[0][0].set_ylabel("share of injections")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1, 1))
+    figs["shares"] = _png(fig)
+
+    # 2. SDC and DUE shares with intervals, hardened vs unhardened, per block
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    blocks = sorted({b for s in summaries for b in s.per_block})
+    width = 0.8 / max(len(summaries) * 2, 1)
+    x = np.arange(len(blocks))
+    for i, s in enumerate(summaries):
+        for j, (names, label) in enumerate(((("sdc",), "SDC"), (DUE, "DUE"))):
+            est, lo, hi = [], [], []
+            for b in blocks:
+                c = s.per_block.get(b, Counter())
+                iv = stats.wilson(sum(c[n] for n in names), sum(c[o] for o in COUNTED))
+                est.append(iv.estimate)
+                lo.append(iv.estimate - iv.low)
+                hi.append(iv.high - iv.estimate)
+            offset = (i * 2 + j - len(summaries) + 0.5) * width
+            ax.bar(
+                x + offset,
+                est,
+                width,
+                yerr=[lo, hi],
+                capsize=2,
+                label=f"{label}, HARDEN={s.harden}",
+                color=COLOURS["sdc" if j == 0 else "detected"],
+                alpha=1.0 if s.harden else 0.5,
+                hatch="" if s.harden else "//",
+            )
+    ax.set_xticks(x, blocks, rotation=45)
+    ax.set_ylabel("share (95% Wilson interval)")
+    ax.set_title("silent data corruption and detected errors per block, side by side")
+    ax.legend()
+    figs["sdc_due"] = _png(fig)
+
+    # 3. convergence of the SDC share as results accumulate
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    series = defaultdict(list)
+    for harden, outcome in store.db.execute(
+        "SELECT s.harden, r.outcome FROM result r JOIN plan p ON p.id = r.plan_id "
+        "JOIN setup s ON s.id = p.setup_id WHERE r.outcome != 'tool_error' "
+        "ORDER BY r.finished, r.plan_id"
+    ):
+        series[harden].append(outcome == "sdc")
+    for harden, hits in sorted(series.items()):
+        hits = np.array(hits, dtype=float)
+        n = np.arange(1, len(hits) + 1)
+        k = np.cumsum(hits)
+        p = k / n
+        t = stats.z_value(0.95)
+        denom = 1 + t * t / n
+        centre = (p + t * t / (2 * n)) / denom
+        half = t * np.sqrt(p * (1 - p) / n + t * t / (4 * n * n)) / denom
+        ax.plot(n, p, label=f"HARDEN={harden}")
+        ax.fill_between(n, np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("injections")
+    ax.set_ylabel("SDC share")
+    ax.set_title("SDC share as injections accumulate (95% Wilson band)")
+    ax.legend()
+    figs["convergence"] = _png(fig)
+
+    # 4. per-bit vulnerability: share of SDC + DUE by block and bit position
+    fig, axes = plt.subplots(1, len(summaries), figsize=(6.5 * len(summaries), 3.8), squeeze=False)
+    for ax, s in zip(axes[0], summaries, strict=True):
+        blocks = sorted(s.per_block)
+        index = {b: i for i, b in enumerate(blocks)}
+        hits = np.zeros((len(blocks), 40))
+        total = np.zeros((len(blocks), 40))
+        for block, bit, outcome, n in store.db.execute(
+            "SELECT p.block, p.bit, r.outcome, COUNT(*) FROM result r JOIN plan p "
+            "ON p.id = r.plan_id JOIN setup s ON s.id = p.setup_id WHERE s.harden = ? "
+            "AND r.outcome != 'tool_error' GROUP BY 1, 2, 3",
+            (s.harden,),
+        ):
+            if block in index and bit < 40:
+                total[index[block], bit] += n
+                if outcome in ("sdc", *DUE):
+                    hits[index[block], bit] += n
+        shown = np.where(total > 0, hits / np.maximum(total, 1), np.nan)
+        im = ax.imshow(
+            shown,
+            aspect="auto",
+            cmap="magma_r",
+            vmin=0,
+            vmax=max(np.nanmax(np.nan_to_num(shown)), 0.01),
+        )
+        ax.set_yticks(range(len(blocks)), blocks)
+        ax.set_xlabel("bit position in the register or word")
+        ax.set_title(f"HARDEN={s.harden}: share SDC or DUE per bit position")
+        fig.colorbar(im, ax=ax)
+    figs["bits"] = _png(fig)
+
+    # 5. expected events per day in orbit
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, s in enumerate(summaries):
+        orbit = stats.in_orbit(sum(s.bits.values()), rate, s.stratified("sdc"), s.stratified(DUE))
+        for j, iv in enumerate((orbit.sdc_per_day, orbit.due_per_day)):
+            ax.bar(
+                i * 3 + j,
+                iv.estimate,
+                yerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]],
+                capsize=4,
+                color=COLOURS["sdc" if j == 0 else "detected"],
+            )
+            ax.text(i * 3 + j, iv.high, f"{iv.estimate:.2e}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(
+        [i * 3 + j for i in range(len(summaries)) for j in range(2)],
+        [f"{lbl}\nHARDEN={s.harden}" for s in summaries for lbl in ("SDC", "DUE")],
+    )
+    ax.set_ylabel("events per day")
+    ax.set_title(f"expected events per day in orbit (rate {rate} /bit/day)")
+    figs["orbit"] = _png(fig)
+    return figs
+
+
+# --- HTML --------------------------------------------------------------------------------
+def write_html(store: Store, path: Path) -> Path:
+    started = time.perf_counter()
+    spec = store.meta("spec") or {}
+    rate = spec.get("orbit_rate", "leo")
+    summaries = summarise(store)
+    figs = _figures(store, summaries, rate)
+    rows = []
+    for s in summaries:
+        for block, counts in sorted(s.per_block.items()):
+            n = sum(counts.values())
+            rows.append((f"HARDEN={s.harden}", block, n, [_cell(counts[o], n) for o in COUNTED]))
+        rows.append(
+            (f"HARDEN={s.harden}", "<b>all</b>", s.n, [_cell(s.outcomes[o], s.n) for o in COUNTED])
+        )
+    table = "".join(
+        f"<tr><td>{b}</td><td>{blk}</td><td>{n}</td>"
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + "</tr>"
+        for b, blk, n, cells in rows
+    )
+    orbit_rows = ""
+    for s in summaries:
+        o = stats.in_orbit(sum(s.bits.values()), rate, s.stratified("sdc"), s.stratified(DUE))
+        orbit_rows += (
+            f"<tr><td>HARDEN={s.harden}</td><td>{sum(s.bits.values()):,}</td>"
+            f"<td>{o.upsets_per_day:.3g}</td><td>{s.stratified('sdc')}</td>"
+            f"<td>{_range(o.sdc_per_day)}</td><td>{_range(o.due_per_day)}</td>"
+            f"<td>{s.tool_errors}</td></tr>"
+        )
+    counts = store.counts()
+    title = html.escape(spec.get("name", "campaign"))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>orbithil campaign: {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+td:nth-child(-n+2), th:nth-child(-n+2) {{ text-align: left; }}
+th {{ background: #f0f0f0; }} img {{ max-width: 100%; }} code {{ background: #f4f4f4; }}
+</style></head><body>
+<h1>Fault-injection campaign: {title}</h1>
+<p>Workload <code>{html.escape(str(spec.get("workload")))}</code> on
+<code>{html.escape(str(spec.get("simulator")))}</code>, fault model
+<code>{html.escape(str(spec.get("model")))}</code>, plan seed {spec.get("seed")};
+{counts["done"]:,} of {counts["planned"]:,} planned injections have results.
+Shares are of injections, each a uniformly drawn (bit, cycle) of the chip; intervals are
+95% Wilson intervals. Tool errors are not counted.</p>
+<h2>Outcome shares</h2>
+<table><tr><th>build</th><th>block</th><th>n</th>{"".join(f"<th>{o}</th>" for o in COUNTED)}</tr>
+{table}</table>
+<img alt="outcome shares per block" src="data:image/png;base64,{figs["shares"]}">
+<h2>Hardened against unhardened</h2>
+<img alt="SDC and DUE per block" src="data:image/png;base64,{figs["sdc_due"]}">
+<h2>Convergence</h2>
+<img alt="SDC share convergence" src="data:image/png;base64,{figs["convergence"]}">
+<h2>Vulnerability per bit position</h2>
+<img alt="per-bit vulnerability map" src="data:image/png;base64,{figs["bits"]}">
+<h2>In orbit</h2>
+<p>Upset rate {html.escape(str(rate))} per bit per day. Chip-level shares are stratified
+by block, each block weighted by its share of the chip's bits.</p>
+<table><tr><th>build</th><th>bits</th><th>upsets/day</th><th>SDC share (stratified)</th>
+<th>SDC/day</th><th>DUE/day</th><th>tool errors</th></tr>{orbit_rows}</table>
+<img alt="expected events per day" src="data:image/png;base64,{figs["orbit"]}">
+<p><small>orbithil report, built in {time.perf_counter() - started:.1f} s.</small></p>
+</body></html>
+"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path
+
+
+def _range(i: stats.Interval) -> str:
+    return f"{i.estimate:.3g} [{i.low:.3g}, {i.high:.3g}]"
+
+
+FIELDS = (
+    "harden",
+    "sim",
+    "workload",
+    "block",
+    "target",
+    "word",
+    "bit",
+    "cycle",
+    "outcome",
+    "finished",
+)
+
+
+def export_csv(store: Store, path: Path) -> int:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(FIELDS)
+        n = 0
+        for row in store.rows():
+            w.writerow(row)
+            n += 1
+    return n
+
+
+def export_json(store: Store, path: Path) -> int:
+    rows = [dict(zip(FIELDS, row, strict=True)) for row in store.rows()]
+    Path(path).write_text(json.dumps({"spec": store.meta("spec"), "results": rows}))
+    return len(rows)

@@ -1,0 +1,238 @@
+"""Planning and running a campaign: the plan into the store, then the executors.
+
+Executors:
+
+- ``local``: worker threads, each driving one engine process (one simulator per
+  worker) on a chunk of injections at a time; results stream back as they finish.
+- ``dask``: chunks as Dask tasks on a cluster (``scheduler`` address) or on a
+  ``LocalCluster``; Dask re-runs the tasks of a worker that dies, and a failed task is
+  retried. Results come back per chunk.
+
+The engine is deterministic, so the same spec and seed give the same results on either.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sim import inject
+from sim.classify import Outcome, observation_from_dict, observation_to_dict
+from sim.faults import FaultModel, Injection, TargetSpace, injection_from_dict, injection_to_dict
+from tools.campaign.spec import Spec
+from tools.campaign.stats import sample_size
+from tools.campaign.store import Store, StoreError
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    setup: inject.Setup
+    space: TargetSpace
+    golden: inject.GoldenRecord
+    population: int  # (bit, cycle) pairs: the fault space the sample is drawn from
+    n: int
+
+
+def setups(spec: Spec) -> list[inject.Setup]:
+    return [inject.Setup(spec.simulator, h, spec.workload, spec.workload_seed) for h in spec.harden]
+
+
+def plan_builds(spec: Spec) -> list[BuildPlan]:
+    """Each build's target space, golden run and sample size (runs golden if needed)."""
+    plans = []
+    for setup in setups(spec):
+        space = TargetSpace(
+            setup.targets(), blocks=set(spec.blocks) or None, glob=spec.glob or None
+        )
+        golden = inject.golden(setup)
+        population = space.total_bits * golden.cycles
+        if spec.injections is not None:
+            n = spec.injections
+        else:
+            n = sample_size(spec.margin, spec.confidence, population)
+        plans.append(BuildPlan(setup, space, golden, population, n))
+    return plans
+
+
+def injections_for(spec: Spec, build: BuildPlan) -> list[Injection]:
+    return build.space.plan(
+        build.n,
+        seed=spec.seed,
+        cycles=(0, build.golden.cycles - 1),
+        model=FaultModel(spec.model),
+        mbu_size=spec.mbu_bits,
+        stuck_cycles=spec.stuck_cycles,
+    )
+
+
+def create(store_path, spec: Spec) -> Store:
+    """A new store holding the spec, every build's golden run and the whole plan."""
+    store = Store(store_path, create=True)
+    if store.planned:
+        existing = store.meta("spec")
+        if existing != spec.to_dict() | {"source": existing.get("source", "")}:
+            store.close()
+            raise StoreError(
+                f"{store_path} already holds a campaign with another spec; resume it with "
+                "`orbithil campaign run --store` alone, or give a new store path"
+            )
+        return store
+    rows = []
+    for build in plan_builds(spec):
+        rows.append(
+            (
+                {
+                    "harden": build.setup.harden,
+                    "sim": build.setup.sim,
+                    "workload": build.setup.workload,
+                    "seed": build.setup.seed,
+                },
+                build.space.bits_per_block(),
+                build.golden.cycles,
+                build.golden.observation,
+                injections_for(spec, build),
+            )
+        )
+    store.write_plan(spec.to_dict(), rows)
+    return store
+
+
+# --- execution ---------------------------------------------------------------------------
+@dataclass
+class RunStats:
+    done: int = 0
+    seconds: float = 0.0
+    store_seconds: float = 0.0  # time spent committing results
+    outcomes: Counter | None = None
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_chunk(setup: dict, items: list[tuple[int, dict]]) -> list[dict]:
+    """One chunk on whatever machine runs it (the Dask task): results as plain data."""
+    results = inject.run_plan(
+        inject.Setup(**setup), [(pid, injection_from_dict(d)) for pid, d in items]
+    )
+    return [
+        {
+            "plan_id": r.index,
+            "outcome": r.outcome.value,
+            "observation": observation_to_dict(r.observation),
+            "info": r.info,
+        }
+        for r in results
+    ]
+
+
+def execute(
+    store: Store,
+    spec: Spec,
+    *,
+    on_result: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    executor: str | None = None,
+    scheduler: str | None = None,
+) -> RunStats:
+    """Run every pending injection of ``store``; commits each result as it arrives."""
+    by_setup = {
+        s["id"]: inject.Setup(s["sim"], s["harden"], s["workload"], s["seed"])
+        for s in store.setups()
+    }
+    pending = store.pending()
+    work = [
+        (by_setup[setup_id], chunk)
+        for setup_id, items in pending.items()
+        for chunk in _chunks(items, spec.chunk)
+    ]
+    stats = RunStats(outcomes=Counter())
+    started = time.perf_counter()
+    results: queue.Queue = queue.Queue()
+
+    def commit(plan_id: int, outcome: str, observation, info: dict) -> None:
+        t = time.perf_counter()
+        added = store.add_result(plan_id, outcome, observation, info)
+        stats.store_seconds += time.perf_counter() - t
+        if added:
+            stats.done += 1
+            stats.outcomes[outcome] += 1
+            if on_result is not None:
+                on_result(outcome)
+
+    executor = executor or spec.executor
+    if work and executor == "local":
+        for setup in by_setup.values():
+            inject.golden(setup)  # built and cached once, before the workers start
+        n_workers = workers or spec.worker_count
+        failures: list[BaseException] = []
+
+        def worker(setup: inject.Setup, chunk) -> None:
+            try:
+                inject.run_plan(setup, chunk, on_result=results.put)
+            except BaseException as exc:  # reported after the others finish
+                failures.append(exc)
+            finally:
+                results.put(None)
+
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="campaign") as pool:
+            for setup, chunk in work:
+                pool.submit(worker, setup, chunk)
+            finished = 0
+            while finished < len(work):
+                item = results.get()
+                if item is None:
+                    finished += 1
+                    continue
+                commit(item.index, item.outcome.value, item.observation, item.info)
+        if failures:
+            raise failures[0]
+    elif work:
+        _execute_dask(
+            work,
+            scheduler if scheduler is not None else spec.scheduler,
+            workers or spec.worker_count,
+            commit,
+        )
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        futures = [
+            client.submit(
+                run_chunk,
+                {"sim": s.sim, "harden": s.harden, "workload": s.workload, "seed": s.seed},
+                [(pid, injection_to_dict(inj)) for pid, inj in chunk],
+                retries=1,
+                pure=False,
+            )
+            for s, chunk in work
+        ]
+        for future in as_completed(futures):
+            for r in future.result():
+                commit(
+                    r["plan_id"], r["outcome"], observation_from_dict(r["observation"]), r["info"]
+                )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+__all__ = ["Outcome", "create", "execute", "plan_builds", "run_chunk"]

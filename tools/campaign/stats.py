@@ -1,0 +1,159 @@
+"""Statistics for fault-injection campaigns (pure functions).
+
+- ``sample_size``: injections needed for an error margin at a confidence, over a fault
+  space of N (Leveugle, Hubert, Cheynet, Velazco, "Statistical fault injection:
+  quantified error and confidence", DATE 2009): n = N / (1 + e^2 (N-1) / (t^2 p (1-p))).
+- ``wilson`` and ``clopper_pearson`` intervals for a share k/n; ``zero_failure_upper``,
+  the exact one-sided bound when nothing was seen (about 3/n at 95%, the rule of three).
+- ``stratified``: an estimate over blocks weighted by their bit counts, with its interval.
+- ``in_orbit``: expected SDC and DUE events per day for a chip in a given environment.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy.stats import beta, norm
+
+# Upset rates per bit per day. LEO: the order of magnitude of SRAM upset rates measured
+# in low Earth orbit (~4e-7 /bit/day, quiet Sun, behind typical shielding); GEO and
+# solar-flare conditions are harsher. A user value can always be given instead.
+ORBIT_PRESETS: dict[str, float] = {
+    "leo": 4e-7,
+    "leo-saa": 2e-6,  # passes through the South Atlantic Anomaly weighed in
+    "geo": 1e-6,
+    "solar-flare": 1e-4,
+}
+
+
+def z_value(confidence: float) -> float:
+    """The two-sided normal cut-off t for a confidence level (1.96 for 0.95)."""
+    _check_confidence(confidence)
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def sample_size(
+    margin: float, confidence: float = 0.95, population: float = math.inf, p: float = 0.5
+) -> int:
+    """Injections for error ``margin`` at ``confidence`` over ``population`` faults."""
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin}")
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if population < 1:
+        raise ValueError(f"population must be >= 1, got {population}")
+    t = z_value(confidence)
+    infinite = t * t * p * (1 - p) / (margin * margin)
+    if math.isinf(population):
+        return math.ceil(infinite)
+    n = population / (1 + margin * margin * (population - 1) / (t * t * p * (1 - p)))
+    return min(math.ceil(n - 1e-9), int(population))
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:.2%} [{self.low:.2%}, {self.high:.2%}]"
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for k successes in n trials."""
+    _check_counts(k, n)
+    if n == 0:
+        return Interval(0.0, 0.0, 1.0)
+    t = z_value(confidence)
+    phat = k / n
+    denom = 1 + t * t / n
+    centre = (phat + t * t / (2 * n)) / denom
+    half = t * math.sqrt(phat * (1 - phat) / n + t * t / (4 * n * n)) / denom
+    # clamp: at k = 0 or k = n rounding can put a bound a hair past the estimate
+    return Interval(phat, min(max(0.0, centre - half), phat), max(min(1.0, centre + half), phat))
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> Interval:
+    """The exact (Clopper-Pearson) interval for k successes in n trials."""
+    _check_counts(k, n)
+    if n == 0:
+        return Interval(0.0, 0.0, 1.0)
+    alpha = 1 - confidence
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return Interval(k / n, low, high)
+
+
+def zero_failure_upper(n: int, confidence: float = 0.95) -> float:
+    """The one-sided upper bound on a rate when 0 of n trials failed: 1 - (1-c)^(1/n)."""
+    _check_confidence(confidence)
+    if n <= 0:
+        return 1.0
+    return 1 - (1 - confidence) ** (1 / n)
+
+
+def stratified(strata: dict[str, tuple[int, int, int]], confidence: float = 0.95) -> Interval:
+    """A share over the whole chip from per-block samples.
+
+    ``strata`` maps block -> (k, n, bits): k hits in n injections into a block of ``bits``
+    bits. Each block's share is weighted by its share of the chip's bits; the interval is
+    the normal approximation of the weighted sum (Wilson-adjusted shares, so a block with
+    k = 0 still carries variance).
+    """
+    total_bits = sum(bits for _, _, bits in strata.values())
+    if total_bits <= 0:
+        raise ValueError("the strata hold no bits")
+    t = z_value(confidence)
+    estimate, variance = 0.0, 0.0
+    for k, n, bits in strata.values():
+        _check_counts(k, n)
+        w = bits / total_bits
+        if n == 0:
+            variance += w * w * 0.25  # nothing known: the widest a share can vary
+            continue
+        estimate += w * k / n
+        p_adj = (k + 2) / (n + 4)  # Agresti-Coull: no zero variance at k = 0 or k = n
+        variance += w * w * p_adj * (1 - p_adj) / n
+    half = t * math.sqrt(variance)
+    return Interval(estimate, max(0.0, estimate - half), min(1.0, estimate + half))
+
+
+@dataclass(frozen=True)
+class OrbitRates:
+    """Expected events per day for the whole chip in an environment."""
+
+    upsets_per_day: float
+    sdc_per_day: Interval
+    due_per_day: Interval  # detected unrecoverable errors: detected + hang
+
+
+def in_orbit(bits: int, rate_per_bit_day: float | str, sdc: Interval, due: Interval) -> OrbitRates:
+    """Upsets per day = rate x bits; SDC and DUE per day scale the shares' intervals."""
+    if isinstance(rate_per_bit_day, str):
+        try:
+            rate_per_bit_day = ORBIT_PRESETS[rate_per_bit_day]
+        except KeyError:
+            raise ValueError(
+                f"no orbit preset {rate_per_bit_day!r}; presets: {', '.join(ORBIT_PRESETS)}"
+                " (or give a rate per bit per day as a number)"
+            ) from None
+    if rate_per_bit_day < 0 or bits < 0:
+        raise ValueError("the upset rate and the bit count must be >= 0")
+    upsets = rate_per_bit_day * bits
+
+    def scale(i: Interval) -> Interval:
+        return Interval(upsets * i.estimate, upsets * i.low, upsets * i.high)
+
+    return OrbitRates(upsets, scale(sdc), scale(due))
+
+
+def _check_counts(k: int, n: int) -> None:
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")

@@ -1,0 +1,207 @@
+"""The campaign store: one SQLite file in WAL mode.
+
+The whole plan is written (one transaction) before anything runs; each result is
+committed by itself the moment it arrives, so a killed campaign loses at most the
+injections in flight, and ``pending()`` is exactly what a resume must still run. A
+result's key is its plan row, so nothing can be stored twice. WAL lets another process
+read status while a campaign writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sim.classify import Observation, observation_to_dict
+from sim.faults import Injection, injection_from_dict, injection_to_dict
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS setup (
+    id INTEGER PRIMARY KEY, harden INTEGER NOT NULL, sim TEXT NOT NULL,
+    workload TEXT NOT NULL, workload_seed INTEGER NOT NULL,
+    golden_cycles INTEGER, golden TEXT, bits TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plan (
+    id INTEGER PRIMARY KEY, setup_id INTEGER NOT NULL REFERENCES setup(id),
+    idx INTEGER NOT NULL, block TEXT NOT NULL, target TEXT NOT NULL, word INTEGER,
+    bit INTEGER NOT NULL, cycle INTEGER NOT NULL, injection TEXT NOT NULL,
+    UNIQUE (setup_id, idx)
+);
+CREATE TABLE IF NOT EXISTS result (
+    plan_id INTEGER PRIMARY KEY REFERENCES plan(id), outcome TEXT NOT NULL,
+    observation TEXT NOT NULL, cycles INTEGER, wall_s REAL, early INTEGER,
+    finished REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS result_finished ON result(finished);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(
+                f"no campaign store at {self.path}; `orbithil campaign run SPEC --store "
+                f"{self.path}` makes one"
+            )
+        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
+        self.db.executescript(SCHEMA)
+        version = self.meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has store schema {version}; this orbithil reads {SCHEMA_VERSION}"
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- meta ---------------------------------------------------------------------------
+    def meta(self, key: str):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
+
+    # --- the plan -------------------------------------------------------------------------
+    @property
+    def planned(self) -> bool:
+        return self.meta("planned") is not None
+
+    def write_plan(
+        self, spec: dict, setups: list[tuple[dict, dict, int, Observation, list[Injection]]]
+    ) -> None:
+        """Everything to run, in one transaction: (setup, bits per block, golden cycles,
+        golden observation, injections) per build."""
+        with self._transaction():
+            self.set_meta("spec", spec)
+            for setup, bits, cycles, golden, injections in setups:
+                cur = self.db.execute(
+                    "INSERT INTO setup (harden, sim, workload, workload_seed, golden_cycles, "
+                    "golden, bits) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        setup["harden"],
+                        setup["sim"],
+                        setup["workload"],
+                        setup["seed"],
+                        cycles,
+                        json.dumps(observation_to_dict(golden)),
+                        json.dumps(bits),
+                    ),
+                )
+                setup_id = cur.lastrowid
+                self.db.executemany(
+                    "INSERT INTO plan (setup_id, idx, block, target, word, bit, cycle, "
+                    "injection) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            setup_id,
+                            i,
+                            inj.block,
+                            inj.target,
+                            inj.word,
+                            inj.bits[0],
+                            inj.cycle,
+                            json.dumps(injection_to_dict(inj)),
+                        )
+                        for i, inj in enumerate(injections)
+                    ],
+                )
+            self.set_meta("planned", time.time())
+
+    def setups(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT id, harden, sim, workload, workload_seed, golden_cycles, bits FROM setup "
+            "ORDER BY id"
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "harden": r[1],
+                "sim": r[2],
+                "workload": r[3],
+                "seed": r[4],
+                "golden_cycles": r[5],
+                "bits": json.loads(r[6]),
+            }
+            for r in rows
+        ]
+
+    def pending(self) -> dict[int, list[tuple[int, Injection]]]:
+        """Planned injections without a result: setup id -> [(plan id, injection)]."""
+        out: dict[int, list[tuple[int, Injection]]] = {}
+        for plan_id, setup_id, data in self.db.execute(
+            "SELECT p.id, p.setup_id, p.injection FROM plan p LEFT JOIN result r "
+            "ON r.plan_id = p.id WHERE r.plan_id IS NULL ORDER BY p.id"
+        ):
+            out.setdefault(setup_id, []).append((plan_id, injection_from_dict(json.loads(data))))
+        return out
+
+    # --- results ----------------------------------------------------------------------------
+    def add_result(self, plan_id: int, outcome: str, observation: Observation, info: dict) -> bool:
+        """Commit one result; False if that injection already had one (kept as it was)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO result (plan_id, outcome, observation, cycles, wall_s, "
+            "early, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                plan_id,
+                outcome,
+                json.dumps(observation_to_dict(observation)),
+                info.get("cycles"),
+                info.get("wall_s"),
+                int(bool(info.get("stopped_early"))),
+                time.time(),
+            ),
+        )
+        return cur.rowcount == 1
+
+    def counts(self) -> dict[str, int]:
+        """Planned, done and per-outcome counts (cheap; safe while a campaign runs)."""
+        planned = self.db.execute("SELECT COUNT(*) FROM plan").fetchone()[0]
+        out = {"planned": planned, "done": 0}
+        for outcome, n in self.db.execute("SELECT outcome, COUNT(*) FROM result GROUP BY 1"):
+            out[outcome] = n
+            out["done"] += n
+        return out
+
+    def rows(self) -> Iterator[tuple]:
+        """(harden, sim, workload, block, target, word, bit, cycle, outcome, finished) per
+        result, in the order they finished."""
+        yield from self.db.execute(
+            "SELECT s.harden, s.sim, s.workload, p.block, p.target, p.word, p.bit, p.cycle, "
+            "r.outcome, r.finished FROM result r JOIN plan p ON p.id = r.plan_id "
+            "JOIN setup s ON s.id = p.setup_id ORDER BY r.finished, r.plan_id"
+        )
+
+    def _transaction(self):
+        db = self.db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, kind, value, tb):
+                db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+        return _Tx()
