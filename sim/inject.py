@@ -220,6 +220,7 @@ def _launch(
                 "seed": setup.seed,
                 "targets": str(targets),
                 "out": str(out),
+                "parent_pid": os.getpid(),  # the engine stops if this process dies
                 "injections": [(i, injection_to_dict(inj)) for i, inj in injections],
             })
         )  # fmt: skip

@@ -56,6 +56,9 @@ async def run_job(dut):
             })  # fmt: skip
         fast = mode == "engine"
         for index, data in job["injections"]:
+            if not _alive(job.get("parent_pid")):
+                dut._log.warning("the process that started this engine is gone; stopping")
+                return
             injection = injection_from_dict(data)
             try:
                 observation, info = await engine.run(
@@ -73,3 +76,15 @@ async def run_job(dut):
                 "observation": observation_to_dict(observation),
                 "info": asdict(info),
             })  # fmt: skip
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
