@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.campaign import report, spec as spec_mod
+from tools.campaign import report
+from tools.campaign import spec as spec_mod
 from tools.campaign.run import create, execute
 from tools.campaign.store import Store, StoreError
 

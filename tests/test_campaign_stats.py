@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from tools.campaign import spec as spec_mod, stats
+from tools.campaign import spec as spec_mod
+from tools.campaign import stats
 
 
 def test_leveugle_sample_size_published_values():
