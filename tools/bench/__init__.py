@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "codec": ("tools.bench.codec", "frames, COBS and SECDED: C vs pure Python vs the cobs package"),
     "hal": ("tools.bench.hal", "Chip API per backend; 1% byte corruption: correctness, throughput"),
     "inject": ("tools.bench.inject", "injection engine vs a process per injection; sim efficiency"),
+    "campaign": ("tools.bench.campaign", "campaign scaling 1->2 workers, store overhead, report"),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

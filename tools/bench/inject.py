@@ -10,7 +10,9 @@ On one workload and one seeded plan (HARDEN=1, inference):
 - ``sim_efficiency``: simulated cycles/s inside the engine's injection loop (restores,
   checks and the Python-driven link included) over cycles/s of the same RTL in a plain
   Verilog testbench (clock in Verilog, ``verilator --binary --timing``, -O3, the
-  workload's request bytes preloaded), on Verilator.
+  workload's request bytes preloaded) built with the engine build's Verilator flags
+  (its state public, as injection needs); ``sim_efficiency_vs_private_build`` against
+  the same testbench with every signal private (fastest, but nothing can be injected).
 
 Outcomes of the naive runs must equal the engine's on the shared injections (checked).
 """
@@ -49,19 +51,28 @@ def _request_bytes(setup: Setup) -> bytes:
     return bytes(sent)
 
 
-def plain_cycles_per_s(setup: Setup, cycles: int) -> float:
-    """Cycles/s of chip_tb in a plain ``verilator --binary`` testbench (best of 3)."""
-    out = PLAIN_DIR / f"h{setup.harden}-c{setup.clks_per_bit}"
+def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
+    """Cycles/s of chip_tb in a plain ``verilator --binary`` testbench (best of 3).
+
+    ``exposed``: with the engine build's own Verilator flags, i.e. the chip's state made
+    public (the same configuration file) so the simulator keeps it addressable; without,
+    every signal private and free to optimise away (no tool could inject into that build).
+    """
+    out = PLAIN_DIR / f"h{setup.harden}-c{setup.clks_per_bit}-{'exposed' if exposed else 'private'}"
     out.mkdir(parents=True, exist_ok=True)
     stimulus = _request_bytes(setup)[:4096]
     (out / "stimulus.hex").write_text("\n".join(f"{b:02x}" for b in stimulus) + "\n")
     binary = out / "obj_dir" / "Vplain_tb"
     sources = [*harness.rtl_sources(), harness.TB_DIR / "chip_tb.v", harness.TB_DIR / "plain_tb.v"]
+    extra: list[str] = []
+    if exposed:
+        build = setup.build()
+        sources += [p for p in build.sources if p.suffix == ".vlt"]
+        extra = list(build.extra_args)
     if not binary.exists() or binary.stat().st_mtime < max(p.stat().st_mtime for p in sources):
         cmd = [
-            str(VENV_BIN / "verilator"), "--binary", "--timing", "-CFLAGS", "-std=c++20",
-            "-O3", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-Wno-TIMESCALEMOD",
-            f"-I{harness.RTL_DIR}", f"+define+HARDEN={setup.harden}",
+            str(VENV_BIN / "verilator"), "--binary", *harness.VERILATOR_ARGS, *extra, "-O3",
+            "-Wno-lint", "-Wno-style", f"-I{harness.RTL_DIR}", f"+define+HARDEN={setup.harden}",
             f"+define+CLKS_PER_BIT={setup.clks_per_bit}", "--top-module", "plain_tb",
             "-Mdir", str(out / "obj_dir"), *map(str, sources),
         ]  # fmt: skip
@@ -108,7 +119,9 @@ def run(*, quick: bool = False) -> BenchResult:
     run_plan(icarus, icarus_injections)
     icarus_s = time.perf_counter() - start
 
-    plain = plain_cycles_per_s(verilator, 2_000_000 if not quick else 500_000)
+    plain_cycles = 2_000_000 if not quick else 500_000
+    plain = plain_cycles_per_s(verilator, plain_cycles, exposed=True)
+    private = plain_cycles_per_s(verilator, plain_cycles, exposed=False)
     engine_rate = n_engine / engine_s
     naive_rate = n_naive / naive_s
     engine_cps = loop_cycles / loop_s
@@ -123,6 +136,8 @@ def run(*, quick: bool = False) -> BenchResult:
         "engine_cycles_per_s": round(engine_cps),
         "plain_verilator_cycles_per_s": round(plain),
         "sim_efficiency": round(engine_cps / plain, 3),
+        "plain_private_verilator_cycles_per_s": round(private),
+        "sim_efficiency_vs_private_build": round(engine_cps / private, 3),
         "golden_cycles": golden(verilator).cycles,
     }
     return BenchResult(
