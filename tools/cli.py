@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "tools.fpga.cli",
     "tools.inject_cli",
     "tools.campaign.cli",
+    "tools.flight_cli",
     "tools.ports",
 )
 

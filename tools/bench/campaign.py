@@ -101,5 +101,5 @@ def run(*, quick: bool = False) -> BenchResult:
             "harden": 0,
             "chunk": 60,
             "store_overhead": "the worst run",
-        },  # fmt: skip
+        },
     )

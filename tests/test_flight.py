@@ -1,0 +1,219 @@
+"""The flight stack: dictionary, bus, scheduler, modes, FDIR, telecommand authentication
+and the CCSDS link (on the model), contact windows, and the pytest plug-in's fixture."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import struct
+import time
+
+import pytest
+from spacepackets.ccsds.spacepacket import (
+    PacketId,
+    PacketType,
+    SpacePacketHeader,
+    parse_space_packets,
+)
+
+from flight import ccsds
+from flight.core import Bus, RateGroup, Scheduler
+from flight.dictionary import (
+    APID_EVENT,
+    APID_HK,
+    APID_VERIFY,
+    COMMAND_BY_NAME,
+    DICT_HASH32,
+    export_json,
+)
+from flight.ground import CommandRejected
+
+
+def test_dictionary_exports_json_with_its_hash():
+    data = json.loads(export_json())
+    assert int(data["hash"][:8], 16) == DICT_HASH32
+    names = {c["name"] for c in data["commands"]}
+    assert {"NOOP", "SET_MODE", "CHIP_INJECT"} <= names
+    assert all({"units", "low", "high", "type"} <= set(c) for c in data["channels"])
+    assert all(e["severity"] in ("DEBUG", "INFO", "WARNING", "CRITICAL") for e in data["events"])
+
+
+def test_command_arguments_are_checked_against_the_dictionary():
+    inject = COMMAND_BY_NAME["CHIP_INJECT"]
+    raw = inject.encode_args(kind="mem", index=5, bit=38, copy=0)
+    assert inject.decode_args(raw) == {"kind": "mem", "index": 5, "bit": 38, "copy": 0}
+    with pytest.raises(ValueError, match="bit=39: allowed 0..38"):
+        inject.encode_args(kind="mem", index=5, bit=39, copy=0)
+    with pytest.raises(ValueError, match="kind='disk': use one of reg, mem"):
+        inject.encode_args(kind="disk", index=5, bit=1, copy=0)
+    with pytest.raises(ValueError, match="missing: copy"):
+        inject.encode_args(kind="mem", index=5, bit=1)
+
+
+def test_bus_queues_are_bounded_and_count_drops():
+    bus = Bus()
+    slow = bus.subscribe("t", depth=4)
+    fast = bus.subscribe("t", depth=100)
+    for i in range(10):
+        bus.publish("t", i)
+    assert slow.drain() == [6, 7, 8, 9] and slow.dropped == 6
+    assert len(fast.drain()) == 10 and bus.dropped == 6
+
+
+def test_scheduler_runs_groups_at_their_rates_and_counts_slips():
+    ticks = {100: 0, 10: 0}
+    slow_once = [True]
+
+    def overrun():
+        if slow_once[0] and ticks[100] == 20:
+            slow_once[0] = False
+            time.sleep(0.035)  # three and a half periods
+
+    def fast():
+        ticks[100] += 1
+        overrun()
+
+    sched = Scheduler([RateGroup(100, [fast]), RateGroup(10, [lambda: ticks.__setitem__(
+        10, ticks[10] + 1)])])  # fmt: skip
+    sched.start()
+    time.sleep(0.6)
+    sched.stop()
+    assert 45 <= ticks[100] <= 62 and 4 <= ticks[10] <= 7, ticks
+    assert sched.slips >= 3
+    p50, p99 = sched.jitter()
+    assert 0 <= p50 <= p99
+
+
+def test_replay_window():
+    key = secrets.token_bytes(32)
+    auth = ccsds.Authenticator({7: key})
+    for seq in (10, 12, 11, 70):  # out of order within the window is fine
+        auth.check(ccsds.telecommand(7, key, seq, 1, b""))
+    for seq, why in (
+        (12, "already used"),
+        (11, "already used"),
+        (5, "older than the replay window"),
+    ):
+        with pytest.raises(ccsds.TcRejected, match=why):
+            auth.check(ccsds.telecommand(7, key, seq, 1, b""))
+
+
+def test_keys_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "keys"
+    path.write_text(f"# ground keys\n3 {'ab' * 32}\n")
+    assert ccsds.load_keys(path) == {3: bytes.fromhex("ab" * 32)}
+    monkeypatch.setenv("ORBITHIL_TC_KEYS", f"1:{'cd' * 16},2:{'ef' * 16}")
+    assert sorted(ccsds.load_keys()) == [1, 2]
+    monkeypatch.setenv("ORBITHIL_TC_KEYS", "")
+    with pytest.raises(ValueError, match="no telecommand keys"):
+        ccsds.load_keys()
+    path.write_text("1 abcd\n")
+    with pytest.raises(ValueError, match="16..64 bytes"):
+        ccsds.load_keys(path)
+
+
+def test_commands_modes_and_verification(flight_stack):
+    fs = flight_stack("model://?harden=1", hk_period_ms=50)
+    g = fs.ground
+    assert g.wait_telemetry("MODE", lambda v: v == 0, timeout=5) == 0
+    g.command("NOOP")
+    with pytest.raises(CommandRejected, match="SAFE -> COMPUTE is not allowed"):
+        g.command("SET_MODE", mode="COMPUTE")
+    g.command("SET_MODE", mode="NOMINAL")
+    with pytest.raises(CommandRejected, match="not allowed in NOMINAL"):
+        g.command("RUN_INFERENCE", seed=1)
+    g.command("SET_MODE", mode="COMPUTE")
+    g.command("RUN_INFERENCE", seed=1)
+    event = g.wait_event("INFERENCE_DONE", timeout=5)
+    from sim.workloads import reference_inference
+
+    import numpy as np
+
+    label = int(np.argmax(reference_inference(np.random.default_rng(1))))
+    assert event.text.endswith(f"class {label}")
+    g.wait_telemetry("INFERENCE_CLASS", lambda v: v == label, timeout=5)
+    seq = g.send("SET_MODE", mode="SAFE")
+    stages = [s for s, _ in g.verify[seq]] if g.wait_verification(seq) else []
+    assert stages == [ccsds.Stage.ACCEPTED, ccsds.Stage.STARTED, ccsds.Stage.COMPLETED]
+    assert g.telemetry["CMD_FAILED"] >= 0 and not g.dict_mismatch
+
+
+def test_forged_replayed_and_malformed_telecommands_are_rejected_and_counted(flight_stack):
+    fs = flight_stack("model://?harden=1", hk_period_ms=50)
+    g = fs.ground
+    g.wait_telemetry("MODE", timeout=5)
+    forged = ccsds.telecommand(1, secrets.token_bytes(32), g.auth_seq + 1,
+                               COMMAND_BY_NAME["SET_MODE"].opcode, b"\x01")  # fmt: skip
+    g.send_raw(forged)
+    unknown_key = ccsds.telecommand(9, secrets.token_bytes(32), 1, 1, b"")
+    g.send_raw(unknown_key)
+    # a good command, then the same bytes again (replay)
+    g.auth_seq += 1
+    good = ccsds.telecommand(1, g.key, g.auth_seq, COMMAND_BY_NAME["NOOP"].opcode, b"")
+    g.send_raw(good)
+    g.wait_verification(g.auth_seq)
+    g.send_raw(good)
+    # malformed: garbage, a truncated packet, a telemetry APID, a bad length field
+    g.send_raw(b"\x00\x01\x02")
+    g.send_raw(good[:-5])
+    g.send_raw(ccsds.pack(PacketType.TC, APID_HK, 0, b"x" * 40))
+    g.send_raw(good[:4] + struct.pack(">H", 2000) + good[6:])
+    g.wait_telemetry("TC_REJECTED_MALFORMED", lambda v: v == 4, timeout=5)
+    g.wait_telemetry("TC_REJECTED_AUTH", lambda v: v == 2, timeout=5)
+    g.wait_telemetry("TC_REJECTED_REPLAY", lambda v: v == 1, timeout=5)
+    assert g.telemetry["MODE"] == 0  # the forged SET_MODE NOMINAL never ran
+    assert g.telemetry["CMD_ACCEPTED"] == 1  # only the one good NOOP
+    rejected = [e for e in g.events if e.name == "TC_REJECTED"]
+    assert len(rejected) == 7 and all("rejected" in e.text for e in rejected)
+
+
+def test_telemetry_packets_decode_with_spacepackets(flight_stack):
+    fs = flight_stack("model://?harden=0", hk_period_ms=20)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(5)
+    fs.stack.link.ground = listener.getsockname()
+    raw = b"".join(listener.recv(65536) for _ in range(5))
+    listener.close()
+    ids = [PacketId(PacketType.TM, False, apid) for apid in (APID_HK, APID_EVENT, APID_VERIFY)]
+    packets = parse_space_packets(bytearray(raw), ids)
+    assert packets.scanned_bytes == len(raw) and not packets.skipped_ranges
+    hk = [p for p in packets.tm_list if SpacePacketHeader.unpack(p).apid == APID_HK]
+    assert hk, "no housekeeping packet parsed by spacepackets"
+    header = SpacePacketHeader.unpack(hk[0])
+    assert header.packet_type == PacketType.TM
+    _, dict_hash, values = ccsds.parse_hk(bytes(hk[0][6:]))
+    assert dict_hash == DICT_HASH32 and 1 in values
+
+
+def test_contact_windows_store_telemetry_and_count_losses(flight_stack):
+    # in contact for 0.4 s of every 1.2 s; a store of 5 packets overflows while down
+    fs = flight_stack("model://?harden=1", hk_period_ms=20, contact_passes=[[0.0, 0.4]],
+                      contact_period_s=1.2, store_depth=5)  # fmt: skip
+    g = fs.ground
+    g.command("NOOP")  # the stack learns where the ground is
+    time.sleep(1.3)  # through a whole pass and a gap
+    link = fs.stack.link
+    assert link.lost > 0
+    g.wait_telemetry("TM_LOST", lambda v: v > 0, timeout=3)
+    assert g.telemetry.get("TM_STORED", 0) <= 5
+
+
+def test_fdir_resets_a_chip_reporting_uncorrectable_memory_and_goes_safe(flight_stack):
+    fs = flight_stack("model://?harden=1", hk_period_ms=50, scrub_period=4)
+    g = fs.ground
+    g.command("SET_MODE", mode="NOMINAL")
+    g.wait_telemetry("SCRUB_PERIOD", lambda v: v == 4, timeout=5)
+    # two bits of one SECDED word (with the scrubber paused, or it fixes the first before
+    # the second lands); uncorrectable when the scrubber reads it again
+    g.command("SET_SCRUB", period=0)
+    for bit in (3, 4):
+        g.command("CHIP_INJECT", kind="mem", index=77, bit=bit, copy=0)
+    g.command("SET_SCRUB", period=4)
+    g.wait_event("FDIR_TRIGGERED", lambda e: "uncorrectable-memory" in e.text, timeout=10)
+    g.wait_event("CHIP_RESET", timeout=10)
+    g.wait_telemetry("MODE", lambda v: v == 0, timeout=5)
+    g.wait_telemetry("ECC_UNCORRECTABLE", lambda v: v == 0, timeout=5)
+    g.command("SET_MODE", mode="NOMINAL")  # recovery
+    g.wait_telemetry("MODE", lambda v: v == 1, timeout=5)

@@ -1,0 +1,105 @@
+"""``orbithil fly``, ``orbithil ground`` and ``orbithil dict export``."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+
+def ground_main(args) -> int:
+    from flight import ccsds
+    from flight.dictionary import COMMANDS
+    from flight.ground import CommandRejected, Ground
+
+    keys = ccsds.load_keys(args.keys)
+    key_id = args.key_id if args.key_id is not None else min(keys)
+    host, _, port = args.stack.rpartition(":")
+    with Ground((host or "127.0.0.1", int(port)), key_id=key_id, key=keys[key_id]) as g:
+
+        def run(line: str) -> None:
+            words = shlex.split(line)
+            if not words:
+                return
+            name, pairs = words[0].upper(), words[1:]
+            if name in ("TM", "TELEMETRY"):
+                for k, v in sorted(g.telemetry.items()):
+                    print(f"  {k:24} {v:g}")
+                return
+            if name == "HELP":
+                for c in COMMANDS:
+                    args_ = " ".join(f"{a.name}=<{a.type}>" for a in c.args)
+                    print(f"  {c.name} {args_}  -- {c.doc}")
+                return
+            try:
+                kwargs = dict(p.split("=", 1) for p in pairs)
+                g.command(name, timeout=args.timeout, **kwargs)
+                print(f"{name}: completed")
+            except (ValueError, CommandRejected, TimeoutError) as exc:
+                print(f"{name}: {exc}")
+
+        seen = 0
+
+        def show_events() -> None:
+            nonlocal seen
+            events = list(g.events)
+            for e in events[seen:]:
+                print(f"[event {e.name}] {e.text}")
+            seen = len(events)
+
+        for line in args.send or []:
+            run(line)
+        if args.send:
+            time.sleep(args.watch)
+            show_events()
+            if args.watch:
+                run("tm")
+            return 0
+        print("orbithil ground: commands by name (HELP lists them), TM shows telemetry, "
+              "Ctrl-D quits")  # fmt: skip
+        if g.dict_mismatch:
+            print("warning: the stack's dictionary differs from this one")
+        while True:
+            show_events()
+            try:
+                line = input("ground> ")
+            except EOFError:
+                return 0
+            run(line)
+
+
+def dict_main(args) -> int:
+    from flight.dictionary import export_json
+
+    text = export_json()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def register(subparsers) -> None:
+    from flight.stack import fly_main
+
+    f = subparsers.add_parser("fly", help="run the flight stack against a chip (any HAL URL)")
+    f.add_argument("--chip", required=True, help="HAL URL: model://, sim://verilator, /dev/tty...")
+    f.add_argument("--config", help="TOML file of flight.stack.Config fields")
+    f.add_argument("--port", type=int, help="UDP port for telecommands (default 47001)")
+    f.add_argument("--keys", help="key file (lines 'id hexkey'); default ORBITHIL_TC_KEYS")
+    f.set_defaults(func=fly_main)
+
+    g = subparsers.add_parser("ground", help="ground console: commands, telemetry, events")
+    g.add_argument("--stack", default="127.0.0.1:47001", help="host:port of the flight stack")
+    g.add_argument("--keys", help="key file; default ORBITHIL_TC_KEYS")
+    g.add_argument("--key-id", type=int)
+    g.add_argument("--send", action="append", help='send one command, e.g. "SET_MODE mode=NOMINAL"')
+    g.add_argument("--watch", type=float, default=0.0, help="with --send: seconds to listen after")
+    g.add_argument("--timeout", type=float, default=10.0)
+    g.set_defaults(func=ground_main)
+
+    d = subparsers.add_parser("dict", help="the command/telemetry/event dictionary")
+    d.add_argument("action", choices=["export"])
+    d.add_argument("-o", "--output")
+    d.set_defaults(func=dict_main)
