@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 
+import numpy as np
 import pytest
 from spacepackets.ccsds.spacepacket import (
     PacketId,
@@ -28,6 +29,7 @@ from flight.dictionary import (
     export_json,
 )
 from flight.ground import CommandRejected
+from sim.workloads import reference_inference
 
 
 def test_dictionary_exports_json_with_its_hash():
@@ -43,7 +45,7 @@ def test_command_arguments_are_checked_against_the_dictionary():
     inject = COMMAND_BY_NAME["CHIP_INJECT"]
     raw = inject.encode_args(kind="mem", index=5, bit=38, copy=0)
     assert inject.decode_args(raw) == {"kind": "mem", "index": 5, "bit": 38, "copy": 0}
-    with pytest.raises(ValueError, match="bit=39: allowed 0..38"):
+    with pytest.raises(ValueError, match=r"bit=39: allowed 0\.\.38"):
         inject.encode_args(kind="mem", index=5, bit=39, copy=0)
     with pytest.raises(ValueError, match="kind='disk': use one of reg, mem"):
         inject.encode_args(kind="disk", index=5, bit=1, copy=0)
@@ -109,7 +111,7 @@ def test_keys_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no telecommand keys"):
         ccsds.load_keys()
     path.write_text("1 abcd\n")
-    with pytest.raises(ValueError, match="16..64 bytes"):
+    with pytest.raises(ValueError, match=r"16\.\.64 bytes"):
         ccsds.load_keys(path)
 
 
@@ -126,10 +128,6 @@ def test_commands_modes_and_verification(flight_stack):
     g.command("SET_MODE", mode="COMPUTE")
     g.command("RUN_INFERENCE", seed=1)
     event = g.wait_event("INFERENCE_DONE", timeout=5)
-    from sim.workloads import reference_inference
-
-    import numpy as np
-
     label = int(np.argmax(reference_inference(np.random.default_rng(1))))
     assert event.text.endswith(f"class {label}")
     g.wait_telemetry("INFERENCE_CLASS", lambda v: v == label, timeout=5)
