@@ -50,6 +50,7 @@ class Ground:
         self.key_id = key_id
         self.key = key
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # ride out bursts
         self.sock.bind(bind)
         self.sock.settimeout(0.1)
         # the stack refuses a sequence number it has seen: start from the clock, in ms

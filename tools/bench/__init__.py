@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "hal": ("tools.bench.hal", "Chip API per backend; 1% byte corruption: correctness, throughput"),
     "inject": ("tools.bench.inject", "injection engine vs a process per injection; sim efficiency"),
     "campaign": ("tools.bench.campaign", "campaign scaling 1->2 workers, store overhead, report"),
+    "flight": ("tools.bench.flight", "rate-group jitter under load, TM packets/s, TC round trip"),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
