@@ -190,12 +190,45 @@ def test_contact_windows_store_telemetry_and_count_losses(flight_stack):
     fs = flight_stack("model://?harden=1", hk_period_ms=20, contact_passes=[[0.0, 0.4]],
                       contact_period_s=1.2, store_depth=5)  # fmt: skip
     g = fs.ground
-    g.command("NOOP")  # the stack learns where the ground is
-    time.sleep(1.3)  # through a whole pass and a gap
     link = fs.stack.link
-    assert link.lost > 0
+    start = fs.stack.clock.now()
+    g.wait_telemetry("MODE", timeout=3)
+    # wait for the gap (0.4..1.2 s of each period): nothing reaches the ground
+    while not 0.5 < fs.stack.clock.now() % 1.2 < 1.0:
+        time.sleep(0.01)
+    assert not link.contacts.up(fs.stack.clock.now())
+    received = g.packets["hk"]
+    time.sleep(0.3)
+    assert g.packets["hk"] == received  # down: stored on board, not sent
+    assert 0 < len(link.store) <= 5 and link.lost > 0
+    # the next pass: the store is sent first, and the loss is reported
+    while fs.stack.clock.now() % 1.2 > 0.4 or fs.stack.clock.now() - start < 1.2:
+        time.sleep(0.01)
     g.wait_telemetry("TM_LOST", lambda v: v > 0, timeout=3)
-    assert g.telemetry.get("TM_STORED", 0) <= 5
+    assert g.packets["hk"] >= received + 5
+    assert len(link.store) == 0
+
+
+def test_telecommands_and_telemetry_over_tcp(flight_stack):
+    fs = flight_stack("model://?harden=1", hk_period_ms=20, tcp_port=0)
+    conn = socket.create_connection(fs.stack.link.tcp_address, timeout=5)
+    seq = fs.ground.auth_seq + 100
+    conn.sendall(ccsds.telecommand(1, fs.ground.key, seq, COMMAND_BY_NAME["SET_MODE"].opcode,
+                                   COMMAND_BY_NAME["SET_MODE"].encode_args(mode="NOMINAL")))  # fmt: skip
+    buffer, stages = b"", []
+    deadline = time.monotonic() + 5
+    while ccsds.Stage.COMPLETED not in stages and time.monotonic() < deadline:
+        buffer += conn.recv(65536)
+        while (n := ccsds.packet_length(buffer)) is not None and len(buffer) >= n:
+            header, data = ccsds.unpack(buffer[:n])
+            buffer = buffer[n:]
+            if header.apid == APID_VERIFY:
+                _, got_seq, _, stage, _ = ccsds.parse_verify(data)
+                if got_seq == seq:
+                    stages.append(stage)
+    conn.close()
+    assert stages == [ccsds.Stage.ACCEPTED, ccsds.Stage.STARTED, ccsds.Stage.COMPLETED]
+    assert fs.stack.modes.mode == "NOMINAL"
 
 
 def test_fdir_resets_a_chip_reporting_uncorrectable_memory_and_goes_safe(flight_stack):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 
 
@@ -55,16 +56,27 @@ def ground_main(args) -> int:
                 run("tm")
             return 0
         print("orbithil ground: commands by name (HELP lists them), TM shows telemetry, "
-              "Ctrl-D quits")  # fmt: skip
-        if g.dict_mismatch:
-            print("warning: the stack's dictionary differs from this one")
-        while True:
-            show_events()
-            try:
-                line = input("ground> ")
-            except EOFError:
-                return 0
-            run(line)
+              "Ctrl-D quits; events print as they arrive")  # fmt: skip
+        stop = threading.Event()
+
+        def live() -> None:  # events and a changed dictionary, as they arrive
+            warned = False
+            while not stop.wait(0.2):
+                show_events()
+                if g.dict_mismatch and not warned:
+                    print("warning: the stack's dictionary differs from this one (hash)")
+                    warned = True
+
+        threading.Thread(target=live, daemon=True).start()
+        try:
+            while True:
+                try:
+                    line = input("ground> ")
+                except EOFError:
+                    return 0
+                run(line)
+        finally:
+            stop.set()
 
 
 def dict_main(args) -> int:

@@ -92,6 +92,11 @@ def run(*, quick: bool = False) -> BenchResult:
             "tm_packets_per_s": (">=", 10_000),
             "slips": ("<=", 0),
         },
-        params={"rate_hz": 100, "hk_hz": 100, "load_packets_per_s": 5000,
-                "chip": "model://?harden=1", "seconds": seconds},  # fmt: skip
+        params={
+            "rate_hz": 100,
+            "hk_hz": 100,
+            "load_packets_per_s": 5000,
+            "chip": "model://?harden=1",
+            "seconds": seconds,
+        },  # fmt: skip
     )

@@ -173,8 +173,14 @@ def execute(
 
         def worker(setup: inject.Setup, chunk) -> None:
             try:
-                inject.run_plan(setup, chunk, on_result=results.put)
-            except BaseException as exc:  # reported after the others finish
+                for attempt in (1, 2):  # a failed worker's chunk is retried once
+                    try:
+                        inject.run_plan(setup, chunk, on_result=results.put)
+                        return
+                    except inject.EngineError as exc:
+                        if attempt == 2:
+                            failures.append(exc)  # reported after the others finish
+            except BaseException as exc:
                 failures.append(exc)
             finally:
                 results.put(None)
