@@ -213,8 +213,9 @@ def test_telecommands_and_telemetry_over_tcp(flight_stack):
     fs = flight_stack("model://?harden=1", hk_period_ms=20, tcp_port=0)
     conn = socket.create_connection(fs.stack.link.tcp_address, timeout=5)
     seq = fs.ground.auth_seq + 100
-    conn.sendall(ccsds.telecommand(1, fs.ground.key, seq, COMMAND_BY_NAME["SET_MODE"].opcode,
-                                   COMMAND_BY_NAME["SET_MODE"].encode_args(mode="NOMINAL")))  # fmt: skip
+    set_mode = COMMAND_BY_NAME["SET_MODE"]
+    args = set_mode.encode_args(mode="NOMINAL")
+    conn.sendall(ccsds.telecommand(1, fs.ground.key, seq, set_mode.opcode, args))
     buffer, stages = b"", []
     deadline = time.monotonic() + 5
     while ccsds.Stage.COMPLETED not in stages and time.monotonic() < deadline:

@@ -98,5 +98,5 @@ def run(*, quick: bool = False) -> BenchResult:
             "load_packets_per_s": 5000,
             "chip": "model://?harden=1",
             "seconds": seconds,
-        },  # fmt: skip
+        },
     )
