@@ -109,7 +109,7 @@ class State:
         for m, (handles, values) in enumerate(zip(self.memories, memories, strict=True)):
             if m == self.sram and known is not None:
                 # the SRAM as end_state() just read it: write back only the words that differ
-                for i in [i for i, (a, b) in enumerate(zip(known, values)) if a != b]:
+                for i in [i for i, (a, b) in enumerate(zip(known, values, strict=True)) if a != b]:
                     handles[i]._handle.set_signal_val_binstr(_IMMEDIATE, values[i])
                 continue
             for handle, value in zip(handles, values, strict=True):
