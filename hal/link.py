@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import hal.codec
 from hal.codec import Frame
 from hal.errors import LinkTimeout
-from hal.icd import ACK_FLAG, NAK, NakReason
+from hal.icd import ACK_FLAG, NAK, Cmd, NakReason
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,44 @@ class LinkStats:
     discards: dict = field(default_factory=dict)
 
 
+# Early retries only on a line that has needed a resend within this many requests: on a
+# clean line a slow answer (a busy host, a long job) must not be resent, which the chip
+# would count as a bad frame.
+NOISY_FOR_REQUESTS = 100
+
+
+@dataclass
+class RttEstimator:
+    """Smoothed round-trip time and its variation (RFC 6298), for one class of request."""
+
+    srtt: float = 0.0
+    rttvar: float = 0.0
+    samples: int = 0
+
+    def update(self, rtt: float) -> None:
+        if self.samples == 0:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.samples += 1
+
+    def rto(self, floor: float) -> float:
+        return max(floor, self.srtt + 4 * self.rttvar)
+
+
 class FrameLink:
-    """One outstanding request at a time over ``port`` (a pyserial-like object)."""
+    """One outstanding request at a time over ``port`` (a pyserial-like object).
+
+    Each attempt waits ``timeout_s`` at most. With ``adaptive`` (the default) an attempt
+    gives up earlier, after the retransmission timeout learned from answered first
+    attempts of the same class of request (command, request size, expected answer size;
+    RFC 6298 smoothing, Karn's rule, doubling after each early give-up), so a frame lost
+    on a noisy line costs a few round trips instead of the whole timeout. It does so only
+    while the line is noisy (a resend within the last ``NOISY_FOR_REQUESTS`` requests):
+    a clean line never resends a request that is merely slow. The last attempt always
+    waits the full ``timeout_s``: a LinkTimeout still means the chip was silent that long.
+    """
 
     def __init__(
         self,
@@ -63,6 +99,8 @@ class FrameLink:
         read_chunk: int = 4096,
         gap_s: float = 0.05,  # silence after half a frame that means "lost delimiter"; long
         # enough for a slow simulator, which delivers a long answer in pieces
+        adaptive: bool = True,
+        min_rto_s: float = 0.005,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -79,6 +117,17 @@ class FrameLink:
         self._damaged = False
         self._last_byte = 0.0
         self.gap_s = gap_s
+        self.adaptive = adaptive
+        self.min_rto_s = min_rto_s
+        self.rtt: dict[tuple, RttEstimator] = {}
+        self._since_damage = NOISY_FOR_REQUESTS  # requests since the last resend
+
+    @staticmethod
+    def _rtt_class(cmd: int, payload: bytes) -> tuple:
+        """Requests whose round trips are alike: same command, request size in 16-byte
+        steps, and for READ_MEM the answer's size (its word count) in 8-word steps."""
+        answer = payload[2] // 8 if cmd == Cmd.READ_MEM and len(payload) >= 3 else 0
+        return cmd, len(payload) // 16, answer
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -120,14 +169,22 @@ class FrameLink:
         wire = hal.codec.frame_encode(seq, cmd, payload)
         started = time.monotonic()
         self.stats.requests += 1
+        full = timeout_s or self.timeout_s
+        self._since_damage += 1
+        estimate = self.rtt.setdefault(self._rtt_class(cmd, payload), RttEstimator())
+        backoff = 1.0
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
                 log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
+            wait = full
+            noisy = self._since_damage < NOISY_FOR_REQUESTS
+            if self.adaptive and noisy and estimate.samples >= 3 and attempt < self.retries:
+                wait = min(full, estimate.rto(self.min_rto_s) * backoff)
             self.port.write(wire)
             self.stats.bytes_out += len(wire)
             sent_at = time.monotonic()
-            deadline = sent_at + (timeout_s or self.timeout_s)
+            deadline = sent_at + wait
             resend = False
             while not resend and time.monotonic() < deadline:
                 frames = self._read_frames(deadline)
@@ -153,6 +210,8 @@ class FrameLink:
                         self.stats.frame_naks += 1  # our frame arrived damaged: resend now
                         resend = True
                         break
+                    if attempt == 0:  # Karn: only an unambiguous round trip is a sample
+                        estimate.update(time.monotonic() - sent_at)
                     return frame
                 if resend:
                     break
@@ -166,8 +225,10 @@ class FrameLink:
                     self.stats.stalled_answers += 1
                     self.deframer.reset()
                     resend = True
+            self._since_damage = 0  # a resend: this line damages or loses frames
             if not resend:
                 self.stats.timeouts += 1
+                backoff *= 2  # RFC 6298: the estimate was too short, or the line is bad
         waited = time.monotonic() - started
         raise LinkTimeout(
             f"no answer to command 0x{cmd:02X} (seq {seq}) after {self.retries + 1} attempts "

@@ -136,3 +136,19 @@ def test_store_refuses_a_different_spec_and_a_missing_file(tmp_path):
         create(tmp_path / "c.sqlite", other)
     with pytest.raises(StoreError, match="no campaign store"):
         Store(tmp_path / "missing.sqlite")
+
+
+def test_the_demo_runs_and_ends_with_the_table_and_report():
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "demo", "--injections", "12"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "outcome shares with 95% Wilson intervals" in out
+    assert "HARDEN=0" in out and "HARDEN=1" in out
+    report_line = [line for line in out.splitlines() if line.startswith("report:")]
+    assert report_line, out[-2000:]
+    path = Path(report_line[0].split(":", 1)[1].strip())
+    assert path.exists() and path.read_text().count("data:image/png;base64,") == 5
