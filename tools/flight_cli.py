@@ -9,7 +9,7 @@ import time
 
 def ground_main(args) -> int:
     from flight import ccsds
-    from flight.dictionary import COMMANDS
+    from flight.dictionary import CHANNEL_BY_NAME, COMMANDS
     from flight.ground import CommandRejected, Ground
 
     keys = ccsds.load_keys(args.keys)
@@ -24,7 +24,16 @@ def ground_main(args) -> int:
             name, pairs = words[0].upper(), words[1:]
             if name in ("TM", "TELEMETRY"):
                 for k, v in sorted(g.telemetry.items()):
-                    print(f"  {k:24} {v:g}")
+                    channel = CHANNEL_BY_NAME.get(k)
+                    shown = f"{int(v)}" if float(v).is_integer() else f"{v:.6g}"
+                    if k == "DICT_HASH":
+                        shown = f"{int(v):08x}"
+                    out = channel is not None and (
+                        (channel.high is not None and v > channel.high)
+                        or (channel.low is not None and v < channel.low)
+                    )
+                    units = channel.units if channel else ""
+                    print(f"  {k:24} {shown:>14} {units:8}" + ("  OUT OF LIMITS" if out else ""))
                 return
             if name == "HELP":
                 for c in COMMANDS:
