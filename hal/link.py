@@ -100,7 +100,7 @@ class FrameLink:
         gap_s: float = 0.05,  # silence after half a frame that means "lost delimiter"; long
         # enough for a slow simulator, which delivers a long answer in pieces
         adaptive: bool = True,
-        min_rto_s: float = 0.005,
+        min_rto_s: float = 0.001,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
