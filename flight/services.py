@@ -131,6 +131,7 @@ class Dispatcher:
         self.events = events
         self.modes = modes
         self.handlers: dict[str, Callable[[dict], None]] = {}
+        self.downlink: Callable[[tuple], None] | None = None
         self.deferred: dict[str, Callable[[Callable[[], None]], None]] = {}
 
     def register(self, name: str, handler: Callable[[dict], None], *, runner=None) -> None:
@@ -139,7 +140,10 @@ class Dispatcher:
             self.deferred[name] = runner
 
     def _verify(self, tc: Telecommand, stage: Stage, reason: str = "") -> None:
-        self.bus.publish("tm/verify", (self.clock.now(), tc.auth_seq, tc.opcode, stage, reason))
+        message = (self.clock.now(), tc.auth_seq, tc.opcode, stage, reason)
+        self.bus.publish("tm/verify", message)
+        if self.downlink is not None:  # verification goes down at once, not at the next tick
+            self.downlink(message)
 
     def dispatch(self, tc: Telecommand) -> None:
         command: Command | None = COMMAND_BY_OPCODE.get(tc.opcode)

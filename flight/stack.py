@@ -92,7 +92,7 @@ class FlightStack:
             store_depth=config.store_depth,
         )  # fmt: skip
         self._events = self.bus.subscribe("tm/event", depth=256)
-        self._verify = self.bus.subscribe("tm/verify", depth=256)
+        self.dispatcher.downlink = self._send_verification
         self.hk_period = config.hk_period_ms / 1e3
         self._last_hk = -1e9
         self.scheduler = Scheduler([
@@ -138,12 +138,14 @@ class FlightStack:
     def _downlink(self) -> None:
         for t, event_id, severity, text in self._events.drain():
             self.link.send(APID_EVENT, ccsds.event_data(int(t * 1e6), event_id, severity, text))
-        for t, seq, opcode, stage, reason in self._verify.drain():
-            self.link.send(APID_VERIFY, ccsds.verify_data(int(t * 1e6), seq, opcode, stage, reason))
         now = self.clock.now()
         if now - self._last_hk >= self.hk_period:
             self._last_hk = now
             self.send_housekeeping()
+
+    def _send_verification(self, message: tuple) -> None:
+        t, seq, opcode, stage, reason = message
+        self.link.send(APID_VERIFY, ccsds.verify_data(int(t * 1e6), seq, opcode, stage, reason))
 
     def send_housekeeping(self) -> None:
         values = self.tm.snapshot()
