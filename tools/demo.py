@@ -79,7 +79,7 @@ def main(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the built-in demo (README's first command)")
-    p.add_argument("--injections", type=int, default=2000, help="per build")
+    p.add_argument("--injections", type=int, default=4000, help="per build")
     p.add_argument("--seed", type=int, default=1, help="seed of the plan")
     p.add_argument("--resume", action="store_true", help="continue the last demo's store")
     p.set_defaults(func=main)
