@@ -155,21 +155,22 @@ def run_plan(
         if on_result is not None:
             on_result(result)
 
+    barren = 0  # launches in a row that failed before producing anything
     while pending:
         batches = [[i] for i in pending] if mode == "naive" else [pending]
         for batch in batches:
-            for index in batch:
-                tries[index] += 1
             done: set[int] = set()
 
             def on_line(line: dict, done=done) -> None:
                 if line["kind"] != "result":
                     return
+                index = line["index"]
                 observation = observation_from_dict(line["observation"])
-                done.add(line["index"])
-                if observation.tool_error is not None and tries[line["index"]] < 2:
-                    return  # retried once, below
-                accept(line["index"], observation, line["info"])
+                done.add(index)
+                if observation.tool_error is not None and tries[index] == 0:
+                    tries[index] = 1  # the tool failed on it: retried once, in a new process
+                    return
+                accept(index, observation, line["info"])
 
             try:
                 _launch(
@@ -179,18 +180,22 @@ def run_plan(
                     timeout_s=SETUP_TIMEOUT_S + PER_INJECTION_TIMEOUT_S * len(batch),
                     on_line=on_line,
                 )
+                barren = 0
             except EngineError as exc:
                 # the process died or stuck: the injection in flight failed in the tool
+                barren = barren + 1 if not done else 0
+                if barren >= 2:  # it fails before the first injection: not one injection's fault
+                    for index in pending:
+                        if index not in results:
+                            accept(index, Observation(tool_error=str(exc)[-2000:]), {})
+                    break
                 in_flight = [i for i in batch if i not in done]
-                if not done and not in_flight:
-                    raise
-                if in_flight and tries[in_flight[0]] >= 2:
-                    accept(in_flight[0], Observation(tool_error=str(exc)[-2000:]), {})
+                if in_flight:
+                    first = in_flight[0]
+                    tries[first] += 1
+                    if tries[first] >= 2:
+                        accept(first, Observation(tool_error=str(exc)[-2000:]), {})
         pending = [i for i, _ in items if i not in results]
-        if pending and all(tries[i] >= 2 for i in pending):
-            for index in pending:
-                accept(index, Observation(tool_error="no result after a retry"), {})
-            pending = []
     return [results[i] for i, _ in items]
 
 

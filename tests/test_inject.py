@@ -127,3 +127,15 @@ def test_board_path_runs_the_same_plan_through_inject_on_the_model():
         [unhardened] = run_plan_on_chip(chip, Setup("verilator", 0, "inference"),
                                         [injections[-1]])  # fmt: skip
     assert unhardened.outcome is Outcome.SDC
+
+
+def test_a_tool_failure_is_retried_once_reported_and_the_rest_goes_on():
+    setup = Setup("verilator", 0, "control")
+    bogus = _flip("u_exec.no_such_register", None, (0,), 100, "u_exec")
+    good = plan(setup, 2, seed=1)
+    results = run_plan(setup, [good[0], bogus, good[1]])
+    assert [r.index for r in results] == [0, 1, 2]
+    assert results[1].outcome is Outcome.TOOL_ERROR
+    assert "no_such_register" in results[1].observation.tool_error
+    assert results[0].outcome is not Outcome.TOOL_ERROR
+    assert results[2].outcome is not Outcome.TOOL_ERROR
