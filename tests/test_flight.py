@@ -81,8 +81,11 @@ def test_scheduler_runs_groups_at_their_rates_and_counts_slips():
     sched.start()
     time.sleep(0.6)
     sched.stop()
-    assert 45 <= ticks[100] <= 62 and 4 <= ticks[10] <= 7, ticks
-    assert sched.slips >= 3
+    # relations, not wall-clock counts (a loaded CI machine may run fewer ticks): the 10 Hz
+    # group runs on every tenth tick, the overrun is counted as the 3-4 ticks it cost, and
+    # ticks run plus ticks slipped never exceed the time that passed
+    assert ticks[100] >= 21 and ticks[10] == (ticks[100] + 9) // 10, ticks
+    assert sched.slips >= 3 and ticks[100] + sched.slips <= 62
     p50, p99 = sched.jitter()
     assert 0 <= p50 <= p99
 
@@ -194,11 +197,12 @@ def test_contact_windows_store_telemetry_and_count_losses(flight_stack):
     start = fs.stack.clock.now()
     g.wait_telemetry("MODE", timeout=3)
     # wait for the gap (0.4..1.2 s of each period): nothing reaches the ground
-    while not 0.5 < fs.stack.clock.now() % 1.2 < 1.0:
+    while not 0.45 < fs.stack.clock.now() % 1.2 < 0.75:
         time.sleep(0.01)
     assert not link.contacts.up(fs.stack.clock.now())
+    time.sleep(0.05)  # packets sent just before the gap have been taken in by the ground
     received = g.packets["hk"]
-    time.sleep(0.3)
+    time.sleep(0.2)  # still inside the gap (ends at 1.2)
     assert g.packets["hk"] == received  # down: stored on board, not sent
     assert 0 < len(link.store) <= 5 and link.lost > 0
     # the next pass: the store is sent first, and the loss is reported
