@@ -131,6 +131,8 @@ def test_store_refuses_a_different_spec_and_a_missing_file(tmp_path):
     spec = spec_mod.parse({"size": {"injections": 3}, "chip": {"harden": [0]}})
     with create(tmp_path / "c.sqlite", spec):
         pass
+    with create(tmp_path / "c.sqlite", spec) as again:  # the same spec: resumes, no new plan
+        assert again.counts()["planned"] == 3
     other = spec_mod.parse({"size": {"injections": 4}, "chip": {"harden": [0]}})
     with pytest.raises(StoreError, match="another spec"):
         create(tmp_path / "c.sqlite", other)

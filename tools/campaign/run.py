@@ -13,6 +13,7 @@ The engine is deterministic, so the same spec and seed give the same results on 
 
 from __future__ import annotations
 
+import json
 import queue
 import time
 from collections import Counter
@@ -74,7 +75,8 @@ def create(store_path, spec: Spec) -> Store:
     store = Store(store_path, create=True)
     if store.planned:
         existing = store.meta("spec")
-        if existing != spec.to_dict() | {"source": existing.get("source", "")}:
+        wanted = json.loads(json.dumps(spec.to_dict()))  # as stored: tuples become lists
+        if existing != wanted | {"source": existing.get("source", "")}:
             store.close()
             raise StoreError(
                 f"{store_path} already holds a campaign with another spec; resume it with "
