@@ -210,11 +210,11 @@ def _launch(
     """Run one engine process on ``injections``; its JSON lines, each also passed to
     ``on_line`` as soon as it is written (EngineError if the process failed, with the
     lines it wrote in ``.lines``)."""
-    setup.build()  # build here (cached), so the child's deadline covers running only
+    spec = setup.build()  # the child builds it (cached by the harness) and runs it
+    setup.targets()  # the child reads the target list from disk: make sure it is current
     targets = netlist.targets_path(
         setup.harden, clks_per_bit=setup.clks_per_bit, mem_words=setup.mem_words
     )
-    setup.targets()
     with tempfile.TemporaryDirectory(prefix="orbithil-inject-") as tmp:
         job = Path(tmp) / "job.json"
         out = Path(tmp) / "out.jsonl"
@@ -230,7 +230,7 @@ def _launch(
             })
         )  # fmt: skip
         log = Path(tmp) / "engine.log"
-        config = {"sim": setup.sim, "params": dict(setup.build().parameters)}
+        config = {"sim": setup.sim, "params": dict(spec.parameters)}
         with open(log, "wb") as sink:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "sim.inject", json.dumps(config), str(job)],
