@@ -72,7 +72,6 @@ class GroundLink:
             self.tcp.listen(1)
             self.tcp.setblocking(False)
         self._thread = threading.Thread(target=self._rx, name="ground-link", daemon=True)
-        self.was_up = self.contacts.up(0.0)
 
     @property
     def udp_address(self) -> tuple[str, int]:
@@ -110,13 +109,12 @@ class GroundLink:
             self._transmit(packet)
 
     def service(self) -> None:
-        """Called by a rate group: notice the link coming up and send the stored packets."""
+        """Called by a rate group: report the link state; once up, send the stored packets."""
         up = self.contacts.up(self.clock.now())
         self.tm.set("LINK_UP", int(up))
         if up and self.store:
             with self._lock:
                 self._flush_locked()
-        self.was_up = up
 
     def _flush_locked(self) -> None:
         while self.store:

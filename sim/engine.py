@@ -149,12 +149,12 @@ class State:
 
 @dataclass
 class Checkpoint:
-    """The instant before golden step ``step`` is sent: its cycle, the state, the number
-    of requests sent so far (the next sequence number) and the link counters."""
+    """The instant before golden step ``step`` is sent: its cycle and the state. (The
+    requests sent so far, hence the next sequence number, follow from replaying the
+    script up to ``step``.)"""
 
     step: int
     cycle: int
-    requests: int
     snapshot: tuple
 
 
@@ -220,7 +220,7 @@ class Engine:
     ) -> tuple[Observation, RunInfo]:
         wall = time.perf_counter()
         golden = self.golden
-        start = Checkpoint(0, 0, 0, self.start)
+        start = Checkpoint(0, 0, self.start)
         if from_checkpoint and golden and injection is not None:
             for cp in golden.checkpoints:
                 if cp.cycle <= injection.cycle:
@@ -261,7 +261,7 @@ class Engine:
         while True:
             if record is not None:
                 record.checkpoints.append(
-                    Checkpoint(step_index, cycle_now(), requests, self.state.snapshot())
+                    Checkpoint(step_index, cycle_now(), self.state.snapshot())
                 )
             elif (
                 early_stop

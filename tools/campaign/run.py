@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sim import inject
-from sim.classify import Outcome, observation_from_dict, observation_to_dict
+from sim.classify import observation_from_dict, observation_to_dict
 from sim.faults import FaultModel, Injection, TargetSpace, injection_from_dict, injection_to_dict
 from tools.campaign.spec import Spec
 from tools.campaign.stats import sample_size
@@ -242,5 +242,3 @@ def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
         if cluster is not None:
             cluster.close()
 
-
-__all__ = ["Outcome", "create", "execute", "plan_builds", "run_chunk"]
