@@ -341,15 +341,12 @@ class ChipManager:
         self.events.emit("SCRUB_SET", period=period, why=why)
 
     def inference(self, seed: int) -> int:
-        from sim.workloads import LAYERS, network, requantise
+        from sim.workloads import forward, network
 
         weights, x = network(np.random.default_rng(seed))
-        act = x
-        base = 1024  # above the region the scrubber tests write
-        for i, w in enumerate(weights):
-            y = self.chip.run_matvec(w, act, base=base)
-            act = requantise(y) if i < len(LAYERS) - 1 else y
-        label = int(np.argmax(act))
+        # operands at word 1024, above the region the scrubber tests write
+        y = forward(weights, x, lambda w, act: self.chip.run_matvec(w, act, base=1024))
+        label = int(np.argmax(y))
         self.tm.set("INFERENCE_CLASS", label)
         self.events.emit("INFERENCE_DONE", seed=seed, label=label)
         return label

@@ -174,14 +174,20 @@ def requantise(y: np.ndarray) -> np.ndarray:
     return np.clip(np.maximum(y, 0) >> REQUANT_SHIFT, 0, 127).astype(np.int8)
 
 
+def forward(weights: list[np.ndarray], x: np.ndarray, matvec) -> np.ndarray:
+    """The network's output, each layer's product from ``matvec(w, act)`` (numpy, or a
+    chip's ``run_matvec``); the host requantises between layers."""
+    act = x
+    for i, w in enumerate(weights):
+        y = matvec(w, act)
+        act = requantise(y) if i < len(weights) - 1 else y
+    return act
+
+
 def reference_inference(rng: np.random.Generator) -> np.ndarray:
     """The network's output computed in numpy: what the chip must produce."""
     weights, x = network(rng)
-    act = x.astype(np.int32)
-    for i, w in enumerate(weights):
-        y = w.astype(np.int32) @ act
-        act = requantise(y).astype(np.int32) if i < len(weights) - 1 else y
-    return act
+    return forward(weights, x, lambda w, act: w.astype(np.int32) @ act.astype(np.int32))
 
 
 def inference(rng: np.random.Generator) -> Script:
