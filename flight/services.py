@@ -328,8 +328,7 @@ class ChipManager:
 
     # --- actions (run on this thread) ---
     def reset_chip(self, why: str) -> None:
-        self.chip.reset()
-        self.chip.write_mem(0, np.zeros(self.chip.identity.mem_words, dtype=np.uint32))
+        self.chip.reset(clear_memory=True)
         self._configure()
         self._last_corrected = None
         self.events.emit("CHIP_RESET", why=why)

@@ -179,10 +179,13 @@ class Chip:
     def telemetry(self) -> Telemetry:
         return Telemetry(p.parse_telemetry(self.call(p.telemetry(), 64)))
 
-    def reset(self) -> None:
-        """Soft reset: engines, counters and registers (the SRAM keeps its contents)."""
+    def reset(self, *, clear_memory: bool = False) -> None:
+        """Soft reset: engines, counters and registers. The SRAM keeps its contents unless
+        ``clear_memory``, which then writes it all to zero (a known start state)."""
         self.call(p.soft_reset(), 0)
         self.link.seq = 0  # the chip forgot the last sequence number; start afresh
+        if clear_memory:
+            self.write_mem(0, np.zeros(self.identity.mem_words, dtype=np.uint32))
 
     def scrub(self, period: int) -> None:
         self.call(p.scrub(period), 4)

@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from sim import harness, netlist
 from sim.backend import kill_group
 from sim.classify import Observation, Outcome, classify, observation_from_dict
@@ -354,13 +352,7 @@ def run_plan_on_chip(
     from sim.workloads import run_on_chip
 
     checkpoints = golden(setup).checkpoints  # the step boundaries' cycles in simulation
-    words = chip.identify().mem_words
-
-    def fresh() -> None:
-        chip.reset()
-        chip.write_mem(0, np.zeros(words, dtype=np.uint32))
-
-    fresh()
+    chip.reset(clear_memory=True)
     reference = run_on_chip(chip, setup.workload, setup.seed)
     results = []
     for index, injection in enumerate(injections):
@@ -375,7 +367,7 @@ def run_plan_on_chip(
                 chip.inject(kind, where, bit, copy)
             chip.write_reg("INJ_ARM", 0)  # disarm: the end state is compared with golden
 
-        fresh()
+        chip.reset(clear_memory=True)
         observation = run_on_chip(chip, setup.workload, setup.seed, before_step={step: flip})
         result = Result(
             index, injection, classify(reference, observation), observation, {"step": step}

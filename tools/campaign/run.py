@@ -241,4 +241,3 @@ def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
-
