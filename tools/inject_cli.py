@@ -17,8 +17,7 @@ from rich.table import Table
 
 from sim.classify import Outcome
 from sim.faults import FaultModel, TargetSpace
-
-OUTCOME_ORDER = [o.value for o in Outcome]
+from tools.campaign.report import BuildSummary, terminal_table
 
 
 def _setup(args):
@@ -58,30 +57,6 @@ def targets_main(args) -> int:
     return 0
 
 
-def outcome_table(title: str, results) -> Table:
-    """Outcome counts and shares, overall and per block."""
-    table = Table(title=title)
-    table.add_column("block")
-    table.add_column("n", justify="right")
-    for name in OUTCOME_ORDER:
-        table.add_column(name, justify="right")
-    per_block: dict[str, Counter] = {}
-    total: Counter = Counter()
-    for r in results:
-        per_block.setdefault(r.injection.block, Counter())[r.outcome.value] += 1
-        total[r.outcome.value] += 1
-    for block, counts in sorted(per_block.items()):
-        n = sum(counts.values())
-        table.add_row(block, str(n), *(str(counts[o] or "") for o in OUTCOME_ORDER))
-    n = sum(total.values())
-    table.add_row(
-        "[b]all[/]",
-        str(n),
-        *(f"{total[o]} ({total[o] / n:.0%})" if total[o] else "" for o in OUTCOME_ORDER),
-    )
-    return table
-
-
 def run_main(args) -> int:
     from sim import inject
 
@@ -112,13 +87,12 @@ def run_main(args) -> int:
             "n": len(results), "outcomes": dict(counts), "seconds": round(elapsed, 2),
         }))  # fmt: skip
     else:
-        Console().print(
-            outcome_table(
-                f"{args.model} on {where}, HARDEN={setup.harden}, workload {setup.workload}, "
-                f"n={len(results)}, seed {args.seed}",
-                results,
-            )
+        summary = BuildSummary.from_results(setup.harden, setup.sim, setup.workload, results)
+        title = (
+            f"{args.model} on {where}, HARDEN={setup.harden}, workload {setup.workload}, "
+            f"n={len(results)}, seed {args.seed}"
         )
+        Console().print(terminal_table([summary], title=title, counts=True))
         print(f"{len(results)} injections in {elapsed:.1f} s")
     tool_errors = counts.get(Outcome.TOOL_ERROR.value, 0)
     if tool_errors:

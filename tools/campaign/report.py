@@ -48,6 +48,19 @@ class BuildSummary:
     bits: dict[str, int]
     planned: int
 
+    @classmethod
+    def from_results(cls, harden: int, sim: str, workload: str, results) -> BuildSummary:
+        """A summary of ``sim.inject.Result``s that never went through a store."""
+        summary = cls(harden, sim, workload, 0, 0, Counter(), {}, {}, len(results))
+        for r in results:
+            if r.outcome == Outcome.TOOL_ERROR:
+                summary.tool_errors += 1
+                continue
+            summary.n += 1
+            summary.outcomes[r.outcome.value] += 1
+            summary.per_block.setdefault(r.injection.block, Counter())[r.outcome.value] += 1
+        return summary
+
     def share(self, names, confidence=0.95) -> stats.Interval:
         k = sum(self.outcomes[name] for name in ([names] if isinstance(names, str) else names))
         return stats.wilson(k, self.n, confidence)
@@ -86,10 +99,26 @@ def summarise(store: Store) -> list[BuildSummary]:
     return [out[sid] for sid in sorted(out)]
 
 
-def terminal_table(summaries: list[BuildSummary]):
+def terminal_table(
+    summaries: list[BuildSummary],
+    *,
+    title: str = "outcome shares with 95% Wilson intervals",
+    counts: bool = False,
+):
+    """Outcomes per build and block: shares with intervals, or with ``counts`` the
+    numbers (and the overall row's shares)."""
     from rich.table import Table
 
-    table = Table(title="outcome shares with 95% Wilson intervals", expand=False)
+    if counts:
+
+        def cell(k: int, n: int) -> str:
+            return str(k or "")
+
+        def total(k: int, n: int) -> str:
+            return f"{k} ({k / n:.0%})" if k else ""
+    else:
+        cell = total = _cell
+    table = Table(title=title, expand=False)
     table.add_column("build")
     table.add_column("block")
     table.add_column("n", justify="right")
@@ -97,15 +126,15 @@ def terminal_table(summaries: list[BuildSummary]):
         table.add_column(name, justify="right")
     for s in summaries:
         label = f"HARDEN={s.harden}"
-        for block, counts in sorted(s.per_block.items()):
-            n = sum(counts.values())
-            table.add_row(label, block, str(n), *(_cell(counts[o], n) for o in COUNTED))
+        for block, found in sorted(s.per_block.items()):
+            n = sum(found.values())
+            table.add_row(label, block, str(n), *(cell(found[o], n) for o in COUNTED))
             label = ""
         table.add_row(
             "",
             "[b]all[/]",
             f"[b]{s.n}[/]",
-            *(f"[b]{_cell(s.outcomes[o], s.n)}[/]" for o in COUNTED),
+            *(f"[b]{total(s.outcomes[o], s.n)}[/]" for o in COUNTED),
             end_section=True,
         )
     return table
