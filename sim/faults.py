@@ -84,13 +84,17 @@ class TargetSpace:
     def total_bits(self) -> int:
         return self.ff_bits + self.memory_bits
 
-    def bits_per_block(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+    def block_bits(self) -> dict[str, tuple[int, int]]:
+        """Per block: (flip-flop bits, memory bits)."""
+        out: dict[str, list[int]] = {}
         for r in self.registers:
-            out[r.block] = out.get(r.block, 0) + len(r.bits)
+            out.setdefault(r.block, [0, 0])[0] += len(r.bits)
         for m in self.memories:
-            out[m["block"]] = out.get(m["block"], 0) + m["words"] * m["width"]
-        return out
+            out.setdefault(m["block"], [0, 0])[1] += m["words"] * m["width"]
+        return {block: (ff, mem) for block, (ff, mem) in out.items()}
+
+    def bits_per_block(self) -> dict[str, int]:
+        return {block: ff + mem for block, (ff, mem) in self.block_bits().items()}
 
     def _locate(self, k: int) -> tuple[str, int | None, int, int, str]:
         """The k-th bit of the chip: (name, word or None, bit, width, block)."""

@@ -26,34 +26,33 @@ def _setup(args):
     return Setup(args.sim, int(args.harden), args.workload, args.workload_seed)
 
 
+def targets_table(targets: dict, title: str) -> Table:
+    """Injectable bits per block of one build (``sim.netlist`` targets)."""
+    space = TargetSpace(targets)
+    table = Table(title=title)
+    table.add_column("block")
+    table.add_column("flip-flop bits", justify="right")
+    table.add_column("memory bits", justify="right")
+    table.add_column("share", justify="right")
+    for block, (ff, mem) in sorted(space.block_bits().items()):
+        share = (ff + mem) / space.total_bits
+        table.add_row(block, str(ff or ""), str(mem or ""), f"{share:.1%}")
+    table.add_row("[b]total[/]", str(space.ff_bits), str(space.memory_bits), "100%")
+    return table
+
+
 def targets_main(args) -> int:
     from sim import netlist
 
     console = Console()
     for harden in (0, 1) if args.harden == "both" else (int(args.harden),):
         targets = netlist.load_targets(harden, clks_per_bit=args.clks_per_bit)
-        space = TargetSpace(targets)
         if args.json:
-            print(json.dumps({"harden": harden, "bits_per_block": space.bits_per_block()}))
+            blocks = TargetSpace(targets).bits_per_block()
+            print(json.dumps({"harden": harden, "bits_per_block": blocks}))
             continue
-        table = Table(
-            title=f"injection targets, HARDEN={harden} (CLKS_PER_BIT={args.clks_per_bit})"
-        )
-        table.add_column("block")
-        table.add_column("flip-flop bits", justify="right")
-        table.add_column("memory bits", justify="right")
-        table.add_column("share", justify="right")
-        ff: Counter[str] = Counter()
-        for r in space.registers:
-            ff[r.block] += len(r.bits)
-        mem: Counter[str] = Counter()
-        for m in space.memories:
-            mem[m["block"]] += m["words"] * m["width"]
-        for block in sorted(set(ff) | set(mem)):
-            share = (ff[block] + mem[block]) / space.total_bits
-            table.add_row(block, str(ff[block] or ""), str(mem[block] or ""), f"{share:.1%}")
-        table.add_row("[b]total[/]", str(space.ff_bits), str(space.memory_bits), "100%")
-        console.print(table)
+        title = f"injection targets, HARDEN={harden} (CLKS_PER_BIT={args.clks_per_bit})"
+        console.print(targets_table(targets, title))
     return 0
 
 

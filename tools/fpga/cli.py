@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict
 
 from rich.console import Console
@@ -75,19 +74,9 @@ def targets_main(args) -> int:
         if args.json:
             print(json.dumps(result))
             continue
-        per_block: Counter[str] = Counter()
-        for ff in result["flip_flops"]:
-            per_block[ff["block"]] += 1
-        for mem in result["memories"]:
-            per_block[f"{mem['block']} (memory)"] += mem["words"] * mem["width"]
-        table = Table(title=f"fault-injection targets, HARDEN={harden}")
-        table.add_column("block")
-        table.add_column("bits", justify="right")
-        for block, bits in sorted(per_block.items()):
-            table.add_row(block, str(bits))
-        table.add_row("[b]flip-flop bits[/]", str(result["flip_flop_bits"]))
-        table.add_row("[b]memory bits[/]", str(result["memory_bits"]))
-        Console().print(table)
+        from tools.inject_cli import targets_table
+
+        Console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
     return 0
 
 
