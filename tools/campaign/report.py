@@ -228,13 +228,9 @@ def _figures(store: Store, summaries: list[BuildSummary], rate) -> dict[str, str
         hits = np.array(hits, dtype=float)
         n = np.arange(1, len(hits) + 1)
         k = np.cumsum(hits)
-        p = k / n
-        t = stats.z_value(0.95)
-        denom = 1 + t * t / n
-        centre = (p + t * t / (2 * n)) / denom
-        half = t * np.sqrt(p * (1 - p) / n + t * t / (4 * n * n)) / denom
-        ax.plot(n, p, label=f"HARDEN={harden}")
-        ax.fill_between(n, np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1), alpha=0.2)
+        low, high = stats.wilson_bounds(k, n)
+        ax.plot(n, k / n, label=f"HARDEN={harden}")
+        ax.fill_between(n, low, high, alpha=0.2)
     ax.set_xscale("log")
     ax.set_xlabel("injections")
     ax.set_ylabel("SDC share")

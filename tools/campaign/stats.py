@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.stats import beta, norm
 
 # Upset rates per bit per day. LEO: the order of magnitude of SRAM upset rates measured
@@ -61,18 +62,29 @@ class Interval:
         return f"{self.estimate:.2%} [{self.low:.2%}, {self.high:.2%}]"
 
 
+def wilson_bounds(k, n, confidence: float = 0.95) -> tuple:
+    """Wilson score bounds (low, high) for k successes in n > 0 trials; k and n may be
+    numpy arrays (a whole series at once, as the report's convergence plot needs)."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    t = z_value(confidence)
+    phat = k / n
+    denom = 1 + t * t / n
+    centre = (phat + t * t / (2 * n)) / denom
+    half = t * np.sqrt(phat * (1 - phat) / n + t * t / (4 * n * n)) / denom
+    # clamp: at k = 0 or k = n rounding can put a bound a hair past the estimate
+    low = np.minimum(np.maximum(0.0, centre - half), phat)
+    high = np.maximum(np.minimum(1.0, centre + half), phat)
+    return low, high
+
+
 def wilson(k: int, n: int, confidence: float = 0.95) -> Interval:
     """Wilson score interval for k successes in n trials."""
     _check_counts(k, n)
     if n == 0:
         return Interval(0.0, 0.0, 1.0)
-    t = z_value(confidence)
-    phat = k / n
-    denom = 1 + t * t / n
-    centre = (phat + t * t / (2 * n)) / denom
-    half = t * math.sqrt(phat * (1 - phat) / n + t * t / (4 * n * n)) / denom
-    # clamp: at k = 0 or k = n rounding can put a bound a hair past the estimate
-    return Interval(phat, min(max(0.0, centre - half), phat), max(min(1.0, centre + half), phat))
+    low, high = wilson_bounds(k, n, confidence)
+    return Interval(k / n, float(low), float(high))
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> Interval:
