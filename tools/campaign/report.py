@@ -75,6 +75,11 @@ class BuildSummary:
             strata.setdefault(block, (0, 0, bits))
         return stats.stratified(strata)
 
+    def orbit(self, rate) -> stats.OrbitRates:
+        """Expected SDC and DUE events per day for the whole chip at ``rate``."""
+        return stats.in_orbit(sum(self.bits.values()), rate, self.stratified("sdc"),
+                              self.stratified(DUE))  # fmt: skip
+
 
 def summarise(store: Store) -> list[BuildSummary]:
     setups = {s["id"]: s for s in store.setups()}
@@ -272,7 +277,7 @@ def _figures(store: Store, summaries: list[BuildSummary], rate) -> dict[str, str
     # 5. expected events per day in orbit
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for i, s in enumerate(summaries):
-        orbit = stats.in_orbit(sum(s.bits.values()), rate, s.stratified("sdc"), s.stratified(DUE))
+        orbit = s.orbit(rate)
         for j, iv in enumerate((orbit.sdc_per_day, orbit.due_per_day)):
             ax.bar(
                 i * 3 + j,
@@ -315,7 +320,7 @@ def write_html(store: Store, path: Path) -> Path:
     )
     orbit_rows = ""
     for s in summaries:
-        o = stats.in_orbit(sum(s.bits.values()), rate, s.stratified("sdc"), s.stratified(DUE))
+        o = s.orbit(rate)
         orbit_rows += (
             f"<tr><td>HARDEN={s.harden}</td><td>{sum(s.bits.values()):,}</td>"
             f"<td>{o.upsets_per_day:.3g}</td><td>{s.stratified('sdc')}</td>"
