@@ -9,6 +9,7 @@ read status while a campaign writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -194,14 +195,12 @@ class Store:
             "JOIN setup s ON s.id = p.setup_id ORDER BY r.finished, r.plan_id"
         )
 
+    @contextlib.contextmanager
     def _transaction(self):
-        db = self.db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, kind, value, tb):
-                db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-        return _Tx()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
