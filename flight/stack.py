@@ -3,7 +3,8 @@
     stack = FlightStack(chip, Config(udp_port=0), keys)
     stack.start(); ...; stack.stop()
 
-``orbithil fly --chip URL [--config F]`` runs one; the pytest plug-in starts one per test.
+``orbithil fly --chip URL [--config F]`` (tools/flight_cli.py) runs one; the pytest plug-in
+starts one per test.
 """
 
 from __future__ import annotations
@@ -197,31 +198,3 @@ class FlightStack:
         d.register("SET_SCRUB", lambda a: m.set_scrub(a["period"], "commanded"), runner=m.submit)
         d.register("CHIP_RESET", lambda a: m.reset_chip("commanded"), runner=m.submit)
         d.register("CHIP_INJECT", chip_inject, runner=m.submit)
-
-
-def fly_main(args) -> int:
-    import signal
-    import threading
-
-    import hal
-
-    config = Config.load(args.config) if args.config else Config()
-    if args.port is not None:
-        config.udp_port = args.port
-    keys = ccsds.load_keys(args.keys or config.keys_file or None)
-    with hal.open(args.chip) as chip:
-        stack = FlightStack(chip, config, keys)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *a: stop.set())
-        with stack:
-            host, port = stack.link.udp_address
-            print(f"flight stack up: chip {args.chip}, telecommands on udp://{host}:{port}"
-                  + (f" and tcp://{host}:{stack.link.tcp_address[1]}" if config.tcp_port
-                     is not None else "") + "; Ctrl-C stops", flush=True)  # fmt: skip
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-    print("flight stack stopped", file=sys.stderr)
-    return 0

@@ -40,7 +40,7 @@ def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
 
 
 def main(args) -> int:
-    from tools.campaign.cli import _wide_console, run_with_progress
+    from tools.campaign.cli import wide_console, run_with_progress
     from tools.campaign.run import create
 
     console = Console()
@@ -66,7 +66,7 @@ def main(args) -> int:
     store = create(store_path, spec)
     with store:
         summary = run_with_progress(store, spec)
-        _wide_console().print(report.terminal_table(report.summarise(store)))
+        wide_console().print(report.terminal_table(report.summarise(store)))
         html = report.write_html(store, DEMO_DIR / "report.html")
     console.print(
         f"{summary.done} injections in {summary.seconds:.0f} s "

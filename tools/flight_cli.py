@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 import threading
 import time
 
@@ -101,9 +102,36 @@ def dict_main(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    from flight.stack import fly_main
+def fly_main(args) -> int:
+    import signal
 
+    import hal
+    from flight import ccsds
+    from flight.stack import Config, FlightStack
+
+    config = Config.load(args.config) if args.config else Config()
+    if args.port is not None:
+        config.udp_port = args.port
+    keys = ccsds.load_keys(args.keys or config.keys_file or None)
+    with hal.open(args.chip) as chip:
+        stack = FlightStack(chip, config, keys)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *a: stop.set())
+        with stack:
+            host, port = stack.link.udp_address
+            print(f"flight stack up: chip {args.chip}, telecommands on udp://{host}:{port}"
+                  + (f" and tcp://{host}:{stack.link.tcp_address[1]}" if config.tcp_port
+                     is not None else "") + "; Ctrl-C stops", flush=True)  # fmt: skip
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    print("flight stack stopped", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
     f = subparsers.add_parser("fly", help="run the flight stack against a chip (any HAL URL)")
     f.add_argument("--chip", required=True, help="HAL URL: model://, sim://verilator, /dev/tty...")
     f.add_argument("--config", help="TOML file of flight.stack.Config fields")

@@ -90,7 +90,7 @@ def run_main(args) -> int:
         if counts["done"] < counts["planned"]:
             print(f"{counts['planned'] - counts['done']} injections still pending", file=sys.stderr)
             return 1
-        _wide_console().print(report.terminal_table(report.summarise(store)))
+        wide_console().print(report.terminal_table(report.summarise(store)))
     return 0
 
 
@@ -140,7 +140,7 @@ def status_main(args) -> int:
 
 def report_main(args) -> int:
     with Store(args.store) as store:
-        _wide_console().print(report.terminal_table(report.summarise(store)))
+        wide_console().print(report.terminal_table(report.summarise(store)))
         out = Path(args.html or Path(args.store).with_suffix(".html"))
         report.write_html(store, out)
         print(f"report: {out.resolve()}")
@@ -191,7 +191,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
-def _wide_console() -> Console:
+def wide_console() -> Console:
     """Tables of shares with intervals need width; a pipe or log gets 160 columns."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
