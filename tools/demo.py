@@ -40,7 +40,7 @@ def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
 
 
 def main(args) -> int:
-    from tools.campaign.cli import wide_console, run_with_progress
+    from tools.campaign.cli import run_with_progress, wide_console
     from tools.campaign.run import create
 
     console = Console()
