@@ -24,6 +24,7 @@ import subprocess
 import time
 
 import hal
+from hal.portwrap import PortWrapper
 from sim import harness
 from sim.inject import Setup, golden, plan, run_plan
 from sim.toolchain import VENV_BIN
@@ -33,22 +34,26 @@ from . import BenchResult
 PLAIN_DIR = harness.ROOT / "build" / "bench" / "plain"
 
 
+class _Recorder(PortWrapper):
+    """Keeps a copy of every byte written through it."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.sent = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.sent.extend(data)
+        return self.inner.write(data)
+
+
 def _request_bytes(setup: Setup) -> bytes:
     """The workload's request frames, as the host sends them (recorded on the model)."""
     from sim.workloads import run_on_chip
 
-    sent = bytearray()
     with hal.open(f"model://?harden={setup.harden}&clks_per_bit={setup.clks_per_bit}") as chip:
-        port = chip.link.port
-        write = port.write
-
-        def record(data: bytes) -> int:
-            sent.extend(data)
-            return write(data)
-
-        port.write = record
+        recorder = chip.link.port = _Recorder(chip.link.port)
         run_on_chip(chip, setup.workload, setup.seed, end_state=False)
-    return bytes(sent)
+    return bytes(recorder.sent)
 
 
 def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
