@@ -61,11 +61,8 @@ async def bridge(dut):
         if backlog and room > 0:
             link.send_bytes(backlog[:room])
             backlog = backlog[room:]
-        end = int(dut.rxq_len.value)
-        out = b""
-        if end != link.received:
-            out = bytes(int(dut.rxq[i % RING].value) for i in range(link.received, end))
-            link.received = end
+        out = link.take_received()
+        if out:
             try:
                 conn.sendall(out)
             except OSError:

@@ -76,16 +76,23 @@ class TbLink:
             await Timer(8 * self.byte_ns, "ns")
             waited += 8 * self.byte_ns
 
-    def _collect(self) -> None:
+    def take_received(self) -> bytes:
+        """The bytes the chip sent since the last call (read from the testbench's ring)."""
         end = int(self._rxq_len.get_signal_val_binstr(), 2)
         if end == self.received:
-            return
+            return b""
         # raw reads: cocotb's .value builds a LogicArray per byte, and answers are long
         rxq = self._rxq
         data = bytes(
             int(rxq[i % RING].get_signal_val_binstr(), 2) for i in range(self.received, end)
         )
         self.received = end
+        return data
+
+    def _collect(self) -> None:
+        data = self.take_received()
+        if not data:
+            return
         result = self.deframer.feed(data)
         self.frames += result.frames
         self.damaged += len(result.discarded)
