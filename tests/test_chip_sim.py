@@ -38,7 +38,7 @@ def test_generated_secded_verilog_equals_the_codec(sim):
 BLOCK_BENCHES = {
     # bench: (testbench top, cocotb module, number of tests in it, parameters)
     "uart": ("uart_tb", "sim.cocotb_tests.tb_uart", 3, {}),
-    "frames": ("frames_tb", "sim.cocotb_tests.tb_frames", 3, {}),
+    "frames": ("frames_tb", "sim.cocotb_tests.tb_frames", 6, {}),
     "regfile-h1": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 1}),
     "regfile-h0": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 0}),
     "watchdog": ("watchdog_tb", "sim.cocotb_tests.tb_watchdog", 1, {}),

@@ -5,6 +5,8 @@
 //   response is sent again and nothing is executed twice;
 // - otherwise the command runs and its response (ACK = cmd | 0x80, or a NAK with a reason)
 //   is written at 0 and sent, and remembered for retries.
+// Every answer to a good frame goes out in that frame's version (1, or 2 with FEC: frame_tx
+// sets the version byte), a retry's too; a NAK for a bad frame goes out as version 1.
 // `busy` holds frame_rx off while a command runs (bytes arriving then are an OVERRUN).
 `default_nettype none
 `include "orbithil_icd.vh"
@@ -21,6 +23,7 @@ module cmd_exec #(
     input  wire [8:0]    fr_len,
     input  wire [7:0]    fr_seq,
     input  wire [7:0]    fr_cmd,
+    input  wire          fr_fec,          // the frame was version 2: answer in version 2
     output reg  [8:0]    rx_raddr,
     input  wire [7:0]    rx_rdata,
     output wire          busy,
@@ -31,6 +34,7 @@ module cmd_exec #(
     output reg           tx_send,
     output reg  [8:0]    tx_base,
     output reg  [8:0]    tx_len,
+    output reg           tx_fec,
     input  wire          tx_busy,
     // register file (the top decodes addresses)
     output reg  [7:0]    reg_addr,
@@ -143,6 +147,7 @@ module cmd_exec #(
             reason <= 0; nak_extra <= 0; nak_has_extra <= 1'b0; count <= 0; rq_count <= 0; rq_addr <= 0;
             maddr <= 0; last_seq <= 0; last_valid <= 1'b0; last_len <= 0; treg <= 0;
             rx_raddr <= 0; tx_waddr <= 0; tx_wdata <= 0; tx_base <= 0; tx_len <= 0;
+            tx_fec <= 1'b0;
             reg_addr <= 0; reg_wdata <= 0; reg_inj_bit <= 0; reg_inj_copy <= 0;
             mem_we <= 1'b0; mem_addr <= 0; mem_wdata <= 0; mem_inj_bit <= 0; job_w <= 0;
             job_x <= 0; job_y <= 0; job_rows <= 0; job_cols <= 0; reset_after <= 1'b0;
@@ -150,6 +155,7 @@ module cmd_exec #(
             IDLE: if (fr_done) begin
                 seq <= fr_seq;
                 cmd <= fr_cmd;
+                tx_fec <= fr_status == 8'h00 && fr_fec;  // a bad frame's NAK: version 1
                 if (fr_status != 8'h00) begin
                     frame_bad <= 1'b1;
                     widx <= NAK_BASE;

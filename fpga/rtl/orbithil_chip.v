@@ -42,20 +42,21 @@ module orbithil_chip #(
         .clk(clk), .rst(rst_engines), .data(tx_byte), .start(tx_start), .tx(uart_tx),
         .busy(tx_line_busy));
 
-    wire       exec_busy, fr_done;
+    wire       exec_busy, fr_done, fr_fec, tx_fec;
     wire [7:0] fr_status, fr_seq, fr_cmd, rx_rdata;
     wire [8:0] fr_len, rx_raddr;
     frame_rx u_frame_rx (
         .clk(clk), .rst(rst_engines), .in_data(rx_byte), .in_valid(rx_valid), .hold(exec_busy),
         .raddr(rx_raddr), .rdata(rx_rdata), .done(fr_done), .status(fr_status),
-        .body_len(fr_len), .seq(fr_seq), .cmd(fr_cmd));
+        .body_len(fr_len), .seq(fr_seq), .cmd(fr_cmd), .fec(fr_fec));
 
     wire [8:0] tx_waddr, tx_base, tx_len;
     wire [7:0] tx_wdata;
     wire       tx_we, tx_send, tx_busy;
     frame_tx u_frame_tx (
         .clk(clk), .rst(rst_engines), .waddr(tx_waddr), .wdata(tx_wdata), .we(tx_we),
-        .send(tx_send), .base(tx_base), .len(tx_len), .busy(tx_busy), .out_data(tx_byte),
+        .send(tx_send), .base(tx_base), .len(tx_len), .fec(tx_fec), .busy(tx_busy),
+        .out_data(tx_byte),
         .out_start(tx_start), .out_busy(tx_line_busy));
 
     // --- register file -------------------------------------------------------------
@@ -196,9 +197,9 @@ module orbithil_chip #(
     cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW)) u_exec (
         .clk(clk), .rst(rst_engines),
         .fr_done(fr_done), .fr_status(fr_status), .fr_len(fr_len), .fr_seq(fr_seq),
-        .fr_cmd(fr_cmd), .rx_raddr(rx_raddr), .rx_rdata(rx_rdata), .busy(exec_busy),
+        .fr_cmd(fr_cmd), .fr_fec(fr_fec), .rx_raddr(rx_raddr), .rx_rdata(rx_rdata), .busy(exec_busy),
         .tx_waddr(tx_waddr), .tx_wdata(tx_wdata), .tx_we(tx_we), .tx_send(tx_send),
-        .tx_base(tx_base), .tx_len(tx_len), .tx_busy(tx_busy),
+        .tx_base(tx_base), .tx_len(tx_len), .tx_fec(tx_fec), .tx_busy(tx_busy),
         .reg_addr(reg_addr), .reg_rdata(reg_rdata), .reg_readable(readable),
         .reg_writable(writable), .reg_is_rw(is_rw), .reg_we(reg_we), .reg_wdata(reg_wdata),
         .reg_inj(reg_inj), .reg_inj_bit(reg_inj_bit), .reg_inj_copy(reg_inj_copy),

@@ -22,16 +22,18 @@ import numpy as np
 from hal.errors import CobsError, FrameError
 from hal.settings import Settings
 
-from . import _reference
+from . import _reference, fec
 from ._args import as_bytes as _as_bytes
 from ._args import as_uint as _as_uint
 from ._args import as_words as _as_words
 from .deframer import Deframer, DeframeResult
 from .frame_format import (
     CRC16_INIT,
+    FEC_VERSION,
     FRAME_VERSION,
     MAX_ENCODED,
     MAX_PAYLOAD,
+    MAX_PAYLOAD_FEC,
     MAX_WIRE,
     Discard,
     Frame,
@@ -40,9 +42,11 @@ from .frame_format import (
 from .hmatrix import SECDED_39_32, SECDED_72_64, SecdedCode, SecdedStatus, code_for
 
 __all__ = [
+    "FEC_VERSION",
     "FRAME_VERSION",
     "MAX_ENCODED",
     "MAX_PAYLOAD",
+    "MAX_PAYLOAD_FEC",
     "MAX_WIRE",
     "SECDED_39_32",
     "SECDED_72_64",
@@ -153,7 +157,15 @@ def cobs_decode(data: bytes) -> bytes:
 def frame_encode(
     seq: int, cmd: int, payload: bytes = b"", *, version: int = FRAME_VERSION
 ) -> bytes:
-    """One frame as sent on the wire: ``00 | COBS(header payload crc) | 00``."""
+    """One frame as sent on the wire: ``00 | COBS(header payload crc) | 00``; with
+    ``version=FEC_VERSION`` (2) Reed-Solomon parity follows the CRC (``hal.codec.fec``)."""
+    if version == FEC_VERSION:
+        payload = fec.check_payload(payload)
+        head = bytes((version, _as_uint(seq, "seq", 8), _as_uint(cmd, "cmd", 8), len(payload)))
+        body = head + payload
+        crc = _impl.crc16(body, CRC16_INIT)
+        body += bytes((crc >> 8, crc & 0xFF))
+        return b"\x00" + _impl.cobs_encode(body + fec.parity(body)) + b"\x00"
     payload = _as_bytes(payload, "payload")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(
@@ -166,7 +178,8 @@ def frame_encode(
 
 
 def frame_decode(data: bytes) -> Frame:
-    """Decode one frame (with or without its delimiters); raises ``FrameError``."""
+    """Decode one frame (with or without its delimiters), version 1 or 2 (repairing up to
+    two damaged bytes of a version-2 frame); raises ``FrameError``."""
     raw = bytes(_as_bytes(data, "data"))
     inner = raw.strip(b"\x00")
     if 0 in inner:
@@ -183,6 +196,9 @@ def frame_decode(data: bytes) -> Frame:
             data=raw,
         )
     status, frame = _impl.frame_decode(inner)
+    if frame is None and status != FrameStatus.COBS:
+        repaired = fec.repair(inner, _impl.cobs_decode, _impl.crc16)
+        frame = repaired[0] if repaired else None
     if frame is None:
         raise FrameError(f"frame rejected: {status.name}", reason=status, data=raw)
     return frame
@@ -190,7 +206,11 @@ def frame_decode(data: bytes) -> Frame:
 
 def new_deframer() -> Deframer:
     """A streaming deframer on the backend in use."""
-    return Deframer(_impl.deframe_segments)
+    return Deframer(_impl.deframe_segments, repair=_repair)
+
+
+def _repair(encoded: bytes) -> tuple[Frame, int] | None:
+    return fec.repair(encoded, _impl.cobs_decode, _impl.crc16)
 
 
 def deframe(data: bytes) -> DeframeResult:

@@ -6,6 +6,11 @@ frames in a buffer (in C, the whole chunk in one call). It never raises on any i
 never loses a good frame after garbage: a delimiter always ends whatever came before it,
 so the next frame starts clean. Memory is bounded: a run with no delimiter longer than
 ``MAX_ENCODED`` is dropped as OVERSIZE while it streams in.
+
+Version-2 frames (forward error correction, ``hal.codec.fec``) fail the backends' version-1
+checks by design; ``repair`` gets each such run and turns it into a frame when it is a
+version-2 frame, correcting up to two damaged bytes. A repaired frame is listed after the
+version-1 frames of the same ``feed`` (the protocol has one frame in flight at a time).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from .frame_format import MAX_ENCODED, Discard, Frame, FrameStatus
 
 # (buffer, max_encoded) -> (frames, [(start, end, reason)], offset past the last delimiter)
 SegmentDecoder = Callable[[bytes, int], tuple[list, list, int]]
+# the bytes between two delimiters -> (frame, bytes corrected), or None
+Repairer = Callable[[bytes], tuple[Frame, int] | None]
+# Reasons a version-2 frame (good or repairable) gets from the version-1 checks.
+REPAIRABLE = frozenset({FrameStatus.BAD_LENGTH, FrameStatus.BAD_CRC, FrameStatus.BAD_VERSION})
 
 
 @dataclass(slots=True)
@@ -32,14 +41,23 @@ class DeframeResult:
 class Deframer:
     """Feed byte chunks; get back complete frames and what was thrown away, and why."""
 
-    def __init__(self, segments: SegmentDecoder, *, max_encoded: int = MAX_ENCODED) -> None:
+    def __init__(
+        self,
+        segments: SegmentDecoder,
+        *,
+        max_encoded: int = MAX_ENCODED,
+        repair: Repairer | None = None,
+    ) -> None:
         self._segments = segments
+        self._repair = repair
         self._max = max_encoded
         self._pending = b""
         self._pending_start = 0  # stream offset of the first pending (or dropped) byte
         self._oversize = False  # dropping an over-long run until the next delimiter
         self._offset = 0  # stream offset of the next byte fed
         self.frames_ok = 0
+        self.frames_fec = 0  # version-2 frames taken (a subset of frames_ok)
+        self.bytes_corrected = 0  # bytes the FEC repaired
         self.discards: dict[FrameStatus, int] = {}
 
     @property
@@ -78,6 +96,14 @@ class Deframer:
         result.frames = frames
         self.frames_ok += len(frames)
         for start, end, reason in discarded:
+            if self._repair is not None and reason in REPAIRABLE:
+                repaired = self._repair(buf[start:end])
+                if repaired is not None:
+                    frames.append(repaired[0])
+                    self.frames_ok += 1
+                    self.frames_fec += 1
+                    self.bytes_corrected += repaired[1]
+                    continue
             self._discard(result, base + start, base + end, reason)
         self._pending = buf[consumed:]
         self._pending_start = base + consumed

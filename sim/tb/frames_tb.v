@@ -14,22 +14,24 @@ module frames_tb ();
     reg  [8:0] raddr = 9'd0;
     wire [7:0] rdata, status, seq, cmd;
     wire [8:0] body_len;
-    wire       done;
+    wire       done, fec;
     reg  [31:0] frames_done = 0;
     reg  [7:0]  last_status = 0;
     reg  [8:0]  last_len = 0;
+    reg         last_fec = 1'b0;
     always @(posedge clk) if (done) begin
         frames_done <= frames_done + 1;
         last_status <= status;
         last_len <= body_len;
+        last_fec <= fec;
     end
     frame_rx u_rx (.clk(clk), .rst(rst), .in_data(in_data), .in_valid(in_valid), .hold(1'b0),
         .raddr(raddr), .rdata(rdata), .done(done), .status(status), .body_len(body_len),
-        .seq(seq), .cmd(cmd));
+        .seq(seq), .cmd(cmd), .fec(fec));
     // frame_tx
     reg  [8:0] waddr = 0;
     reg  [7:0] wdata = 0;
-    reg        we = 1'b0, send = 1'b0;
+    reg        we = 1'b0, send = 1'b0, tx_fec = 1'b0;
     reg  [8:0] base = 0, len = 0;
     wire [7:0] out_data;
     wire       out_start, tx_busy;
@@ -46,6 +48,6 @@ module frames_tb ();
         end
     end
     frame_tx u_tx (.clk(clk), .rst(rst), .waddr(waddr), .wdata(wdata), .we(we), .send(send),
-        .base(base), .len(len), .busy(tx_busy), .out_data(out_data), .out_start(out_start),
+        .base(base), .len(len), .fec(tx_fec), .busy(tx_busy), .out_data(out_data), .out_start(out_start),
         .out_busy(out_busy));
 endmodule

@@ -1,7 +1,8 @@
 """Generate the Verilog that must agree with the Python side, from the Python definitions.
 
 - ``fpga/rtl/orbithil_icd.vh``: commands, NAK reasons, register addresses, constants
-  (from ``hal/icd.py`` and ``hal/codec/frame_format.py``).
+  (from ``hal/icd.py`` and ``hal/codec/frame_format.py``), the Reed-Solomon generator
+  polynomial (from ``hal/codec/fec.py``).
 - ``fpga/rtl/secded39.v``: the Hsiao (39,32) encoder and decoder (from
   ``hal/codec/hmatrix.py``), the code the C codec and the Python reference use.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hal import icd
+from hal.codec import fec
 from hal.codec import frame_format as ff
 from hal.codec.hmatrix import SECDED_39_32, SecdedCode
 
@@ -40,10 +42,19 @@ def icd_header() -> str:
         "MAX_MATRIX_DIM": icd.MAX_MATRIX_DIM,
         "CRC16_POLY": ff.CRC16_POLY,
         "CRC16_INIT": ff.CRC16_INIT,
+        "FEC_VERSION": ff.FEC_VERSION,
+        "FEC_PARITY": ff.FEC_PARITY,
+        "MAX_PAYLOAD_FEC": ff.MAX_PAYLOAD_FEC,
+        "RS_MAX_CODEWORD": ff.RS_MAX_CODEWORD,
+        "RS_PRIMITIVE_LOW": ff.RS_PRIMITIVE & 0xFF,
     }
+    # Reed-Solomon generator polynomial x^4 + G3 x^3 + G2 x^2 + G1 x + G0 (hal/codec/fec.py)
+    for power, coefficient in enumerate(reversed(fec.generator_poly()[1:])):
+        consts[f"RS_G{power}"] = coefficient
     # Byte-wide fields get byte-wide literals: a 32-bit literal inside a concatenation
     # would widen it and push the other bytes out.
     bytes_wide = {"FRAME_VERSION", "ACK_FLAG", "NAK", "MAX_MEM_WORDS_PER_FRAME", "MAX_MATRIX_DIM"}
+    bytes_wide |= {"FEC_VERSION", "RS_PRIMITIVE_LOW"} | {f"RS_G{i}" for i in range(4)}
     for name, value in consts.items():
         if name in bytes_wide:
             lines.append(f"`define OH_{name} 8'h{value:02X}")
