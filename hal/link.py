@@ -6,6 +6,12 @@ sequence number when no answer comes in time or the chip answers with a frame-le
 (its copy was damaged on the way). The chip remembers the last sequence number it
 executed and answers a repeat with its stored response, so a retry never executes a
 command twice. Garbage and answers to earlier requests are dropped and counted.
+
+Forward error correction (``fec``): frames of format version 2 carry Reed-Solomon parity
+that lets the receiver repair up to two damaged bytes (``hal.codec.fec``); the chip answers
+a version-2 request in version 2. ``"auto"`` (the default) sends version 2 while the line
+is noisy (a resend within the last ``NOISY_FOR_REQUESTS`` requests) and version 1 on a
+clean line, where the parity would only cost bytes; ``"on"`` and ``"off"`` fix the choice.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class LinkStats:
     damaged_answers: int = 0
     stalled_answers: int = 0
     overruns: int = 0
+    fec_requests: int = 0  # attempts sent as version 2
     bytes_out: int = 0
     bytes_in: int = 0
     discards: dict = field(default_factory=dict)
@@ -55,6 +62,8 @@ class LinkStats:
 # clean line a slow answer (a busy host, a long job) must not be resent, which the chip
 # would count as a bad frame.
 NOISY_FOR_REQUESTS = 100
+
+FEC_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -101,11 +110,15 @@ class FrameLink:
         # enough for a slow simulator, which delivers a long answer in pieces
         adaptive: bool = True,
         min_rto_s: float = 0.001,
+        fec: str = "auto",
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if fec not in FEC_MODES:
+            raise ValueError(f"fec must be one of {', '.join(FEC_MODES)}, got {fec!r}")
+        self.fec = fec
         self.port = port
         self.timeout_s = timeout_s
         self.retries = retries
@@ -123,11 +136,19 @@ class FrameLink:
         self._since_damage = NOISY_FOR_REQUESTS  # requests since the last resend
 
     @staticmethod
-    def _rtt_class(cmd: int, payload: bytes) -> tuple:
-        """Requests whose round trips are alike: same command, request size in 16-byte
-        steps, and for READ_MEM the answer's size (its word count) in 8-word steps."""
+    def _rtt_class(cmd: int, payload: bytes, version: int) -> tuple:
+        """Requests whose round trips are alike: same command and frame version, request
+        size in 16-byte steps, and for READ_MEM the answer's size in 8-word steps."""
         answer = payload[2] // 8 if cmd == Cmd.READ_MEM and len(payload) >= 3 else 0
-        return cmd, len(payload) // 16, answer
+        return cmd, version, len(payload) // 16, answer
+
+    def _version(self, payload: bytes) -> int:
+        """The frame version of the next attempt: 2 (FEC) when on, or auto on a noisy line."""
+        if len(payload) > hal.codec.MAX_PAYLOAD_FEC or self.fec == "off":
+            return hal.codec.FRAME_VERSION
+        if self.fec == "on" or self._since_damage < NOISY_FOR_REQUESTS:
+            return hal.codec.FEC_VERSION
+        return hal.codec.FRAME_VERSION
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -166,17 +187,23 @@ class FrameLink:
         Raises LinkTimeout when every attempt went unanswered.
         """
         seq = self._next_seq()
-        wire = hal.codec.frame_encode(seq, cmd, payload)
         started = time.monotonic()
         self.stats.requests += 1
         full = timeout_s or self.timeout_s
         self._since_damage += 1
-        estimate = self.rtt.setdefault(self._rtt_class(cmd, payload), RttEstimator())
         backoff = 1.0
+        wire, version = b"", 0
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
                 log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
+            if self._version(payload) != version:  # a resend on a newly noisy line: FEC
+                version = self._version(payload)
+                wire = hal.codec.frame_encode(seq, cmd, payload, version=version)
+                estimate = self.rtt.setdefault(
+                    self._rtt_class(cmd, payload, version), RttEstimator()
+                )
+            self.stats.fec_requests += version == hal.codec.FEC_VERSION
             wait = full
             noisy = self._since_damage < NOISY_FOR_REQUESTS
             if self.adaptive and noisy and estimate.samples >= 3 and attempt < self.retries:

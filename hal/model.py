@@ -65,7 +65,7 @@ class ChipModel:
              "WDT_EXPIRIES"), 0)  # fmt: skip
         self.flags = {"job_done": False, "job_error": False, "wdt": False, "ue": False}
         self.last_seq: int | None = None
-        self.last_response = b""
+        self.last_response: tuple[int, bytes] = (0, b"")  # (code, payload) for retries
         self.wdt_count = 0
         self.scrub_addr = 0
         self.scrub_budget = 0
@@ -324,13 +324,14 @@ class ChipModel:
             out += hal.codec.frame_encode(seq, NAK, bytes([discard.reason, cmd]))
         for frame in result.frames:
             self.c["FRAMES_OK"] = (self.c["FRAMES_OK"] + 1) & 0xFFFF_FFFF
+            # Answers go out in the request's frame version (2: with FEC), a retry's too.
             if self.last_seq is not None and frame.seq == self.last_seq:
-                out += self.last_response  # a retry: answer again, do not execute
+                code, payload = self.last_response  # a retry: answer again, do not execute
+                out += hal.codec.frame_encode(frame.seq, code, payload, version=frame.version)
                 continue
             code, payload = self.execute(frame.cmd, frame.payload)
-            response = hal.codec.frame_encode(frame.seq, code, payload)
-            self.last_seq, self.last_response = frame.seq, response
-            out += response
+            self.last_seq, self.last_response = frame.seq, (code, payload)
+            out += hal.codec.frame_encode(frame.seq, code, payload, version=frame.version)
             if frame.cmd == Cmd.SOFT_RESET and code != NAK:
                 self.reset_state()
         self.advance(len(out) * 10 * self.clks_per_bit)

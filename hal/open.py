@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from hal.chip import Chip
 from hal.errors import HalError
-from hal.link import FrameLink
+from hal.link import FEC_MODES, FrameLink
 
 SCHEMES = ("serial", "socket", "loop", "rfc2217", "model", "sim", "fault")
 LINK_OPTIONS = {"timeout": float, "retries": int}
@@ -89,11 +89,16 @@ def open_port(url: str):
     )
 
 
-def open(url: str, *, timeout: float = 1.0, retries: int = 3) -> Chip:
-    """A Chip on the backend ``url`` names; every call has a ``timeout`` per attempt."""
+def open(url: str, *, timeout: float = 1.0, retries: int = 3, fec: str = "auto") -> Chip:
+    """A Chip on the backend ``url`` names; every call has a ``timeout`` per attempt.
+    ``fec``: forward error correction on the link, ``auto`` (while the line is noisy),
+    ``on`` or ``off`` (``hal.link``)."""
+    if fec not in FEC_MODES:
+        raise HalError(f"fec={fec!r} is not a link FEC mode; valid: {', '.join(FEC_MODES)}")
     port, backend = open_port(url)
     try:
-        return Chip(FrameLink(port, timeout_s=timeout, retries=retries), url=url, backend=backend)
+        link = FrameLink(port, timeout_s=timeout, retries=retries, fec=fec)
+        return Chip(link, url=url, backend=backend)
     except Exception:
         (backend or port).close()
         raise

@@ -6,7 +6,8 @@
 // - otherwise the command runs and its response (ACK = cmd | 0x80, or a NAK with a reason)
 //   is written at 0 and sent, and remembered for retries.
 // Every answer to a good frame goes out in that frame's version (1, or 2 with FEC: frame_tx
-// sets the version byte), a retry's too; a NAK for a bad frame goes out as version 1.
+// adds the parity when the version byte says 2), a retry's too (its stored response gets
+// the retry's version byte); a NAK for a bad frame goes out as version 1.
 // `busy` holds frame_rx off while a command runs (bytes arriving then are an OVERRUN).
 `default_nettype none
 `include "orbithil_icd.vh"
@@ -34,7 +35,6 @@ module cmd_exec #(
     output reg           tx_send,
     output reg  [8:0]    tx_base,
     output reg  [8:0]    tx_len,
-    output reg           tx_fec,
     input  wire          tx_busy,
     // register file (the top decodes addresses)
     output reg  [7:0]    reg_addr,
@@ -100,6 +100,7 @@ module cmd_exec #(
     reg [15:0] rq_addr;
     reg [15:0] maddr;
     reg [7:0] last_seq;
+    reg       ans_fec;     // the request was version 2: so is its answer
     reg       last_valid;
     reg [8:0] last_len;
     reg [7:0] treg;
@@ -147,7 +148,7 @@ module cmd_exec #(
             reason <= 0; nak_extra <= 0; nak_has_extra <= 1'b0; count <= 0; rq_count <= 0; rq_addr <= 0;
             maddr <= 0; last_seq <= 0; last_valid <= 1'b0; last_len <= 0; treg <= 0;
             rx_raddr <= 0; tx_waddr <= 0; tx_wdata <= 0; tx_base <= 0; tx_len <= 0;
-            tx_fec <= 1'b0;
+            ans_fec <= 1'b0;
             reg_addr <= 0; reg_wdata <= 0; reg_inj_bit <= 0; reg_inj_copy <= 0;
             mem_we <= 1'b0; mem_addr <= 0; mem_wdata <= 0; mem_inj_bit <= 0; job_w <= 0;
             job_x <= 0; job_y <= 0; job_rows <= 0; job_cols <= 0; reset_after <= 1'b0;
@@ -155,18 +156,20 @@ module cmd_exec #(
             IDLE: if (fr_done) begin
                 seq <= fr_seq;
                 cmd <= fr_cmd;
-                tx_fec <= fr_status == 8'h00 && fr_fec;  // a bad frame's NAK: version 1
+                ans_fec <= fr_status == 8'h00 && fr_fec;  // a bad frame's NAK: version 1
                 if (fr_status != 8'h00) begin
                     frame_bad <= 1'b1;
                     widx <= NAK_BASE;
-                    start_emit({8'h01, fr_seq, `OH_NAK, 8'd2, fr_status, fr_cmd, 16'h0}, 4'd6,
+                    start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2, fr_status, fr_cmd, 16'h0}, 4'd6,
                                FRAME_NAK);
                 end else begin
                     frame_ok <= 1'b1;
                     if (last_valid && fr_seq == last_seq) begin  // a retry: resend, do not execute
                         tx_base <= 9'd0;
                         tx_len <= last_len;
-                        state <= SEND;
+                        widx <= 9'd0;  // in this request's frame version
+                        start_emit({fr_fec ? `OH_FEC_VERSION : `OH_FRAME_VERSION, 56'h0}, 4'd1,
+                                   SEND);
                     end else begin
                         plen <= body_len - 9'd6;
                         args <= 64'h0;
@@ -214,7 +217,8 @@ module cmd_exec #(
             FINISH: begin  // payload is written; now the header at 0..3
                 widx <= 9'd0;
                 last_len <= 9'd4 + resp_len;
-                start_emit({8'h01, seq, rcode, resp_len, 32'h0}, 4'd4, SEND);
+                start_emit({ans_fec ? `OH_FEC_VERSION : `OH_FRAME_VERSION, seq, rcode, resp_len,
+                            32'h0}, 4'd4, SEND);
                 tx_len <= 9'd4 + resp_len;
                 tx_base <= 9'd0;
                 last_seq <= seq;

@@ -3,9 +3,12 @@
 // 00 | COBS(body, crc) | 00 through the UART transmitter. COBS needs each group's length
 // before its bytes, so every group is scanned first, then sent. Reads of the buffer are
 // synchronous: an address is set, its byte is there two states later.
-// With `fec` high at `send` the frame goes out as version 2 (fpga/ICD.md, "Forward error
-// correction"): the version byte reads 2 and four Reed-Solomon parity bytes, computed by an
-// LFSR as the CRC pass reads the body, follow the CRC. Otherwise the version byte reads 1.
+// A body whose version byte is 2 goes out with forward error correction (fpga/ICD.md,
+// "Forward error correction"): four Reed-Solomon parity bytes after the CRC, two for each
+// of two interleaved codewords (body byte i in codeword i mod 2). Two LFSRs take the bytes
+// as the CRC pass reads them; since the bytes alternate between the codewords, one set of
+// logic serves both: `p*` holds the LFSR of the next byte's codeword, `q*` the other's,
+// and they trade places after every byte.
 `default_nettype none
 `include "orbithil_icd.vh"
 module frame_tx (
@@ -17,7 +20,6 @@ module frame_tx (
     input  wire       send,
     input  wire [8:0] base,
     input  wire [8:0] len,
-    input  wire       fec,
     output wire       busy,
     output reg  [7:0] out_data,
     output reg        out_start,
@@ -42,21 +44,12 @@ module frame_tx (
     reg        internal_we;
     reg [8:0]  internal_addr;
     reg [7:0]  internal_data;
-    reg        fec_mode;
-    reg [7:0]  r0, r1, r2, r3;  // RS parity LFSR: the remainder of body(x) x^4 mod g(x)
+    reg        fec_mode;               // the body's version byte is 2
+    reg [7:0]  p1, p0, q1, q0;         // RS parity LFSRs: next byte's codeword, the other
     reg [2:0]  par_left;
-    wire [7:0] version_byte = fec_mode ? `OH_FEC_VERSION : `OH_FRAME_VERSION;
-    // One RS encoder step for byte b: the feedback and the next LFSR contents.
-    task rs_step(input [7:0] b);
-        reg [7:0] fb;
-        begin
-            fb = b ^ r3;
-            r3 <= r2 ^ gf_mul(fb, `OH_RS_G3);
-            r2 <= r1 ^ gf_mul(fb, `OH_RS_G2);
-            r1 <= r0 ^ gf_mul(fb, `OH_RS_G1);
-            r0 <= gf_mul(fb, `OH_RS_G0);
-        end
-    endtask
+    wire [7:0] rs_in = (state == CRC_TAKE) ? rdata : (state == CRC_HI) ? crc[15:8] : crc[7:0];
+    wire [7:0] rs_fb = rs_in ^ p1;
+    wire       rs_step = state == CRC_TAKE || state == CRC_HI || state == CRC_LO;
 
     assign busy = state != IDLE || out_busy;  // until the last byte has left the UART
     wire [8:0] group_end = pos + run;
@@ -67,29 +60,40 @@ module frame_tx (
         else if (we && state == IDLE) buffer[waddr] <= wdata;
     end
 
+    // x^2 + G1 x + G0 (hal/codec/fec.py): after the body, {p1, q1, p0, q0} are the parity
+    // bytes in the order they follow the CRC; PARITY shifts them out p1 first.
+    always @(posedge clk) begin
+        if (rst || state == IDLE) begin
+            p1 <= 0; p0 <= 0; q1 <= 0; q0 <= 0;
+        end else if (rs_step) begin
+            {p1, p0} <= {q1, q0};
+            q1 <= p0 ^ gf_mul(rs_fb, `OH_RS_G1);
+            q0 <= gf_mul(rs_fb, `OH_RS_G0);
+        end else if (state == PARITY) begin
+            {p1, q1, p0, q0} <= {q1, p0, q0, 8'h00};
+        end
+    end
+
     always @(posedge clk) begin
         out_start <= 1'b0;
         internal_we <= 1'b0;
         if (rst) begin
             state <= IDLE; after_send <= IDLE; raddr <= 0; frame_base <= 0; total <= 0;
             pos <= 0; i <= 0; run <= 0; crc <= `OH_CRC16_INIT; out_data <= 0;
-            internal_addr <= 0; internal_data <= 0; fec_mode <= 1'b0;
-            r0 <= 0; r1 <= 0; r2 <= 0; r3 <= 0; par_left <= 0;
+            internal_addr <= 0; internal_data <= 0; fec_mode <= 1'b0; par_left <= 0;
         end else case (state)
             IDLE: if (send) begin
                 frame_base <= base;
                 total <= len;
                 i <= 0;
                 crc <= `OH_CRC16_INIT;
-                fec_mode <= fec;
-                r0 <= 0; r1 <= 0; r2 <= 0; r3 <= 0;
                 raddr <= base;
                 state <= (len == 0) ? CRC_HI : CRC_WAIT;
             end
             CRC_WAIT: state <= CRC_TAKE;
-            CRC_TAKE: begin  // rdata is body[i]; body[0] is the version
-                crc <= crc16_byte(crc, (i == 0) ? version_byte : rdata);
-                rs_step((i == 0) ? version_byte : rdata);
+            CRC_TAKE: begin  // rdata is body[i]
+                crc <= crc16_byte(crc, rdata);
+                if (i == 0) fec_mode <= rdata == `OH_FEC_VERSION;
                 if (i + 1'b1 == total) state <= CRC_HI;
                 else begin
                     i <= i + 1'b1;
@@ -101,24 +105,21 @@ module frame_tx (
                 internal_we <= 1'b1;
                 internal_addr <= frame_base + total;
                 internal_data <= crc[15:8];
-                rs_step(crc[15:8]);
                 state <= CRC_LO;
             end
             CRC_LO: begin
                 internal_we <= 1'b1;
                 internal_addr <= frame_base + total + 1'b1;
                 internal_data <= crc[7:0];
-                rs_step(crc[7:0]);
                 total <= total + 2'd2;
                 par_left <= 3'd4;
                 state <= fec_mode ? PARITY : COBS_START;
             end
             PARITY: if (par_left == 0) state <= COBS_START;
-            else begin  // the parity bytes, r3 first, after the CRC
+            else begin  // the parity bytes after the CRC
                 internal_we <= 1'b1;
                 internal_addr <= frame_base + total;
-                internal_data <= r3;
-                {r3, r2, r1, r0} <= {r2, r1, r0, 8'h00};
+                internal_data <= p1;
                 total <= total + 1'b1;
                 par_left <= par_left - 1'b1;
             end
@@ -156,7 +157,7 @@ module frame_tx (
             end
             DATA_WAIT: state <= DATA_TAKE;
             DATA_TAKE: begin
-                out_data <= (pos + i == 0) ? version_byte : rdata;
+                out_data <= rdata;
                 i <= i + 1'b1;
                 after_send <= DATA_READ;
                 state <= SEND_BYTE;

@@ -42,7 +42,7 @@ module orbithil_chip #(
         .clk(clk), .rst(rst_engines), .data(tx_byte), .start(tx_start), .tx(uart_tx),
         .busy(tx_line_busy));
 
-    wire       exec_busy, fr_done, fr_fec, tx_fec;
+    wire       exec_busy, fr_done, fr_fec;
     wire [7:0] fr_status, fr_seq, fr_cmd, rx_rdata;
     wire [8:0] fr_len, rx_raddr;
     frame_rx u_frame_rx (
@@ -55,8 +55,7 @@ module orbithil_chip #(
     wire       tx_we, tx_send, tx_busy;
     frame_tx u_frame_tx (
         .clk(clk), .rst(rst_engines), .waddr(tx_waddr), .wdata(tx_wdata), .we(tx_we),
-        .send(tx_send), .base(tx_base), .len(tx_len), .fec(tx_fec), .busy(tx_busy),
-        .out_data(tx_byte),
+        .send(tx_send), .base(tx_base), .len(tx_len), .busy(tx_busy), .out_data(tx_byte),
         .out_start(tx_start), .out_busy(tx_line_busy));
 
     // --- register file -------------------------------------------------------------
@@ -199,7 +198,7 @@ module orbithil_chip #(
         .fr_done(fr_done), .fr_status(fr_status), .fr_len(fr_len), .fr_seq(fr_seq),
         .fr_cmd(fr_cmd), .fr_fec(fr_fec), .rx_raddr(rx_raddr), .rx_rdata(rx_rdata), .busy(exec_busy),
         .tx_waddr(tx_waddr), .tx_wdata(tx_wdata), .tx_we(tx_we), .tx_send(tx_send),
-        .tx_base(tx_base), .tx_len(tx_len), .tx_fec(tx_fec), .tx_busy(tx_busy),
+        .tx_base(tx_base), .tx_len(tx_len), .tx_busy(tx_busy),
         .reg_addr(reg_addr), .reg_rdata(reg_rdata), .reg_readable(readable),
         .reg_writable(writable), .reg_is_rw(is_rw), .reg_we(reg_we), .reg_wdata(reg_wdata),
         .reg_inj(reg_inj), .reg_inj_bit(reg_inj_bit), .reg_inj_copy(reg_inj_copy),

@@ -17,13 +17,10 @@
 `define OH_CRC16_INIT 32'h0000FFFF
 `define OH_FEC_VERSION 8'h02
 `define OH_FEC_PARITY 32'h00000004
-`define OH_MAX_PAYLOAD_FEC 32'h000000F5
-`define OH_RS_MAX_CODEWORD 32'h000000FF
+`define OH_MAX_PAYLOAD_FEC 32'h000000FB
 `define OH_RS_PRIMITIVE_LOW 8'h1D
-`define OH_RS_G0 8'h40
-`define OH_RS_G1 8'h78
-`define OH_RS_G2 8'h36
-`define OH_RS_G3 8'h0F
+`define OH_RS_G0 8'h02
+`define OH_RS_G1 8'h03
 `define OH_CMD_PING 8'h01
 `define OH_CMD_READ_REG 8'h02
 `define OH_CMD_WRITE_REG 8'h03

@@ -32,14 +32,16 @@ def cobs_max_encoded_len(n: int) -> int:
     return n + n // 254 + 1
 
 
-# Frame format version 2 adds forward error correction: FEC_PARITY Reed-Solomon parity
-# bytes after the CRC (hal/codec/fec.py). An RS codeword over GF(2^8) is at most 255 bytes,
-# so a version-2 frame carries at most MAX_PAYLOAD_FEC payload bytes.
+# Frame format version 2 adds forward error correction (hal/codec/fec.py): FEC_PARITY
+# Reed-Solomon parity bytes after the CRC, two for each of FEC_INTERLEAVE interleaved
+# codewords, so one damaged byte in each is corrected (two adjacent bytes included). The
+# body still fits MAX_BODY, so a version-2 frame carries at most MAX_PAYLOAD_FEC bytes.
 FEC_VERSION = 2
-FEC_PARITY = 4  # corrects any 2 damaged bytes of the body
+FEC_INTERLEAVE = 2
+RS_PARITY = 2  # per codeword: corrects one byte
+FEC_PARITY = FEC_INTERLEAVE * RS_PARITY
 RS_PRIMITIVE = 0x11D  # x^8 + x^4 + x^3 + x^2 + 1; generator alpha = 2, first root alpha^0
-RS_MAX_CODEWORD = 255
-MAX_PAYLOAD_FEC = RS_MAX_CODEWORD - HEADER_LEN - CRC_LEN - FEC_PARITY
+MAX_PAYLOAD_FEC = MAX_BODY - HEADER_LEN - CRC_LEN - FEC_PARITY
 MIN_BODY_FEC = MIN_BODY + FEC_PARITY
 
 MAX_ENCODED = cobs_max_encoded_len(MAX_BODY)  # longest run of bytes between delimiters

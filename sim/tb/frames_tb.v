@@ -31,7 +31,7 @@ module frames_tb ();
     // frame_tx
     reg  [8:0] waddr = 0;
     reg  [7:0] wdata = 0;
-    reg        we = 1'b0, send = 1'b0, tx_fec = 1'b0;
+    reg        we = 1'b0, send = 1'b0;
     reg  [8:0] base = 0, len = 0;
     wire [7:0] out_data;
     wire       out_start, tx_busy;
@@ -48,6 +48,6 @@ module frames_tb ();
         end
     end
     frame_tx u_tx (.clk(clk), .rst(rst), .waddr(waddr), .wdata(wdata), .we(we), .send(send),
-        .base(base), .len(len), .fec(tx_fec), .busy(tx_busy), .out_data(out_data), .out_start(out_start),
+        .base(base), .len(len), .busy(tx_busy), .out_data(out_data), .out_start(out_start),
         .out_busy(out_busy));
 endmodule

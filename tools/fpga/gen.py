@@ -45,16 +45,15 @@ def icd_header() -> str:
         "FEC_VERSION": ff.FEC_VERSION,
         "FEC_PARITY": ff.FEC_PARITY,
         "MAX_PAYLOAD_FEC": ff.MAX_PAYLOAD_FEC,
-        "RS_MAX_CODEWORD": ff.RS_MAX_CODEWORD,
         "RS_PRIMITIVE_LOW": ff.RS_PRIMITIVE & 0xFF,
     }
-    # Reed-Solomon generator polynomial x^4 + G3 x^3 + G2 x^2 + G1 x + G0 (hal/codec/fec.py)
+    # Each codeword's Reed-Solomon generator polynomial, x^2 + G1 x + G0 (hal/codec/fec.py)
     for power, coefficient in enumerate(reversed(fec.generator_poly()[1:])):
         consts[f"RS_G{power}"] = coefficient
     # Byte-wide fields get byte-wide literals: a 32-bit literal inside a concatenation
     # would widen it and push the other bytes out.
     bytes_wide = {"FRAME_VERSION", "ACK_FLAG", "NAK", "MAX_MEM_WORDS_PER_FRAME", "MAX_MATRIX_DIM"}
-    bytes_wide |= {"FEC_VERSION", "RS_PRIMITIVE_LOW"} | {f"RS_G{i}" for i in range(4)}
+    bytes_wide |= {"FEC_VERSION", "RS_PRIMITIVE_LOW"} | {f"RS_G{i}" for i in range(ff.RS_PARITY)}
     for name, value in consts.items():
         if name in bytes_wide:
             lines.append(f"`define OH_{name} 8'h{value:02X}")
