@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hal import protocol as p
-from hal.errors import ChipFault
+from hal.errors import ChipFault, HalError
 from hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
 from hal.link import FrameLink
 
@@ -91,12 +91,30 @@ class Chip:
         self, request, payload_len: int | None = None, *, timeout_s: float | None = None
     ) -> bytes:
         cmd, payload = request
+        if self.link.needs_fec_capability():
+            self._learn_fec()
         frame = self.link.transact(cmd, payload, timeout_s=timeout_s)
         return p.check_response(cmd, frame, payload_len)
+
+    def _learn_fec(self) -> None:
+        """Ask the chip (PING) whether it takes version-2 frames, before the link uses them."""
+        self.link.fec_capable = False  # the PING itself goes as version 1
+        try:
+            self.identify()
+        except HalError:
+            self.link.fec_capable = None  # ask again next time
+            raise
+        if self.link.fec == "on" and not self.link.fec_capable:
+            raise HalError(
+                f"fec='on' but the chip at {self.url or 'this link'} was built without link "
+                "FEC (PING flags bit 1 is 0, as on the hardened iCEBreaker bitstream); "
+                "open it with fec='auto' or fec='off'"
+            )
 
     # --- commands ---
     def identify(self) -> p.Identity:
         self._identity = p.parse_identity(self.call(p.ping(), 8))
+        self.link.fec_capable = self._identity.fec
         return self._identity
 
     @property

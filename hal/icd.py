@@ -76,7 +76,8 @@ class Register:
 # fmt: off
 REGISTERS: tuple[Register, ...] = (
     Register(0x00, "ID", Access.RO, 'chip id, "OHIL"', CHIP_ID),
-    Register(0x01, "BUILD", Access.RO, "[31:24] ICD version, [8] HARDEN, [7:0] build number"),
+    Register(0x01, "BUILD", Access.RO,
+             "[31:24] ICD version, [9] FEC, [8] HARDEN, [7:0] build number"),
     Register(0x02, "MEM_WORDS", Access.RO, "data SRAM size in 32-bit words"),
     Register(0x03, "STATUS", Access.RO,
              "[0] job busy, [1] job done, [2] job error, [3] watchdog expired, "
@@ -124,7 +125,7 @@ class CommandSpec:
 
 # fmt: off
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec(Cmd.PING, "-", "id u32, icd u8, harden u8, mem_words u16",
+    CommandSpec(Cmd.PING, "-", "id u32, icd u8, flags u8 ([0] HARDEN, [1] FEC), mem_words u16",
                 "identify the chip"),
     CommandSpec(Cmd.READ_REG, "addr u8", "addr u8, value u32", "read one register"),
     CommandSpec(Cmd.WRITE_REG, "addr u8, value u32", "addr u8, value u32 (as read back)",

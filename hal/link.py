@@ -119,6 +119,8 @@ class FrameLink:
         if fec not in FEC_MODES:
             raise ValueError(f"fec must be one of {', '.join(FEC_MODES)}, got {fec!r}")
         self.fec = fec
+        # Whether the chip takes version-2 frames: None until known (Chip asks with PING).
+        self.fec_capable: bool | None = None
         self.port = port
         self.timeout_s = timeout_s
         self.retries = retries
@@ -142,11 +144,23 @@ class FrameLink:
         answer = payload[2] // 8 if cmd == Cmd.READ_MEM and len(payload) >= 3 else 0
         return cmd, version, len(payload) // 16, answer
 
+    @property
+    def noisy(self) -> bool:
+        """A resend was needed within the last ``NOISY_FOR_REQUESTS`` requests."""
+        return self._since_damage < NOISY_FOR_REQUESTS
+
+    def needs_fec_capability(self) -> bool:
+        """Whether the link would use FEC now but does not know if the chip takes it."""
+        return self.fec_capable is None and (
+            self.fec == "on" or (self.fec == "auto" and self.noisy)
+        )
+
     def _version(self, payload: bytes) -> int:
-        """The frame version of the next attempt: 2 (FEC) when on, or auto on a noisy line."""
-        if len(payload) > hal.codec.MAX_PAYLOAD_FEC or self.fec == "off":
+        """The frame version of the next attempt: 2 (FEC) for a chip that takes it, when
+        ``fec`` is on, or auto on a noisy line; else 1."""
+        if len(payload) > hal.codec.MAX_PAYLOAD_FEC or not self.fec_capable:
             return hal.codec.FRAME_VERSION
-        if self.fec == "on" or self._since_damage < NOISY_FOR_REQUESTS:
+        if self.fec == "on" or (self.fec == "auto" and self.noisy):
             return hal.codec.FEC_VERSION
         return hal.codec.FRAME_VERSION
 
@@ -205,7 +219,7 @@ class FrameLink:
                 )
             self.stats.fec_requests += version == hal.codec.FEC_VERSION
             wait = full
-            noisy = self._since_damage < NOISY_FOR_REQUESTS
+            noisy = self.noisy
             if self.adaptive and noisy and estimate.samples >= 3 and attempt < self.retries:
                 wait = min(full, estimate.rto(self.min_rto_s) * backoff)
             self.port.write(wire)

@@ -44,15 +44,16 @@ class ChipModel:
     """The chip's architectural state and command semantics."""
 
     def __init__(self, *, harden: bool = True, mem_words: int = 2048, clks_per_bit: int = 104,
-                 energy_per_cycle: int = 1, build: int = 1) -> None:  # fmt: skip
+                 energy_per_cycle: int = 1, build: int = 1, fec: bool = True) -> None:  # fmt: skip
         self.harden = bool(harden)
+        self.fec = bool(fec)  # takes version-2 (FEC) frames, as the RTL's FEC parameter
         self.mem_words = mem_words
         self.clks_per_bit = clks_per_bit
         self.energy_per_cycle = energy_per_cycle
         self.build = build
         self.data = np.zeros(mem_words, dtype=np.uint32)
         self.check = np.zeros(mem_words, dtype=np.uint8)  # SECDED check bits (HARDEN=1)
-        self.deframer = hal.codec.new_deframer()
+        self.deframer = hal.codec.new_deframer(fec=self.fec)
         self.reset_state()
 
     # --- state ----------------------------------------------------------------------
@@ -140,7 +141,9 @@ class ChipModel:
         if reg.name == "ID":
             return CHIP_ID
         if reg.name == "BUILD":
-            return ICD_VERSION << 24 | int(self.harden) << 8 | (self.build & 0xFF)
+            return (
+                ICD_VERSION << 24 | int(self.fec) << 9 | int(self.harden) << 8 | (self.build & 0xFF)
+            )
         if reg.name == "MEM_WORDS":
             return self.mem_words
         if reg.name == "STATUS":
@@ -198,7 +201,8 @@ class ChipModel:
         if cmd == Cmd.PING:
             if n:
                 return nak(NakReason.BAD_ARG)
-            return ack, struct.pack(">IBBH", CHIP_ID, ICD_VERSION, int(self.harden), self.mem_words)
+            flags = int(self.harden) | int(self.fec) << 1
+            return ack, struct.pack(">IBBH", CHIP_ID, ICD_VERSION, flags, self.mem_words)
         if cmd == Cmd.READ_REG:
             if n != 1:
                 return nak(NakReason.BAD_ARG)

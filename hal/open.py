@@ -60,12 +60,19 @@ def open_port(url: str):
     if scheme == "model":
         from hal.model import ChipModel, ModelPort
 
-        opts = _options(parts.query, {"harden": int, "mem_words": int, "clks_per_bit": int}, url)
+        allowed = {"harden": int, "mem_words": int, "clks_per_bit": int, "fec": int}
+        opts = _options(parts.query, allowed, url)
         return ModelPort(ChipModel(**opts)), None
     if scheme == "sim":
         from sim.backend import SimBackend
 
-        allowed = {"harden": int, "clks_per_bit": int, "mem_words": int, "start_timeout": float}
+        allowed = {
+            "harden": int,
+            "clks_per_bit": int,
+            "mem_words": int,
+            "fec": int,
+            "start_timeout": float,
+        }
         backend = SimBackend.start(
             parts.netloc or "verilator", **_options(parts.query, allowed, url)
         )

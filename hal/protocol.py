@@ -22,6 +22,7 @@ class Identity:
     icd_version: int
     harden: bool
     mem_words: int
+    fec: bool = False  # takes version-2 frames (link forward error correction)
 
 
 def check_response(request_cmd: int, frame: Frame, payload_len: int | None = None) -> bytes:
@@ -103,8 +104,8 @@ def _check_count(count: int) -> None:
 
 # --- responses --------------------------------------------------------------------------
 def parse_identity(payload: bytes) -> Identity:
-    chip_id, icd, harden, words = struct.unpack(">IBBH", payload)
-    return Identity(chip_id, icd, bool(harden), words)
+    chip_id, icd, flags, words = struct.unpack(">IBBH", payload)
+    return Identity(chip_id, icd, bool(flags & 1), words, bool(flags & 2))
 
 
 def parse_reg(payload: bytes) -> tuple[int, int]:

@@ -77,7 +77,7 @@ class Build:
         return BUILD_ROOT / self.key()
 
 
-DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048}
+DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048, "FEC": 1}
 
 
 def chip_build(sim: str, **parameters: int) -> Build:
@@ -93,6 +93,7 @@ def chip_build(sim: str, **parameters: int) -> Build:
     if sim == "verilator":  # only the chip's state public, not every wire (sim.netlist)
         from sim.netlist import verilator_config
 
+        # The list comes from the FEC=1 netlist; FEC=0 has a subset of its registers.
         vlt = verilator_config(
             params["HARDEN"], clks_per_bit=params["CLKS_PER_BIT"], mem_words=params["MEM_WORDS"]
         )

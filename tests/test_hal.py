@@ -16,7 +16,7 @@ def test_unknown_scheme_says_what_is_valid():
 
 def test_unknown_option_names_the_valid_ones():
     with pytest.raises(
-        hal.HalError, match=r"unknown option 'hardened'.*valid options: clks_per_bit, harden"
+        hal.HalError, match=r"unknown option 'hardened'.*valid options: clks_per_bit, fec, harden"
     ):
         hal.open("model://?hardened=1")
     with pytest.raises(hal.HalError, match=r"option harden='yes'.*not a valid int"):
@@ -78,11 +78,14 @@ def test_uncorrectable_operand_is_a_chip_fault():
         assert chip.telemetry().uncorrectable_seen
 
 
-def test_a_thousand_commands_over_a_corrupting_link_all_come_back_right():
+@pytest.mark.parametrize("fec", ["off", "auto"])
+def test_a_thousand_commands_over_a_corrupting_link_all_come_back_right(fec):
     """1% of bytes corrupted each way: retries with the same sequence number recover every
-    command, and the chip's de-duplication means nothing ran twice."""
+    command, and the chip's de-duplication means nothing ran twice; with FEC (auto) most
+    damaged frames are repaired instead of resent."""
     rng = np.random.default_rng(11)
-    with hal.open("fault://model://?harden=1?flip=0.01&seed=7", timeout=0.05, retries=8) as chip:
+    url = "fault://model://?harden=1?flip=0.01&seed=7"
+    with hal.open(url, timeout=0.05, retries=8, fec=fec) as chip:
         expected = {}
         for _ in range(1000):
             op = rng.integers(0, 3)
@@ -100,3 +103,42 @@ def test_a_thousand_commands_over_a_corrupting_link_all_come_back_right():
         stats = chip.link.stats
         assert stats.retries > 0  # the faults were real and recovered from
         assert chip.link.port.corrupted > 0
+        if fec == "off":
+            assert stats.fec_requests == 0 and chip.link.deframer.frames_fec == 0
+        else:
+            assert stats.fec_requests > 0 and chip.link.deframer.bytes_corrected > 0
+            assert chip.link.fec_capable is True
+
+
+def test_fec_auto_stays_off_on_a_clean_line():
+    with hal.open("model://?harden=1") as chip:
+        for i in range(50):
+            chip.write_reg("SCRATCH0", i)
+        assert chip.link.stats.fec_requests == 0 and chip.link.fec_capable is None
+
+
+def test_fec_on_sends_version2_frames_and_the_answers_are_version2():
+    with hal.open("model://?harden=1", fec="on") as chip:
+        assert chip.write_reg("SCRATCH0", 5) == 5
+        assert chip.link.stats.fec_requests == 1  # the PING that asked went as version 1
+        assert chip.link.deframer.frames_fec == 1
+
+
+def test_fec_needs_a_chip_that_takes_it():
+    """A chip built without FEC (the hardened iCEBreaker bitstream): fec='on' is refused
+    with a clear error, and auto keeps to version 1 on a noisy line."""
+    with hal.open("model://?fec=0", fec="on") as chip:
+        with pytest.raises(hal.HalError, match=r"built without link FEC.*fec='auto'"):
+            chip.read_reg("ID")
+        assert not chip.identity.fec
+    url = "fault://model://?fec=0?flip=0.02&seed=3"
+    with hal.open(url, timeout=0.05, retries=20) as chip:
+        for i in range(100):
+            assert chip.write_reg("SCRATCH0", i) == i
+        assert chip.link.stats.retries > 0 and chip.link.stats.fec_requests == 0
+        assert chip.link.fec_capable is False
+
+
+def test_fec_mode_must_be_known():
+    with pytest.raises(hal.HalError, match="auto, on, off"):
+        hal.open("model://", fec="yes")

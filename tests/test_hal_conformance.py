@@ -1,6 +1,7 @@
 """One conformance suite for every backend: the model, the RTL under Verilator and Icarus
 (both builds), and a real board when ORBITHIL_BOARD is set. Hypothesis-generated command
-sequences must give identical results on the model and on the RTL.
+sequences must give identical results on the model and on the RTL; for HARDEN=1 every
+frame goes as version 2 (link FEC on), for HARDEN=0 as version 1.
 """
 
 from __future__ import annotations
@@ -167,11 +168,15 @@ def test_sequences_match_the_model(request, sequence, harden):
         retries = chip.link.stats.retries
         assert run_sequence(chip, sequence) == reference, chip.url
         assert chip.link.stats.retries == retries, f"{chip.url}: a clean link needed retries"
+        assert (chip.link.stats.fec_requests > 0) == (FEC_FOR_HARDEN[harden] == "on")
+
+
+FEC_FOR_HARDEN = {1: "on", 0: "off"}  # both frame formats, without doubling the runs
 
 
 @pytest.fixture(scope="module")
 def model_pair():
-    chips = {h: hal.open(f"model://?harden={h}") for h in (0, 1)}
+    chips = {h: hal.open(f"model://?harden={h}", fec=FEC_FOR_HARDEN[h]) for h in (0, 1)}
     yield chips
     for c in chips.values():
         c.close()
@@ -180,7 +185,10 @@ def model_pair():
 @pytest.fixture(scope="module")
 def rtl_pair():
     chips = {
-        h: [hal.open(f"sim://{s}?harden={h}", timeout=5.0) for s in ("verilator", "icarus")]
+        h: [
+            hal.open(f"sim://{s}?harden={h}", timeout=5.0, fec=FEC_FOR_HARDEN[h])
+            for s in ("verilator", "icarus")
+        ]
         for h in (0, 1)
     }
     yield chips
@@ -190,3 +198,22 @@ def rtl_pair():
 
 
 test_sequences_match_the_model = pytest.mark.sim(test_sequences_match_the_model)
+
+
+@pytest.mark.parametrize(
+    "url", ["model://?fec=0", pytest.param("sim://icarus?fec=0", marks=pytest.mark.sim)]
+)
+def test_a_chip_built_without_fec_says_so_and_refuses_version2_frames(url):
+    """FEC=0, as the hardened iCEBreaker bitstream: PING and BUILD[9] say so, a version-2
+    frame gets its version-1 reason (the parity breaks its CRC), version 1 works."""
+    with hal.open(url, timeout=5.0) as chip:
+        assert not chip.identify().fec and not chip.read_reg("BUILD") >> 9 & 1
+        before = chip.read_reg("FRAMES_BAD")
+        chip.link.fec, chip.link.fec_capable = "on", True  # a host that ignored the flags
+        with pytest.raises(hal.LinkTimeout):
+            chip.read_reg("SCRATCH0")
+        naks = chip.link.stats.frame_naks
+        assert naks == chip.link.retries + 1  # every attempt NAKed at once, none executed
+        chip.link.fec, chip.link.fec_capable = "off", False
+        assert chip.read_reg("FRAMES_BAD") == before + naks
+        assert chip.write_reg("SCRATCH0", 9) == 9

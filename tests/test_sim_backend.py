@@ -104,3 +104,5 @@ def test_a_thousand_commands_to_the_rtl_over_a_corrupting_link_all_come_back_rig
         stats = chip.link.stats
         assert stats.requests >= 1000 and stats.retries > 0  # faults happened, were recovered
         assert chip.telemetry()["FRAMES_BAD"] > 0  # the chip saw damaged frames too
+        # the link turned FEC on (auto): the chip took version-2 frames, the host repaired
+        assert stats.fec_requests > 0 and chip.link.deframer.bytes_corrected > 0

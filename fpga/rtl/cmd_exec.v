@@ -14,7 +14,8 @@
 module cmd_exec #(
     parameter integer HARDEN = 1,
     parameter integer MEM_WORDS = 2048,
-    parameter integer AW = 11
+    parameter integer AW = 11,
+    parameter integer FEC = 1
 ) (
     input  wire          clk,
     input  wire          rst,
@@ -75,7 +76,7 @@ module cmd_exec #(
 );
     localparam [8:0] NAK_BASE = 9'd384;
     localparam [7:0] ICD8 = `OH_ICD_VERSION;
-    localparam [7:0] HARDEN8 = HARDEN;
+    localparam [7:0] FLAGS8 = {6'h0, FEC != 0, HARDEN != 0};  // PING's build flags
     localparam [15:0] MEM_WORDS16 = MEM_WORDS;
     localparam integer MEM_BITS = (HARDEN != 0) ? 39 : 32;
     localparam [4:0] IDLE = 0, RD = 1, RD_WAIT = 2, RD_TAKE = 3, DISPATCH = 4, EMIT = 5,
@@ -247,7 +248,7 @@ module cmd_exec #(
                 case (cmd)
                     `OH_CMD_PING:
                         if (plen != 0) nak(`OH_NAK_BAD_ARG);
-                        else start_emit({`OH_CHIP_ID, ICD8, HARDEN8, MEM_WORDS16}, 4'd8, FINISH);
+                        else start_emit({`OH_CHIP_ID, ICD8, FLAGS8, MEM_WORDS16}, 4'd8, FINISH);
                     `OH_CMD_READ_REG: begin
                         reg_addr <= args[7:0];
                         if (plen != 1) nak(`OH_NAK_BAD_ARG);

@@ -17,7 +17,9 @@
 // at the board's baud rate) are dropped as an OVERRUN.
 `default_nettype none
 `include "orbithil_icd.vh"
-module frame_rx (
+module frame_rx #(
+    parameter integer FEC = 1  // 0: no version-2 frames (they get their version-1 reason)
+) (
     input  wire       clk,
     input  wire       rst,
     input  wire [7:0] in_data,
@@ -59,7 +61,7 @@ module frame_rx (
     reg       fix_we;
     reg [8:0] fix_addr;
     reg [7:0] fix_data;
-    wire      fbusy = fstate != F_IDLE;  // `len` holds the run's length meanwhile
+    wire      fbusy = FEC != 0 && fstate != F_IDLE;  // `len` holds the run's length meanwhile
 
     wire       want_zero = !first_group && !last_code_ff;  // before a new group's data
     wire [7:0] put_byte = (remaining == 0) ? 8'h00 : in_data;
@@ -80,7 +82,7 @@ module frame_rx (
     end
     wire repairable = (v1_status == `OH_NAK_BAD_CRC || v1_status == `OH_NAK_BAD_LENGTH
                        || v1_status == `OH_NAK_BAD_VERSION)
-                      && len >= 9'd10;
+                      && len >= 9'd10 && FEC != 0;
 
     // The byte the CRC pass takes, with the corrections applied (the error value is S0).
     wire [7:0] fixed = rdata ^ ((fix_a && fi == pos_a) ? sa0 : 8'h00)
@@ -197,7 +199,8 @@ module frame_rx (
             if (put) begin
                 if (len >= `OH_MAX_BODY) oversize <= 1'b1;
                 crc <= crc_next;
-                if (len[0]) begin  // codeword B
+                if (FEC == 0) ;
+                else if (len[0]) begin  // codeword B
                     sb0 <= sb0 ^ put_byte;
                     sb1 <= gf_mul(sb1, 8'h02) ^ put_byte;
                 end else begin

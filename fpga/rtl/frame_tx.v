@@ -11,7 +11,9 @@
 // and they trade places after every byte.
 `default_nettype none
 `include "orbithil_icd.vh"
-module frame_tx (
+module frame_tx #(
+    parameter integer FEC = 1  // 0: bodies go out as they are, never with parity
+) (
     input  wire       clk,
     input  wire       rst,
     input  wire [8:0] waddr,
@@ -93,7 +95,7 @@ module frame_tx (
             CRC_WAIT: state <= CRC_TAKE;
             CRC_TAKE: begin  // rdata is body[i]
                 crc <= crc16_byte(crc, rdata);
-                if (i == 0) fec_mode <= rdata == `OH_FEC_VERSION;
+                if (i == 0) fec_mode <= FEC != 0 && rdata == `OH_FEC_VERSION;
                 if (i + 1'b1 == total) state <= CRC_HI;
                 else begin
                     i <= i + 1'b1;
@@ -119,7 +121,7 @@ module frame_tx (
             else begin  // the parity bytes after the CRC
                 internal_we <= 1'b1;
                 internal_addr <= frame_base + total;
-                internal_data <= p1;
+                internal_data <= (FEC != 0) ? p1 : 8'h00;
                 total <= total + 1'b1;
                 par_left <= par_left - 1'b1;
             end

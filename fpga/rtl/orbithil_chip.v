@@ -8,7 +8,8 @@ module orbithil_chip #(
     parameter integer CLKS_PER_BIT = 104,      // 12 MHz / 115200 baud
     parameter integer MEM_WORDS = 2048,
     parameter integer ENERGY_PER_CYCLE = 1,    // energy units per MAC-engine cycle
-    parameter integer BUILD = 1
+    parameter integer BUILD = 1,
+    parameter integer FEC = 1                 // link forward error correction (ICD)
 ) (
     input  wire       clk,
     input  wire       rst,
@@ -20,6 +21,7 @@ module orbithil_chip #(
     localparam [7:0] ICD8 = `OH_ICD_VERSION;
     localparam [7:0] BUILD8 = BUILD;
     localparam [0:0] HARDEN_BIT = HARDEN != 0;
+    localparam [0:0] FEC_BIT = FEC != 0;
 
     // --- resets: external, soft (SOFT_RESET command), engines (watchdog) ---------------
     wire soft_reset;
@@ -45,7 +47,7 @@ module orbithil_chip #(
     wire       exec_busy, fr_done, fr_fec;
     wire [7:0] fr_status, fr_seq, fr_cmd, rx_rdata;
     wire [8:0] fr_len, rx_raddr;
-    frame_rx u_frame_rx (
+    frame_rx #(.FEC(FEC)) u_frame_rx (
         .clk(clk), .rst(rst_engines), .in_data(rx_byte), .in_valid(rx_valid), .hold(exec_busy),
         .raddr(rx_raddr), .rdata(rx_rdata), .done(fr_done), .status(fr_status),
         .body_len(fr_len), .seq(fr_seq), .cmd(fr_cmd), .fec(fr_fec));
@@ -53,7 +55,7 @@ module orbithil_chip #(
     wire [8:0] tx_waddr, tx_base, tx_len;
     wire [7:0] tx_wdata;
     wire       tx_we, tx_send, tx_busy;
-    frame_tx u_frame_tx (
+    frame_tx #(.FEC(FEC)) u_frame_tx (
         .clk(clk), .rst(rst_engines), .waddr(tx_waddr), .wdata(tx_wdata), .we(tx_we),
         .send(tx_send), .base(tx_base), .len(tx_len), .busy(tx_busy), .out_data(tx_byte),
         .out_start(tx_start), .out_busy(tx_line_busy));
@@ -170,7 +172,7 @@ module orbithil_chip #(
         reg_rdata = 32'h0;
         case (reg_addr)
             `OH_REG_ID:                reg_rdata = `OH_CHIP_ID;
-            `OH_REG_BUILD:             reg_rdata = {ICD8, 15'h0, HARDEN_BIT, BUILD8};
+            `OH_REG_BUILD:             reg_rdata = {ICD8, 14'h0, FEC_BIT, HARDEN_BIT, BUILD8};
             `OH_REG_MEM_WORDS:         reg_rdata = MEM_WORDS;
             `OH_REG_STATUS:            reg_rdata = status_word;
             `OH_REG_UPTIME:            reg_rdata = uptime;
@@ -193,7 +195,7 @@ module orbithil_chip #(
         endcase
     end
 
-    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW)) u_exec (
+    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW), .FEC(FEC)) u_exec (
         .clk(clk), .rst(rst_engines),
         .fr_done(fr_done), .fr_status(fr_status), .fr_len(fr_len), .fr_seq(fr_seq),
         .fr_cmd(fr_cmd), .fr_fec(fr_fec), .rx_raddr(rx_raddr), .rx_rdata(rx_rdata), .busy(exec_busy),

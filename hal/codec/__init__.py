@@ -204,9 +204,10 @@ def frame_decode(data: bytes) -> Frame:
     return frame
 
 
-def new_deframer() -> Deframer:
-    """A streaming deframer on the backend in use."""
-    return Deframer(_impl.deframe_segments, repair=_repair)
+def new_deframer(*, fec: bool = True) -> Deframer:
+    """A streaming deframer on the backend in use; with ``fec`` it takes version-2 frames
+    too, repairing damaged ones (``hal.codec.fec``)."""
+    return Deframer(_impl.deframe_segments, repair=_repair if fec else None)
 
 
 def _repair(encoded: bytes) -> tuple[Frame, int] | None:
