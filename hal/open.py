@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import socket
 from urllib.parse import parse_qsl, urlsplit
 
 from hal.chip import Chip
@@ -45,6 +46,19 @@ def _split_fault(url: str) -> tuple[str, str]:
             return inner, query
         inner = f"{inner}?{query}"
     return inner, ""
+
+
+def no_delay(port):
+    """Turn off Nagle's algorithm on a pyserial ``socket://`` port and return it.
+
+    pyserial leaves it on, so a write that follows another before the chip has answered
+    (a resend) waits for the peer's delayed ACK: about 40 ms on Linux, where a UART would
+    have sent the bytes at once. pyserial has no option for it; its socket is
+    ``_socket`` (pyserial 3.5, pinned)."""
+    sock = getattr(port, "_socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return port
 
 
 def open_port(url: str):
@@ -88,7 +102,7 @@ def open_port(url: str):
             raise HalError(f"cannot open serial port {device!r}: {exc}") from exc
     if scheme in ("socket", "loop", "rfc2217"):
         try:
-            return serial.serial_for_url(url, timeout=0.05), None
+            return no_delay(serial.serial_for_url(url, timeout=0.05)), None
         except (serial.SerialException, ValueError) as exc:
             raise HalError(f"cannot open {url!r}: {exc}") from exc
     raise HalError(

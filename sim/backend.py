@@ -24,6 +24,7 @@ from pathlib import Path
 import serial
 
 from hal.errors import BackendError
+from hal.open import no_delay
 from hal.portwrap import PortWrapper
 from sim import harness
 
@@ -142,7 +143,7 @@ class SimBackend:
             time.sleep(0.05)
         tcp_port = int(port_file.read_text())
         try:
-            raw = serial.serial_for_url(f"socket://127.0.0.1:{tcp_port}", timeout=0.05)
+            raw = no_delay(serial.serial_for_url(f"socket://127.0.0.1:{tcp_port}", timeout=0.05))
         except serial.SerialException as exc:
             backend.close()
             raise BackendError(

@@ -142,3 +142,18 @@ def test_fec_needs_a_chip_that_takes_it():
 def test_fec_mode_must_be_known():
     with pytest.raises(hal.HalError, match="auto, on, off"):
         hal.open("model://", fec="yes")
+
+
+def test_socket_ports_send_at_once():
+    """pyserial's socket:// leaves Nagle's algorithm on: a resend written before the chip
+    answered would wait ~40 ms for the peer's delayed ACK. hal turns it off."""
+    import socket
+
+    from hal.open import open_port
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port, _ = open_port(f"socket://127.0.0.1:{server.getsockname()[1]}")
+        try:
+            assert port._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        finally:
+            port.close()

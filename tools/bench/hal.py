@@ -7,9 +7,7 @@ mix of commands whose every result is checked (``fault_correct_share``; a wrong 
 is counted, never accepted), and the throughput kept against the clean link measured in
 the same run (``fault_throughput_ratio``), with the link's default forward error
 correction (``fec="auto"``: Reed-Solomon frames once the line proves noisy). The same mix
-with FEC off gives ``fault_throughput_ratio_arq`` (retransmission alone), and
-``fault_arq_ceiling`` is what a perfect retransmission scheme could keep: each attempt
-costing its clean time, succeeding only when every byte both ways survives.
+with FEC off gives ``fault_throughput_ratio_arq`` (retransmission alone).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import time
 import numpy as np
 
 import hal
-from hal.icd import ACK_FLAG, Cmd
 
 from . import BenchResult
 
@@ -57,15 +54,11 @@ def _mixed(chip, n: int, seed: int) -> dict[str, float]:
     wrong (a result that came back but differs) and failed (a HalError), and seconds."""
     rng = np.random.default_rng(seed)
     out = dict.fromkeys(("commands", "checks", "correct", "wrong", "failed"), 0)
-    op_seconds = [0.0, 0.0, 0.0]
-    op_count = [0, 0, 0]
     scratch = chip.read_reg("SCRATCH1")
     start = time.perf_counter()
     for _ in range(n):
         op = int(rng.integers(0, 3))
         out["checks"] += 1
-        op_started = time.perf_counter()
-        op_count[op] += 1
         try:
             if op == 0:
                 value = int(rng.integers(0, 2**32))
@@ -84,37 +77,9 @@ def _mixed(chip, n: int, seed: int) -> dict[str, float]:
         except hal.HalError:
             out["failed"] += 1
             continue
-        finally:
-            op_seconds[op] += time.perf_counter() - op_started
         out["correct" if ok else "wrong"] += 1
     out["seconds"] = time.perf_counter() - start
-    out["op_seconds"], out["op_count"] = op_seconds, op_count
     return out
-
-
-def _wire_bytes(cmd: int, request_len: int, answer_len: int) -> int:
-    """Bytes on the wire, both ways, of one request and its answer (random payloads)."""
-    rng = np.random.default_rng(0)
-    request = hal.codec.frame_encode(1, cmd, rng.bytes(request_len))
-    answer = hal.codec.frame_encode(1, cmd | ACK_FLAG, rng.bytes(answer_len))
-    return len(request) + len(answer)
-
-
-def arq_ceiling(clean: dict, flip: float) -> float:
-    """The best throughput ratio any retransmission scheme can keep on this mix when each
-    byte is corrupted with probability ``flip``: every attempt of a command costs its clean
-    time and succeeds only if all its bytes, both ways, arrive intact."""
-    sizes = [  # per op of the mix: the wire bytes of each of its commands
-        [_wire_bytes(Cmd.WRITE_REG, 5, 5)],
-        [_wire_bytes(Cmd.READ_REG, 1, 5)],
-        [_wire_bytes(Cmd.WRITE_MEM, 3 + 64, 3), _wire_bytes(Cmd.READ_MEM, 3, 3 + 64)],
-    ]
-    clean_total = faulty_total = 0.0
-    for seconds, commands in zip(clean["op_seconds"], sizes, strict=True):
-        share = seconds / len(commands)  # each command of the op: an equal part of its time
-        clean_total += seconds
-        faulty_total += sum(share / (1 - flip) ** size for size in commands)
-    return clean_total / faulty_total
 
 
 def run(*, quick: bool = False) -> BenchResult:
@@ -152,7 +117,6 @@ def run(*, quick: bool = False) -> BenchResult:
         ),
         "fault_correct_share_arq": round(arq["correct"] / arq["checks"], 4),
         "clean_correct_share": round(base["correct"] / base["checks"], 4),
-        "fault_arq_ceiling": round(arq_ceiling(base, 0.01), 3),
     }
     return BenchResult(
         metrics=metrics,
