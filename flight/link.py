@@ -152,6 +152,8 @@ class GroundLink:
                     self._handle(raw, source, udp=True)
                 elif sock is self.tcp:
                     client, _ = self.tcp.accept()
+                    # packets go out as made, not held back to coalesce (Nagle)
+                    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if self._client is not None:
                         self._client.close()
                     self._client, buffer = client, b""
