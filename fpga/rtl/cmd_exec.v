@@ -161,8 +161,8 @@ module cmd_exec #(
                 if (fr_status != 8'h00) begin
                     frame_bad <= 1'b1;
                     widx <= NAK_BASE;
-                    start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2, fr_status, fr_cmd, 16'h0}, 4'd6,
-                               FRAME_NAK);
+                    start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2, fr_status, fr_cmd,
+                                16'h0}, 4'd6, FRAME_NAK);
                 end else begin
                     frame_ok <= 1'b1;
                     if (last_valid && fr_seq == last_seq) begin  // a retry: resend, do not execute

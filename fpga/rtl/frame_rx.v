@@ -9,12 +9,13 @@
 // version-1 checks for a reason other than framing may be a version-2 frame: its bytes are
 // two interleaved Reed-Solomon codewords (byte i in codeword i mod 2), each ending in two
 // parity bytes. Both codewords' syndromes are computed as the bytes arrive. After the
-// delimiter, one damaged byte per codeword is located by searching for the power p with
-// S0 * alpha^p = S1 (both codewords at once, one step per cycle); then the body is read once
-// more, corrected in place, and its CRC, version and length field checked. Only then does
-// `done` pulse, with `fec` set for a good version-2 frame; otherwise the run gets its
-// version-1 reason. Bytes arriving meanwhile (at most ~400 cycles, less than one byte time
-// at the board's baud rate) are dropped as an OVERRUN.
+// delimiter, one damaged byte per codeword is located: a walk from the last byte to the
+// first, one byte per cycle, finds the byte alpha^p from its codeword's end with
+// S0 * alpha^p = S1 (one constant multiplier per codeword, no division). Then the body is
+// read once more, corrected in place, and its CRC, version and length field checked. Only
+// then does `done` pulse, with `fec` set for a good version-2 frame; otherwise the run gets
+// its version-1 reason. Bytes arriving meanwhile (at most ~800 cycles, less than one byte
+// time at the board's baud rate) are dropped as an OVERRUN.
 `default_nettype none
 `include "orbithil_icd.vh"
 module frame_rx #(
