@@ -8,10 +8,12 @@ executed and answers a repeat with its stored response, so a retry never execute
 command twice. Garbage and answers to earlier requests are dropped and counted.
 
 Forward error correction (``fec``): frames of format version 2 carry Reed-Solomon parity
-that lets the receiver repair up to two damaged bytes (``hal.codec.fec``); the chip answers
-a version-2 request in version 2. ``"auto"`` (the default) sends version 2 while the line
-is noisy (a resend within the last ``NOISY_FOR_REQUESTS`` requests) and version 1 on a
-clean line, where the parity would only cost bytes; ``"on"`` and ``"off"`` fix the choice.
+that lets the receiver repair a damaged byte in each of two interleaved codewords
+(``hal.codec.fec``); the chip answers a version-2 request in version 2. ``"auto"`` (the
+default) sends version 2 while the line is noisy (a resend within the last
+``NOISY_FOR_REQUESTS`` requests) and version 1 on a clean line, where the parity would only
+cost bytes; ``"on"`` and ``"off"`` fix the choice. Only a chip known to take version 2
+(``fec_capable``, which ``Chip`` learns from PING) is sent it.
 """
 
 from __future__ import annotations

@@ -178,8 +178,8 @@ def frame_encode(
 
 
 def frame_decode(data: bytes) -> Frame:
-    """Decode one frame (with or without its delimiters), version 1 or 2 (repairing up to
-    two damaged bytes of a version-2 frame); raises ``FrameError``."""
+    """Decode one frame (with or without its delimiters), version 1 or 2 (repairing a
+    damaged byte in each interleaved codeword of a version-2 frame); raises ``FrameError``."""
     raw = bytes(_as_bytes(data, "data"))
     inner = raw.strip(b"\x00")
     if 0 in inner:

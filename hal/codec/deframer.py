@@ -9,8 +9,9 @@ so the next frame starts clean. Memory is bounded: a run with no delimiter longe
 
 Version-2 frames (forward error correction, ``hal.codec.fec``) fail the backends' version-1
 checks by design; ``repair`` gets each such run and turns it into a frame when it is a
-version-2 frame, correcting up to two damaged bytes. A repaired frame is listed after the
-version-1 frames of the same ``feed`` (the protocol has one frame in flight at a time).
+version-2 frame, correcting a damaged byte in each of its two interleaved codewords. A
+repaired frame is listed after the version-1 frames of the same ``feed`` (the protocol has
+one frame in flight at a time).
 """
 
 from __future__ import annotations
