@@ -94,6 +94,32 @@ async def frame_rx_rejects_with_the_codecs_reason(dut):
         assert hal.codec.deframe(wire).discarded[0].reason == reason
 
 
+async def transmit(dut, body: bytes, sent: int, expected: bytes) -> int:
+    """Write ``body`` into frame_tx, send it, and check the bytes that come out equal
+    ``expected``; returns the count of bytes sent so far."""
+    for addr, byte in enumerate(body):
+        await RisingEdge(dut.clk)
+        dut.waddr.value = addr
+        dut.wdata.value = byte
+        dut.we.value = 1
+    await RisingEdge(dut.clk)
+    dut.we.value = 0
+    dut.base.value = 0
+    dut.len.value = len(body)
+    dut.send.value = 1
+    await RisingEdge(dut.clk)
+    dut.send.value = 0
+    for _ in range(20_000):
+        await Timer(200, "ns")
+        if int(dut.out_len.value) >= sent + len(expected) and not int(dut.tx_busy.value):
+            break
+    got = bytes(int(dut.out_bytes[(sent + k) % 1024].value) for k in range(len(expected)))
+    assert got == expected, (len(body), got.hex(), expected.hex())
+    sent += len(expected)
+    assert int(dut.out_len.value) == sent
+    return sent
+
+
 @cocotb.test()
 async def frame_tx_sends_what_the_codec_sends(dut):
     await reset(dut)
@@ -101,27 +127,7 @@ async def frame_tx_sends_what_the_codec_sends(dut):
     sent = int(dut.out_len.value)
     for i, payload in enumerate(payloads(rng)):
         body = bytes([1, i, 0x81, len(payload)]) + payload
-        for addr, byte in enumerate(body):
-            await RisingEdge(dut.clk)
-            dut.waddr.value = addr
-            dut.wdata.value = byte
-            dut.we.value = 1
-        await RisingEdge(dut.clk)
-        dut.we.value = 0
-        dut.base.value = 0
-        dut.len.value = len(body)
-        dut.send.value = 1
-        await RisingEdge(dut.clk)
-        dut.send.value = 0
-        expected = hal.codec.frame_encode(i, 0x81, payload)
-        for _ in range(20_000):
-            await Timer(200, "ns")
-            if int(dut.out_len.value) >= sent + len(expected) and not int(dut.tx_busy.value):
-                break
-        got = bytes(int(dut.out_bytes[(sent + k) % 1024].value) for k in range(len(expected)))
-        assert got == expected, (i, len(payload), got.hex(), expected.hex())
-        sent += len(expected)
-        assert int(dut.out_len.value) == sent
+        sent = await transmit(dut, body, sent, hal.codec.frame_encode(i, 0x81, payload))
 
 
 # --- forward error correction (frame format version 2) ----------------------------------
@@ -224,23 +230,5 @@ async def frame_tx_sends_version2_frames_as_the_codec_does(dut):
     for i, payload in enumerate(fec_payloads(rng)):
         # version byte 2: frame_tx adds the parity
         body = bytes([hal.codec.FEC_VERSION, i, 0x82, len(payload)]) + payload
-        for addr, byte in enumerate(body):
-            await RisingEdge(dut.clk)
-            dut.waddr.value = addr
-            dut.wdata.value = byte
-            dut.we.value = 1
-        await RisingEdge(dut.clk)
-        dut.we.value = 0
-        dut.base.value = 0
-        dut.len.value = len(body)
-        dut.send.value = 1
-        await RisingEdge(dut.clk)
-        dut.send.value = 0
         expected = hal.codec.frame_encode(i, 0x82, payload, version=hal.codec.FEC_VERSION)
-        for _ in range(20_000):
-            await Timer(200, "ns")
-            if int(dut.out_len.value) >= sent + len(expected) and not int(dut.tx_busy.value):
-                break
-        got = bytes(int(dut.out_bytes[(sent + k) % 1024].value) for k in range(len(expected)))
-        assert got == expected, (i, len(payload), got.hex(), expected.hex())
-        sent += len(expected)
+        sent = await transmit(dut, body, sent, expected)
