@@ -106,13 +106,15 @@ def load_keys(path: str | Path | None = None) -> dict[int, bytes]:
         text = Path(path).read_text()
         entries = [line.split() for line in text.splitlines() if line.strip() and not
                    line.lstrip().startswith("#")]  # fmt: skip
+        form, make = "'id hexkey'", "print(1, secrets.token_hex(32))"
     else:
         env = os.environ.get("ORBITHIL_TC_KEYS", "")
         entries = [item.split(":", 1) for item in env.split(",") if item.strip()]
+        form, make = "'id:hexkey' (several: comma-separated)", "print('1:' + secrets.token_hex(32))"
     keys = {}
     for entry in entries:
         if len(entry) != 2:
-            raise ValueError(f"key entry {' '.join(entry)!r}: write it as 'id hexkey'")
+            raise ValueError(f"key entry {' '.join(entry)!r}: write it as {form}")
         key_id, hexkey = int(entry[0]), entry[1].strip()
         key = bytes.fromhex(hexkey)
         if not 0 <= key_id <= 255 or not 16 <= len(key) <= 64:
@@ -120,8 +122,9 @@ def load_keys(path: str | Path | None = None) -> dict[int, bytes]:
         keys[key_id] = key
     if not keys:
         where = path or "ORBITHIL_TC_KEYS"
-        hint = '`python -c "import secrets; print(1, secrets.token_hex(32))"`'
-        raise ValueError(f"no telecommand keys in {where}; make one with {hint}")
+        raise ValueError(
+            f'no telecommand keys in {where}; make one with `python -c "import secrets; {make}"`'
+        )
     return keys
 
 

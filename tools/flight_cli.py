@@ -113,7 +113,7 @@ def fly_main(args) -> int:
     if args.port is not None:
         config.udp_port = args.port
     keys = ccsds.load_keys(args.keys or config.keys_file or None)
-    with hal.open(args.chip) as chip:
+    with hal.open(args.chip, fec=args.fec) as chip:
         stack = FlightStack(chip, config, keys)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -134,6 +134,12 @@ def fly_main(args) -> int:
 def register(subparsers) -> None:
     f = subparsers.add_parser("fly", help="run the flight stack against a chip (any HAL URL)")
     f.add_argument("--chip", required=True, help="HAL URL: model://, sim://verilator, /dev/tty...")
+    f.add_argument(
+        "--fec",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="link forward error correction to the chip (default auto: while the line is noisy)",
+    )
     f.add_argument("--config", help="TOML file of flight.stack.Config fields")
     f.add_argument("--port", type=int, help="UDP port for telecommands (default 47001)")
     f.add_argument("--keys", help="key file (lines 'id hexkey'); default ORBITHIL_TC_KEYS")
