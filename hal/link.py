@@ -68,6 +68,13 @@ NOISY_FOR_REQUESTS = 100
 FEC_MODES = ("auto", "on", "off")
 
 
+def check_fec_mode(fec: str) -> str:
+    """``fec`` if it is a link FEC mode; else ValueError naming the valid ones."""
+    if fec not in FEC_MODES:
+        raise ValueError(f"fec={fec!r} is not a link FEC mode; valid: {', '.join(FEC_MODES)}")
+    return fec
+
+
 @dataclass
 class RttEstimator:
     """Smoothed round-trip time and its variation (RFC 6298), for one class of request."""
@@ -118,9 +125,7 @@ class FrameLink:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if fec not in FEC_MODES:
-            raise ValueError(f"fec must be one of {', '.join(FEC_MODES)}, got {fec!r}")
-        self.fec = fec
+        self.fec = check_fec_mode(fec)
         # Whether the chip takes version-2 frames: None until known (Chip asks with PING).
         self.fec_capable: bool | None = None
         self.port = port
@@ -213,16 +218,15 @@ class FrameLink:
             if attempt:
                 self.stats.retries += 1
                 log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
-            if self._version(payload) != version:  # a resend on a newly noisy line: FEC
-                version = self._version(payload)
+            if (wanted := self._version(payload)) != version:  # a resend on a newly noisy line
+                version = wanted
                 wire = hal.codec.frame_encode(seq, cmd, payload, version=version)
                 estimate = self.rtt.setdefault(
                     self._rtt_class(cmd, payload, version), RttEstimator()
                 )
             self.stats.fec_requests += version == hal.codec.FEC_VERSION
             wait = full
-            noisy = self.noisy
-            if self.adaptive and noisy and estimate.samples >= 3 and attempt < self.retries:
+            if self.adaptive and self.noisy and estimate.samples >= 3 and attempt < self.retries:
                 wait = min(full, estimate.rto(self.min_rto_s) * backoff)
             self.port.write(wire)
             self.stats.bytes_out += len(wire)

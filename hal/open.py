@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from hal.chip import Chip
 from hal.errors import HalError
-from hal.link import FEC_MODES, FrameLink
+from hal.link import FrameLink, check_fec_mode
 
 SCHEMES = ("serial", "socket", "loop", "rfc2217", "model", "sim", "fault")
 LINK_OPTIONS = {"timeout": float, "retries": int}
@@ -114,8 +114,10 @@ def open(url: str, *, timeout: float = 1.0, retries: int = 3, fec: str = "auto")
     """A Chip on the backend ``url`` names; every call has a ``timeout`` per attempt.
     ``fec``: forward error correction on the link, ``auto`` (while the line is noisy),
     ``on`` or ``off`` (``hal.link``)."""
-    if fec not in FEC_MODES:
-        raise HalError(f"fec={fec!r} is not a link FEC mode; valid: {', '.join(FEC_MODES)}")
+    try:
+        check_fec_mode(fec)  # before a simulator is started for nothing
+    except ValueError as exc:
+        raise HalError(str(exc)) from None
     port, backend = open_port(url)
     try:
         link = FrameLink(port, timeout_s=timeout, retries=retries, fec=fec)

@@ -197,7 +197,7 @@ def frame_decode(data: bytes) -> Frame:
         )
     status, frame = _impl.frame_decode(inner)
     if frame is None and status != FrameStatus.COBS:
-        repaired = fec.repair(inner, _impl.cobs_decode, _impl.crc16)
+        repaired = _repair(inner)
         frame = repaired[0] if repaired else None
     if frame is None:
         raise FrameError(f"frame rejected: {status.name}", reason=status, data=raw)

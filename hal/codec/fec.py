@@ -41,10 +41,12 @@ from hal.errors import CobsError
 from . import _args
 from .frame_format import (
     CRC16_INIT,
+    CRC_LEN,
     FEC_INTERLEAVE,
     FEC_PARITY,
     FEC_VERSION,
     HEADER_LEN,
+    MAX_BODY,
     MAX_PAYLOAD_FEC,
     MIN_BODY_FEC,
     RS_PARITY,
@@ -68,14 +70,16 @@ def _parity_slots(m: int) -> list[tuple[int, int]]:
 def parity(body: bytes) -> bytes:
     """The ``FEC_PARITY`` parity bytes of ``body`` (a version-2 frame's header..CRC)."""
     m = len(body)
-    if m > MAX_PAYLOAD_FEC + HEADER_LEN + 2:
+    if m > MAX_BODY - FEC_PARITY:
         raise ValueError(
-            f"a version-2 body is at most {MAX_PAYLOAD_FEC + HEADER_LEN + 2} bytes, got {m}; "
+            f"a version-2 body is at most {MAX_BODY - FEC_PARITY} bytes, got {m}; "
             f"a version-2 frame carries at most {MAX_PAYLOAD_FEC} payload bytes"
         )
     body = bytes(body)
     # Codeword c holds body[i] for i = c (mod 2); with its parity it ends in two bytes.
-    checks = [bytes(_RS.encode(body[c::FEC_INTERLEAVE]))[-RS_PARITY:] for c in range(2)]
+    checks = [
+        bytes(_RS.encode(body[c::FEC_INTERLEAVE]))[-RS_PARITY:] for c in range(FEC_INTERLEAVE)
+    ]
     return bytes(checks[c][k] for c, k in _parity_slots(m))
 
 
@@ -103,7 +107,7 @@ def repair(encoded: bytes, cobs_decode, crc16) -> tuple[Frame, int] | None:
         codeword = cobs_decode(encoded)
     except CobsError:
         return None
-    if not MIN_BODY_FEC <= len(codeword) <= MIN_BODY_FEC + MAX_PAYLOAD_FEC:
+    if not MIN_BODY_FEC <= len(codeword) <= MAX_BODY:
         return None
     fixed = correct(codeword)
     if fixed is None:
@@ -112,10 +116,10 @@ def repair(encoded: bytes, cobs_decode, crc16) -> tuple[Frame, int] | None:
     if (
         crc16(body, CRC16_INIT) != 0
         or body[0] != FEC_VERSION
-        or body[3] != len(body) - HEADER_LEN - 2
+        or body[3] != len(body) - HEADER_LEN - CRC_LEN
     ):
         return None
-    return Frame(body[1], body[2], body[HEADER_LEN:-2], FEC_VERSION), count
+    return Frame(body[1], body[2], body[HEADER_LEN:-CRC_LEN], FEC_VERSION), count
 
 
 def check_payload(payload: bytes) -> bytes:

@@ -181,7 +181,7 @@ async def frame_rx_corrects_a_version2_frame(dut):
             done += 1
             assert (status, fec) == (FrameStatus.OK, True), (i, positions, status)
             assert body == codeword[:-4], (i, positions)  # corrected in place
-        same = [first, (first + 2) % n] if n > 2 else [0]
+        same = [first, first + 2] if first + 2 < n else [first - 2, first]  # one codeword
         bad = b"\x00" + hal.codec.cobs_encode(damage(rng, codeword, same)) + b"\x00"
         status, fec, _ = await expect_frame(dut, bad, done)
         done += 1
