@@ -41,6 +41,14 @@ VERILATOR_ARGS = (
 VERILATOR_MAKEFLAGS = "OPT_FAST=-O3 OPT_GLOBAL=-O3"  # the runner builds at -Os otherwise
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so readers (other
+    processes sharing a build cache) never see half a file."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def rtl_sources() -> list[Path]:
     return sorted(RTL_DIR.glob("*.v"))
 

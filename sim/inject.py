@@ -92,9 +92,7 @@ def golden(setup: Setup, *, timeout_s: float = SETUP_TIMEOUT_S) -> GoldenRecord:
         if not found:
             raise EngineError(f"the golden run of {setup} produced nothing")
         data = found[0]
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(cache)
+        harness.write_atomically(cache, json.dumps(data))
     return GoldenRecord(
         observation_from_dict(data["observation"]), data["cycles"], tuple(data["checkpoints"])
     )

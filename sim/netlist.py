@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sim.harness import ROOT, RTL_DIR, rtl_sources
+from sim.harness import ROOT, RTL_DIR, rtl_sources, write_atomically
 from sim.toolchain import TOOLS_BY_KEY, find_executable, tool_env
 
 OUT_ROOT = ROOT / "build" / "fpga"
@@ -220,9 +220,7 @@ def list_targets(
         "memory_bits": sum(m.bits for m in memories),
     }
     path = targets_path(harden, clks_per_bit=clks_per_bit, mem_words=mem_words)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)  # readers never see half a file
+    write_atomically(path, json.dumps(result, indent=1))
     return result
 
 
@@ -261,7 +259,5 @@ def verilator_config(harden: int, *, clks_per_bit: int = 104, mem_words: int = 2
     path = OUT_ROOT / f"h{harden}" / f"public-c{clks_per_bit}-m{mem_words}.vlt"
     text = "\n".join(lines) + "\n"
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_atomically(path, text)
     return path
