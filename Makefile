@@ -24,4 +24,4 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf sim_build build reports .pytest_cache .ruff_cache .hypothesis hal/codec/_ccodec.* hal/codec/.build-stamp
+	rm -rf sim_build build reports .pytest_cache .ruff_cache .hypothesis hal/codec/_ccodec.*

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
-
-from flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY
 
 HEADER = 6
 MAC_LEN = 32

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flight import ccsds
-from flight.ccsds import Stage
-from flight.dictionary import (
+from orbithil.flight import ccsds
+from orbithil.flight.ccsds import Stage
+from orbithil.flight.dictionary import (
     APID_EVENT,
     APID_HK,
     APID_VERIFY,

@@ -17,10 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orbithil.flight import ccsds
+from orbithil.flight.ccsds import Authenticator, TcRejected
 from spacepackets.ccsds.spacepacket import PacketType
-
-from flight import ccsds
-from flight.ccsds import Authenticator, TcRejected
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,10 @@ class RunningStack:
 
 @pytest.fixture
 def flight_stack():
-    import hal
-    from flight.ground import Ground
-    from flight.stack import Config, FlightStack
+    from orbithil.flight.ground import Ground
+    from orbithil.flight.stack import Config, FlightStack
+
+    from orbithil import hal
 
     running: list[RunningStack] = []
 

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from flight.ccsds import Stage, Telecommand
-from flight.core import Bus
-from flight.dictionary import (
+from orbithil.flight.ccsds import Stage, Telecommand
+from orbithil.flight.core import Bus
+from orbithil.flight.dictionary import (
     CHANNEL_BY_NAME,
     COMMAND_BY_OPCODE,
     DICT_HASH32,
@@ -298,7 +297,7 @@ class ChipManager:
             self.poll()
 
     def poll(self) -> None:
-        from hal.errors import HalError
+        from orbithil.hal.errors import HalError
 
         try:
             self.chip.kick()
@@ -340,7 +339,7 @@ class ChipManager:
         self.events.emit("SCRUB_SET", period=period, why=why)
 
     def inference(self, seed: int) -> int:
-        from sim.workloads import forward, network
+        from orbithil.payload.workloads import forward, network
 
         weights, x = network(np.random.default_rng(seed))
         # operands at word 1024, above the region the scrubber tests write

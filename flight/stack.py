@@ -15,11 +15,11 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from flight import ccsds
-from flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
-from flight.dictionary import APID_EVENT, APID_HK, APID_VERIFY, CHANNELS, DICT_HASH32
-from flight.link import ContactPlan, GroundLink
-from flight.services import (
+from orbithil.flight import ccsds
+from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
+from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_VERIFY, CHANNELS, DICT_HASH32
+from orbithil.flight.link import ContactPlan, GroundLink
+from orbithil.flight.services import (
     DEFAULT_RULES,
     ChipManager,
     CommandFailed,

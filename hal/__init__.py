@@ -1,8 +1,8 @@
 """orbithil hardware abstraction layer: one Chip API over a board, the simulated chip and
 a behavioural model. ``hal.open(url)`` returns a Chip; every failure is a ``HalError``."""
 
-from hal.chip import Chip, Telemetry
-from hal.errors import (
+from orbithil.hal.chip import Chip, Telemetry
+from orbithil.hal.errors import (
     BackendError,
     ChipFault,
     CobsError,
@@ -12,7 +12,7 @@ from hal.errors import (
     NakError,
     ProtocolError,
 )
-from hal.open import open
+from orbithil.hal.open import open
 
 __all__ = [
     "BackendError",

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from hal import protocol as p
-from hal.errors import ChipFault, HalError
-from hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
-from hal.link import FrameLink
+from orbithil.hal import protocol as p
+from orbithil.hal.errors import ChipFault, HalError
+from orbithil.hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
+from orbithil.hal.link import FrameLink
 
 JOB_STATUS = {0: "ok", 1: "uncorrectable operand", 2: "DMR mismatch after retry", 3: "watchdog"}
 

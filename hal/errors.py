@@ -6,8 +6,10 @@ not only a message.
 
 from __future__ import annotations
 
+from orbithil.errors import OrbithilError
 
-class HalError(Exception):
+
+class HalError(OrbithilError):
     """Base of every error raised by ``hal``."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from hal.codec.frame_format import FrameStatus
+from orbithil.hal.codec.frame_format import FrameStatus
 
 ICD_VERSION = 1
 CHIP_ID = 0x4F48_494C  # "OHIL"

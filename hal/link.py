@@ -9,7 +9,7 @@ command twice. Garbage and answers to earlier requests are dropped and counted.
 
 Forward error correction (``fec``): frames of format version 2 carry Reed-Solomon parity
 that lets the receiver repair a damaged byte in each of two interleaved codewords
-(``hal.codec.fec``); the chip answers a version-2 request in version 2. ``"auto"`` (the
+(``codec.fec``); the chip answers a version-2 request in version 2. ``"auto"`` (the
 default) sends version 2 while the line is noisy (a resend within the last
 ``NOISY_FOR_REQUESTS`` requests) and version 1 on a clean line, where the parity would only
 cost bytes; ``"on"`` and ``"off"`` fix the choice. Only a chip known to take version 2
@@ -22,10 +22,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import hal.codec
-from hal.codec import Frame
-from hal.errors import LinkTimeout
-from hal.icd import ACK_FLAG, NAK, Cmd, NakReason
+from orbithil.hal import codec
+from orbithil.hal.codec import Frame
+from orbithil.hal.errors import LinkTimeout
+from orbithil.hal.icd import ACK_FLAG, NAK, Cmd, NakReason
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class FrameLink:
         self.read_chunk = read_chunk
         self.seq = 0
         self.stats = LinkStats()
-        self.deframer = hal.codec.new_deframer()
+        self.deframer = codec.new_deframer()
         self._pending: list[Frame] = []
         self._damaged = False
         self._last_byte = 0.0
@@ -165,11 +165,11 @@ class FrameLink:
     def _version(self, payload: bytes) -> int:
         """The frame version of the next attempt: 2 (FEC) for a chip that takes it, when
         ``fec`` is on, or auto on a noisy line; else 1."""
-        if len(payload) > hal.codec.MAX_PAYLOAD_FEC or not self.fec_capable:
-            return hal.codec.FRAME_VERSION
+        if len(payload) > codec.MAX_PAYLOAD_FEC or not self.fec_capable:
+            return codec.FRAME_VERSION
         if self.fec == "on" or (self.fec == "auto" and self.noisy):
-            return hal.codec.FEC_VERSION
-        return hal.codec.FRAME_VERSION
+            return codec.FEC_VERSION
+        return codec.FRAME_VERSION
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
@@ -220,11 +220,11 @@ class FrameLink:
                 log.debug("retry %d of cmd 0x%02X seq %d", attempt, cmd, seq)
             if (wanted := self._version(payload)) != version:  # a resend on a newly noisy line
                 version = wanted
-                wire = hal.codec.frame_encode(seq, cmd, payload, version=version)
+                wire = codec.frame_encode(seq, cmd, payload, version=version)
                 estimate = self.rtt.setdefault(
                     self._rtt_class(cmd, payload, version), RttEstimator()
                 )
-            self.stats.fec_requests += version == hal.codec.FEC_VERSION
+            self.stats.fec_requests += version == codec.FEC_VERSION
             wait = full
             if self.adaptive and self.noisy and estimate.samples >= 3 and attempt < self.retries:
                 wait = min(full, estimate.rto(self.min_rto_s) * backoff)

@@ -15,12 +15,15 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import numpy as np
-
-import hal.codec
-from hal.codec import SecdedStatus
-from hal.icd import (
+from orbithil.hal import codec
+from orbithil.hal.backends import Opened, Option, parse_options
+from orbithil.hal.codec import SecdedStatus
+from orbithil.hal.errors import HalError
+from orbithil.hal.icd import (
     ACK_FLAG,
     CHIP_ID,
     ICD_VERSION,
@@ -53,7 +56,7 @@ class ChipModel:
         self.build = build
         self.data = np.zeros(mem_words, dtype=np.uint32)
         self.check = np.zeros(mem_words, dtype=np.uint8)  # SECDED check bits (HARDEN=1)
-        self.deframer = hal.codec.new_deframer(fec=self.fec)
+        self.deframer = codec.new_deframer(fec=self.fec)
         self.reset_state()
 
     # --- state ----------------------------------------------------------------------
@@ -110,14 +113,14 @@ class ChipModel:
     def _write_word(self, addr: int, value: int) -> None:
         self.data[addr] = value
         if self.harden:
-            self.check[addr] = hal.codec.secded_encode(int(value)) >> 32
+            self.check[addr] = codec.secded_encode(int(value)) >> 32
 
     def _read_word(self, addr: int) -> tuple[int, int]:
         """(data, status) with the RTL's side effects: counters, last address, write-back."""
         if not self.harden:
             return int(self.data[addr]), SecdedStatus.OK
         codeword = int(self.data[addr]) | int(self.check[addr]) << 32
-        value, status = hal.codec.secded_decode(codeword)
+        value, status = codec.secded_decode(codeword)
         if status == SecdedStatus.CORRECTED:
             self._sat("ECC_CORRECTED")
             self.c["ECC_LAST_ADDR"] = addr
@@ -325,17 +328,17 @@ class ChipModel:
         for discard in result.discarded:  # each bad frame gets a NAK with its reason
             self._sat("FRAMES_BAD")
             seq, cmd = self._partial_header(data[max(discard.start - base, 0) : discard.end - base])
-            out += hal.codec.frame_encode(seq, NAK, bytes([discard.reason, cmd]))
+            out += codec.frame_encode(seq, NAK, bytes([discard.reason, cmd]))
         for frame in result.frames:
             self.c["FRAMES_OK"] = (self.c["FRAMES_OK"] + 1) & 0xFFFF_FFFF
             # Answers go out in the request's frame version (2: with FEC), a retry's too.
             if self.last_seq is not None and frame.seq == self.last_seq:
                 code, payload = self.last_response  # a retry: answer again, do not execute
-                out += hal.codec.frame_encode(frame.seq, code, payload, version=frame.version)
+                out += codec.frame_encode(frame.seq, code, payload, version=frame.version)
                 continue
             code, payload = self.execute(frame.cmd, frame.payload)
             self.last_seq, self.last_response = frame.seq, (code, payload)
-            out += hal.codec.frame_encode(frame.seq, code, payload, version=frame.version)
+            out += codec.frame_encode(frame.seq, code, payload, version=frame.version)
             if frame.cmd == Cmd.SOFT_RESET and code != NAK:
                 self.reset_state()
         self.advance(len(out) * 10 * self.clks_per_bit)
@@ -378,4 +381,39 @@ class ModelPort:
         self.is_open = False
 
 
-__all__ = ["ChipModel", "ModelPort"]
+__all__ = ["BACKEND", "CHIP_OPTIONS", "ChipModel", "ModelPort"]
+
+
+def _chip_options() -> dict[str, Option]:
+    """The build parameters a chip URL takes (``model://`` and ``sim://`` share them)."""
+    return {
+        "harden": Option(
+            int, "1: TMR registers and SECDED memory; 0: the unhardened build", (0, 1)
+        ),
+        "fec": Option(int, "1: the chip takes forward-error-corrected frames", (0, 1)),
+        "mem_words": Option(
+            int, "data SRAM size in 32-bit words", min=64, max=32768, power_of_two=True
+        ),
+        "clks_per_bit": Option(int, "UART clocks per bit", min=4, max=65535),
+    }
+
+
+CHIP_OPTIONS = _chip_options()
+
+
+@dataclass(frozen=True)
+class ModelBackend:
+    """``model://?harden=1``: the numpy behavioural model, in this process."""
+
+    scheme: str = "model"
+    description: str = "the behavioural model of the chip, in this process: model://?harden=1"
+    options: dict = field(default_factory=_chip_options)
+
+    def open(self, url: str) -> Opened:
+        parts = urlsplit(url)
+        if parts.netloc or parts.path not in ("", "/"):
+            raise HalError(f"model:// takes no host or path, only options: got {url!r}")
+        return Opened(ModelPort(ChipModel(**parse_options(parts.query, self.options, url))))
+
+
+BACKEND = ModelBackend()

@@ -10,10 +10,9 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-
-from hal.codec import Frame
-from hal.errors import NakError, ProtocolError
-from hal.icd import ACK_FLAG, MAX_MEM_WORDS_PER_FRAME, NAK, TELEMETRY_REGS, Cmd, NakReason
+from orbithil.hal.codec import Frame
+from orbithil.hal.errors import NakError, ProtocolError
+from orbithil.hal.icd import ACK_FLAG, MAX_MEM_WORDS_PER_FRAME, NAK, TELEMETRY_REGS, Cmd, NakReason
 
 
 @dataclass(frozen=True)

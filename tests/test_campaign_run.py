@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tools.campaign import report
-from tools.campaign import spec as spec_mod
-from tools.campaign.run import create, execute
-from tools.campaign.store import Store, StoreError
+from orbithil.tools.campaign import report
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign.run import create, execute
+from orbithil.tools.campaign.store import Store, StoreError
 
 pytestmark = pytest.mark.sim
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,15 +45,15 @@ def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_pat
     spec_path = tmp_path / "c.toml"
     spec_path.write_text(_spec_text(90, chunk=8))
     store_path = tmp_path / "c.sqlite"
-    cmd = [sys.executable, "-m", "tools.cli", "campaign", "run"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run"]
+    env = dict(os.environ)
     rng = np.random.default_rng(20261124)
     kills, seen = 0, []
     first = True
     while kills < 3:
         args = [*cmd, str(spec_path), "--store", str(store_path)] if first else [
             *cmd, "--store", str(store_path)]  # fmt: skip
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
         # wait until this run has committed something new, then kill it at a random moment
         deadline = time.monotonic() + 300
@@ -72,11 +71,11 @@ def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_pat
         first = False
         seen.append(len(_results(store_path)))
         # a second process reads status while nothing (or something) runs
-        status = subprocess.run([*cmd[:-1], "status", str(store_path)], env=env, cwd=ROOT,
+        status = subprocess.run([*cmd[:-1], "status", str(store_path)], env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert f"{seen[-1]}/180 done" in status.stdout, status.stdout + status.stderr
     assert kills == 3 and seen[-1] < 180, seen
-    done = subprocess.run([*cmd, "--store", str(store_path)], env=env, cwd=ROOT,
+    done = subprocess.run([*cmd, "--store", str(store_path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     db = sqlite3.connect(store_path)
@@ -140,11 +139,12 @@ def test_store_refuses_a_different_spec_and_a_missing_file(tmp_path):
         Store(tmp_path / "missing.sqlite")
 
 
-def test_the_demo_runs_and_ends_with_the_table_and_report():
+def test_the_demo_runs_and_ends_with_the_table_and_report(tmp_path):
+    out_dir = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "demo", "--injections", "12"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-        text=True, timeout=900,
+        [sys.executable, "-m", "orbithil.tools.cli", "demo", "--injections", "12",
+         "--out", str(out_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
@@ -154,3 +154,4 @@ def test_the_demo_runs_and_ends_with_the_table_and_report():
     assert report_line, out[-2000:]
     path = Path(report_line[0].split(":", 1)[1].strip())
     assert path.exists() and path.read_text().count("data:image/png;base64,") == 5
+    assert path.parent == out_dir  # the demo wrote where it was told, not into a checkout

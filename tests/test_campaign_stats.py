@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from tools.campaign import spec as spec_mod
-from tools.campaign import stats
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign import stats
 
 
 def test_leveugle_sample_size_published_values():

@@ -7,14 +7,14 @@ fixed seed and asserts that all of them ran and passed.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
-
-from sim import harness
+from orbithil.sim import harness
 
 SEED = 20261124
-TB_MODULE = Path(harness.ROOT, "sim", "cocotb_tests", "tb_chip.py")
+TB_MODULE = Path(importlib.util.find_spec("orbithil.sim.cocotb_tests.tb_chip").origin)
 
 
 def cocotb_tests_in(path: Path) -> list[str]:
@@ -31,17 +31,17 @@ def cocotb_tests_in(path: Path) -> list[str]:
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
 def test_generated_secded_verilog_equals_the_codec(sim):
     spec = harness.Build(sim, top="secded_tb", sources=(harness.TB_DIR / "secded_tb.v",))
-    results = harness.run(spec, "sim.cocotb_tests.tb_secded", seed=SEED)
+    results = harness.run(spec, "orbithil.sim.cocotb_tests.tb_secded", seed=SEED)
     assert (results.tests, results.failed) == (1, 0), results.xml
 
 
 BLOCK_BENCHES = {
     # bench: (testbench top, cocotb module, number of tests in it, parameters)
-    "uart": ("uart_tb", "sim.cocotb_tests.tb_uart", 3, {}),
-    "frames": ("frames_tb", "sim.cocotb_tests.tb_frames", 6, {}),
-    "regfile-h1": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 1}),
-    "regfile-h0": ("regfile_tb", "sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 0}),
-    "watchdog": ("watchdog_tb", "sim.cocotb_tests.tb_watchdog", 1, {}),
+    "uart": ("uart_tb", "orbithil.sim.cocotb_tests.tb_uart", 3, {}),
+    "frames": ("frames_tb", "orbithil.sim.cocotb_tests.tb_frames", 6, {}),
+    "regfile-h1": ("regfile_tb", "orbithil.sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 1}),
+    "regfile-h0": ("regfile_tb", "orbithil.sim.cocotb_tests.tb_regfile", 1, {"HARDEN": 0}),
+    "watchdog": ("watchdog_tb", "orbithil.sim.cocotb_tests.tb_watchdog", 1, {}),
 }
 
 
@@ -50,7 +50,7 @@ BLOCK_BENCHES = {
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
 def test_block_bench(sim, bench):
     top, module, count, parameters = BLOCK_BENCHES[bench]
-    assert len(cocotb_tests_in(Path(harness.ROOT, *module.split(".")).with_suffix(".py"))) == count
+    assert len(cocotb_tests_in(Path(importlib.util.find_spec(module).origin))) == count
     spec = harness.Build(
         sim, top=top, parameters=parameters, sources=(harness.TB_DIR / f"{top}.v",)
     )
@@ -63,7 +63,7 @@ def test_block_bench(sim, bench):
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
 def test_chip_through_uart(sim, harden):
     results = harness.run(
-        harness.chip_build(sim, HARDEN=harden), "sim.cocotb_tests.tb_chip", seed=SEED
+        harness.chip_build(sim, HARDEN=harden), "orbithil.sim.cocotb_tests.tb_chip", seed=SEED
     )
     expected = len(cocotb_tests_in(TB_MODULE))
     assert expected >= 10

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from hal.settings import Settings
+from orbithil.settings import Settings
 
 
 def orbithil(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args],
+        [sys.executable, "-m", "orbithil.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -55,7 +55,7 @@ def test_unknown_benchmark_names_the_valid_ones():
     done = orbithil("bench", "nope")
     assert done.returncode == 2
     assert "no benchmark 'nope'; choose from " in done.stdout
-    from tools.bench import BENCHMARKS
+    from orbithil.tools.bench import BENCHMARKS
 
     assert all(name in done.stdout for name in BENCHMARKS)
 

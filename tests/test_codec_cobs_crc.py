@@ -6,10 +6,9 @@ import pytest
 from cobs import cobs as cobs_pkg
 from hypothesis import given
 from hypothesis import strategies as st
-
-import hal.codec as codec
-from hal.codec import _reference
-from hal.errors import CobsError
+from orbithil.hal import codec as codec
+from orbithil.hal.codec import _reference
+from orbithil.hal.errors import CobsError
 
 ZERO_HEAVY = st.binary(max_size=1200) | st.lists(st.sampled_from([0, 1, 0xFF]), max_size=1200).map(
     bytes

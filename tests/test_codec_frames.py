@@ -7,10 +7,9 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import hal.codec as codec
-from hal.codec import Deframer, Frame, FrameError, FrameStatus
-from hal.codec.frame_format import MAX_ENCODED, MAX_PAYLOAD
+from orbithil.hal import codec as codec
+from orbithil.hal.codec import Deframer, Frame, FrameError, FrameStatus
+from orbithil.hal.codec.frame_format import MAX_ENCODED, MAX_PAYLOAD
 
 frames = st.builds(
     Frame,

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import hal.codec as codec
-from hal.codec import SECDED_39_32, SECDED_72_64, SecdedStatus
-from hal.codec.hmatrix import code_for
+from orbithil.hal import codec as codec
+from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, SecdedStatus
+from orbithil.hal.codec.hmatrix import code_for
 
 CODES = [SECDED_39_32, SECDED_72_64]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
-from sim.classify import Observation, Outcome, classify
-from sim.faults import FaultModel, TargetSpace
+from orbithil.payload.classify import Observation, Outcome, classify
+from orbithil.sim.faults import FaultModel, TargetSpace
 
 SPACE = {
     "flip_flops": [{"name": "u_a.r", "bit": b, "width": 8, "block": "u_a"} for b in range(8)],
@@ -59,7 +58,7 @@ def test_bad_plan_arguments_say_what_is_valid():
 
 
 def test_plan_over_the_real_netlist():
-    from sim import netlist
+    from orbithil.sim import netlist
 
     space = TargetSpace(netlist.list_targets(1, clks_per_bit=4))
     assert space.total_bits == 2132 + 88064  # flip-flops (the link FEC: 153 of them), memory

@@ -11,16 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from spacepackets.ccsds.spacepacket import (
-    PacketId,
-    PacketType,
-    SpacePacketHeader,
-    parse_space_packets,
-)
-
-from flight import ccsds
-from flight.core import Bus, RateGroup, Scheduler
-from flight.dictionary import (
+from orbithil.flight import ccsds
+from orbithil.flight.core import Bus, RateGroup, Scheduler
+from orbithil.flight.dictionary import (
     APID_EVENT,
     APID_HK,
     APID_VERIFY,
@@ -28,8 +21,14 @@ from flight.dictionary import (
     DICT_HASH32,
     export_json,
 )
-from flight.ground import CommandRejected
-from sim.workloads import reference_inference
+from orbithil.flight.ground import CommandRejected
+from orbithil.payload.workloads import reference_inference
+from spacepackets.ccsds.spacepacket import (
+    PacketId,
+    PacketType,
+    SpacePacketHeader,
+    parse_space_packets,
+)
 
 
 def test_dictionary_exports_json_with_its_hash():

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from flight.ground import Ground
+from orbithil.flight.ground import Ground
 
 pytestmark = pytest.mark.sim
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,9 +32,9 @@ def test_fly_on_the_simulated_chip_fdir_goes_safe_and_recovers(tmp_path):
     config.write_text("hk_period_ms = 100\nchip_poll_ms = 50\nscrub_period = 8\n")
     port = _free_udp_port()
     fly = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "fly", "--chip", "sim://verilator?harden=1",
+        [sys.executable, "-m", "orbithil.tools.cli", "fly", "--chip", "sim://verilator?harden=1",
          "--config", str(config), "--port", str(port), "--keys", str(keys)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     try:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
-from hal.icd import RW_REGISTERS
-from sim import netlist
-from tools.fpga import synth
+from orbithil.hal.icd import RW_REGISTERS
+from orbithil.sim import netlist
+from orbithil.tools.fpga import synth
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["harden0", "harden1"])

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from orbithil.hal.icd import INJECT_ARM_MAGIC, NakReason
 
-import hal
-from hal.icd import INJECT_ARM_MAGIC, NakReason
-from hal.settings import Settings
+from orbithil import hal
+from orbithil.settings import Settings
 
 BACKENDS = [
     pytest.param("model://?harden=1", id="model-h1"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hal.codec import frame_format as ff
-from hal.codec.hmatrix import SecdedStatus
+from orbithil.hal.codec import frame_format as ff
+from orbithil.hal.codec.hmatrix import SecdedStatus
 
 ICD = (Path(__file__).resolve().parent.parent / "fpga" / "ICD.md").read_text()
 
@@ -35,13 +35,13 @@ def test_constants_quoted_in_the_icd():
 
 
 def test_generated_verilog_and_icd_tables_are_current():
-    from tools.fpga import gen
+    from orbithil.tools.fpga import gen
 
     assert gen.stale() == [], "run `orbithil fpga gen` and commit the result"
 
 
 def test_every_command_and_register_is_in_the_icd():
-    from hal import icd
+    from orbithil.hal import icd
 
     for cmd in icd.Cmd:
         assert f"| 0x{cmd.value:02X} | {cmd.name} |" in ICD

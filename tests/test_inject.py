@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from orbithil.hal.icd import RW_REGISTERS
+from orbithil.payload.classify import Outcome
+from orbithil.sim import harness
+from orbithil.sim.faults import FaultModel, Injection
+from orbithil.sim.board_inject import board_space, run_plan_on_chip
+from orbithil.sim.inject import Setup, golden, plan, run_plan
 
-import hal
-from hal.icd import RW_REGISTERS
-from sim import harness
-from sim.classify import Outcome
-from sim.faults import FaultModel, Injection
-from sim.inject import Setup, board_space, golden, plan, run_plan, run_plan_on_chip
+from orbithil import hal
 
 pytestmark = pytest.mark.sim
 

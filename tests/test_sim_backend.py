@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import hal
+from orbithil import hal
 
 pytestmark = pytest.mark.sim
 
@@ -44,7 +44,7 @@ def test_a_killed_parent_leaves_no_simulator_behind(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(os.getcwd())!r})
-        import hal
+        from orbithil import hal
         chip = hal.open("sim://icarus?harden=0", timeout=5.0)
         chip.identify()
         print(chip._backend.proc.pid, flush=True)

@@ -4,8 +4,7 @@ simulators and both builds: the ground the fault-injection engine stands on."""
 from __future__ import annotations
 
 import pytest
-
-from sim import harness, netlist
+from orbithil.sim import harness, netlist
 
 pytestmark = pytest.mark.sim
 
@@ -19,7 +18,7 @@ def test_targets_resolve_and_flip(sim, harden):
     path = netlist.targets_path(harden, clks_per_bit=cpb, mem_words=words)
     results = harness.run(
         build,
-        "sim.cocotb_tests.tb_targets",
+        "orbithil.sim.cocotb_tests.tb_targets",
         seed=20261124,
         extra_env={"ORBITHIL_TARGETS": str(path)},
     )

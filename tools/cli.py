@@ -9,15 +9,15 @@ import sys
 
 # Modules with a `register(subparsers)` function, in the order shown by --help.
 COMMAND_MODULES = (
-    "tools.demo",
-    "tools.doctor",
-    "tools.selftest",
-    "tools.bench",
-    "tools.fpga.cli",
-    "tools.inject_cli",
-    "tools.campaign.cli",
-    "tools.flight_cli",
-    "tools.ports",
+    "orbithil.tools.demo",
+    "orbithil.tools.doctor",
+    "orbithil.tools.selftest",
+    "orbithil.tools.bench",
+    "orbithil.tools.fpga.cli",
+    "orbithil.tools.inject_cli",
+    "orbithil.tools.campaign.cli",
+    "orbithil.tools.flight_cli",
+    "orbithil.tools.ports",
 )
 
 

@@ -14,13 +14,12 @@ import argparse
 import time
 from pathlib import Path
 
+from orbithil.tools import doctor
+from orbithil.tools.campaign import report
+from orbithil.tools.campaign import spec as spec_mod
 from rich.console import Console
 
-from tools import doctor
-from tools.campaign import report
-from tools.campaign import spec as spec_mod
-
-DEMO_DIR = Path(__file__).resolve().parent.parent / "build" / "demo"
+DEMO_DIR = Path("build") / "demo"  # relative to where the demo is run (make demo: the checkout)
 
 
 def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
@@ -40,20 +39,21 @@ def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
 
 
 def main(args) -> int:
-    from tools.campaign.cli import run_with_progress, wide_console
-    from tools.campaign.run import create
+    from orbithil.tools.campaign.cli import run_with_progress, wide_console
+    from orbithil.tools.campaign.run import create
 
     console = Console()
     if doctor.main(argparse.Namespace(json=False)) != 0:
         console.print("[red]the machine is missing tools the demo needs (see above)[/]")
         return 1
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    store_path = DEMO_DIR / "campaign.sqlite"
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = out / "campaign.sqlite"
     if not args.resume:
-        for stale in DEMO_DIR.glob("campaign.sqlite*"):
+        for stale in out.glob("campaign.sqlite*"):
             stale.unlink()
     spec = demo_spec(args.injections, args.seed)
-    (DEMO_DIR / "campaign.toml").write_text(
+    (out / "campaign.toml").write_text(
         "# the demo's campaign, as a spec you can edit and run with `orbithil campaign run`\n"
         + spec_mod.to_toml(spec)
     )
@@ -67,7 +67,7 @@ def main(args) -> int:
     with store:
         summary = run_with_progress(store, spec)
         wide_console().print(report.terminal_table(report.summarise(store)))
-        html = report.write_html(store, DEMO_DIR / "report.html")
+        html = report.write_html(store, out / "report.html")
     console.print(
         f"{summary.done} injections in {summary.seconds:.0f} s "
         f"({summary.done / max(summary.seconds, 1e-9):.0f}/s); whole demo "
@@ -82,4 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--injections", type=int, default=4000, help="per build")
     p.add_argument("--seed", type=int, default=1, help="seed of the plan")
     p.add_argument("--resume", action="store_true", help="continue the last demo's store")
+    p.add_argument(
+        "--out",
+        default=str(DEMO_DIR),
+        help="folder for the demo's spec, store and report (default: %(default)s, from here)",
+    )
     p.set_defaults(func=main)

@@ -8,10 +8,9 @@ import platform
 import sys
 from dataclasses import asdict, dataclass
 
+from orbithil.sim.toolchain import TOOLS, probe
 from rich.console import Console
 from rich.table import Table
-
-from sim.toolchain import TOOLS, probe
 
 PACKAGES = ("numpy", "cffi", "pyserial", "cocotb", "rich")
 
@@ -49,14 +48,14 @@ def run_checks() -> list[Check]:
         except importlib.metadata.PackageNotFoundError:
             checks.append(Check(f"pkg {name}", False, "not installed", "make setup"))
 
-    import hal.codec
+    from orbithil.hal import codec
 
-    c_ok = "c" in hal.codec.available_backends()
+    c_ok = "c" in codec.available_backends()
     checks.append(
         Check(
             "codec (C, cffi)",
             c_ok,
-            f"{hal.codec.c_status()}; in use: {hal.codec.backend()}",
+            f"{codec.c_status()}; in use: {codec.backend()}",
             "make setup   (needs gcc and the Python headers)",
         )
     )

@@ -9,9 +9,9 @@ import time
 
 
 def ground_main(args) -> int:
-    from flight import ccsds
-    from flight.dictionary import CHANNEL_BY_NAME, COMMANDS
-    from flight.ground import CommandRejected, Ground
+    from orbithil.flight import ccsds
+    from orbithil.flight.dictionary import CHANNEL_BY_NAME, COMMANDS
+    from orbithil.flight.ground import CommandRejected, Ground
 
     keys = ccsds.load_keys(args.keys)
     key_id = args.key_id if args.key_id is not None else min(keys)
@@ -90,7 +90,7 @@ def ground_main(args) -> int:
 
 
 def dict_main(args) -> int:
-    from flight.dictionary import export_json
+    from orbithil.flight.dictionary import export_json
 
     text = export_json()
     if args.output:
@@ -105,9 +105,10 @@ def dict_main(args) -> int:
 def fly_main(args) -> int:
     import signal
 
-    import hal
-    from flight import ccsds
-    from flight.stack import Config, FlightStack
+    from orbithil.flight import ccsds
+    from orbithil.flight.stack import Config, FlightStack
+
+    from orbithil import hal
 
     config = Config.load(args.config) if args.config else Config()
     if args.port is not None:

@@ -12,16 +12,15 @@ import sys
 import time
 from collections import Counter
 
+from orbithil.payload.classify import Outcome
+from orbithil.sim.faults import FaultModel, TargetSpace
+from orbithil.tools.campaign.report import BuildSummary, terminal_table
 from rich.console import Console
 from rich.table import Table
 
-from sim.classify import Outcome
-from sim.faults import FaultModel, TargetSpace
-from tools.campaign.report import BuildSummary, terminal_table
-
 
 def _setup(args):
-    from sim.inject import Setup
+    from orbithil.sim.inject import Setup
 
     return Setup(args.sim, int(args.harden), args.workload, args.workload_seed)
 
@@ -42,7 +41,7 @@ def targets_table(targets: dict, title: str) -> Table:
 
 
 def targets_main(args) -> int:
-    from sim import netlist
+    from orbithil.sim import netlist
 
     console = Console()
     for harden in (0, 1) if args.harden == "both" else (int(args.harden),):
@@ -57,19 +56,21 @@ def targets_main(args) -> int:
 
 
 def run_main(args) -> int:
-    from sim import inject
+    from orbithil.sim import inject
 
     setup = _setup(args)
     console = Console(stderr=True)
     blocks = set(args.blocks.split(",")) if args.blocks else None
     started = time.perf_counter()
     if args.chip:
-        import hal
+        from orbithil.sim import board_inject
 
-        space = inject.board_space(setup.targets())
+        from orbithil import hal
+
+        space = board_inject.board_space(setup.targets())
         injections = space.plan(args.n, seed=args.seed, cycles=(0, inject.golden(setup).cycles - 1))
         with hal.open(args.chip) as chip:
-            results = inject.run_plan_on_chip(chip, setup, injections)
+            results = board_inject.run_plan_on_chip(chip, setup, injections)
         where = args.chip
     else:
         injections = inject.plan(
@@ -100,7 +101,7 @@ def run_main(args) -> int:
 
 
 def register(subparsers) -> None:
-    from sim.workloads import WORKLOADS
+    from orbithil.payload.workloads import WORKLOADS
 
     p = subparsers.add_parser("inject", help="SEU injection: targets, runs on sim or a board")
     sub = p.add_subparsers(title="inject commands", metavar="ACTION")

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from serial.tools import list_ports
 
-import hal
+from orbithil import hal
 
 
 def probe(device: str, *, timeout: float) -> str:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-import hal.codec
-from hal.codec import SECDED_39_32, SECDED_72_64, Deframer, Frame, SecdedStatus
+from orbithil.hal import codec
+from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, Deframer, Frame, SecdedStatus
 
 
 @dataclass
@@ -64,17 +63,17 @@ def _secded(impl, code, rng: np.random.Generator, n: int) -> tuple[bool, str]:
 
 def run(seed: int = 1) -> list[SelfTestLine]:
     lines = []
-    for name, impl in hal.codec.available_backends().items():
+    for name, impl in codec.available_backends().items():
         rng = np.random.default_rng(seed)
         ok, detail = _frames_through_garbage(impl, rng, 2000)
         lines.append(SelfTestLine(name, "frames in garbage", ok, detail))
         for code in (SECDED_39_32, SECDED_72_64):
             ok, detail = _secded(impl, code, rng, 100_000)
             lines.append(SelfTestLine(name, f"SECDED ({code.n},{code.k})", ok, detail))
-    if len(hal.codec.available_backends()) == 2:
+    if len(codec.available_backends()) == 2:
         rng = np.random.default_rng(seed)
         payloads = [rng.bytes(int(n)) for n in rng.integers(0, 256, 2000)]
-        c, py = hal.codec.available_backends()["c"], hal.codec.available_backends()["python"]
+        c, py = codec.available_backends()["c"], codec.available_backends()["python"]
         same = all(c.frame_encode(1, 2, 3, p) == py.frame_encode(1, 2, 3, p) for p in payloads)
         lines.append(SelfTestLine("c = python", "identical frames", same, "2000 random payloads"))
     return lines
@@ -84,7 +83,7 @@ def main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    print(f"codec self-test (seed {args.seed}); C codec: {hal.codec.c_status()}")
+    print(f"codec self-test (seed {args.seed}); C codec: {codec.c_status()}")
     lines = run(args.seed)
     table = Table(title="codec self-test")
     for column in ("backend", "check", "result", "detail"):

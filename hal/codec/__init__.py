@@ -1,7 +1,7 @@
 """The host-link codec: COBS, CRC-16, frames, a streaming deframer and Hsiao SECDED.
 
 Two backends give identical results: C through cffi (``codec.c``, built by
-``python -m hal.codec.build``) and the pure-Python reference (``_reference``), which is the
+``python -m orbithil.hal.codec.build``) and the pure-Python reference (``_reference``), which is the
 test oracle and the fallback when no compiler is present. ``ORBITHIL_CODEC`` picks one
 (``auto`` by default: C when built and current, else Python with a warning).
 
@@ -18,9 +18,9 @@ import warnings
 from types import ModuleType
 
 import numpy as np
+from orbithil.hal.errors import CobsError, FrameError
 
-from hal.errors import CobsError, FrameError
-from hal.settings import Settings
+from orbithil.settings import Settings
 
 from . import _reference, fec
 from ._args import as_bytes as _as_bytes
@@ -79,13 +79,15 @@ __all__ = [
 # --- backend selection (lazy: importing hal.codec loads nothing and warns about nothing) ---
 @functools.cache
 def _load_c() -> tuple[ModuleType | None, str]:
-    """The C backend, or None, and a sentence on its state."""
+    """The C backend, or None, and a sentence on its state. Builds it into the cache on
+    first use when it is missing (``build.ensure_built``)."""
+    from .build import ensure_built, source_hash
+
     try:
+        ensure_built()
         from . import _cbackend
     except ImportError as exc:
-        return None, f"not built ({exc}); run 'make setup'"
-    from .build import source_hash
-
+        return None, f"not available: {exc}"
     if _cbackend.built_hash() != source_hash():
         return None, "stale (its sources changed since it was built); run 'make setup'"
     return _cbackend, "built and current"

@@ -11,12 +11,14 @@ from itertools import repeat
 from operator import getitem
 
 import numpy as np
+from orbithil.hal.errors import CobsError
 
-from hal.errors import CobsError
-
-from ._ccodec import ffi, lib  # type: ignore[import-not-found]
+from .build import load as _load_extension
 from .frame_format import CRC_LEN, HEADER_LEN, Frame, FrameStatus
 from .hmatrix import SecdedCode, SecdedStatus
+
+_ext = _load_extension()  # ImportError when not built: hal.codec then uses the reference
+ffi, lib = _ext.ffi, _ext.lib
 
 NAME = "c"
 

@@ -35,8 +35,7 @@ encoded in tens of microseconds, small beside the line time of the bytes it prot
 from __future__ import annotations
 
 import reedsolo
-
-from hal.errors import CobsError
+from orbithil.hal.errors import CobsError
 
 from . import _args
 from .frame_format import (

@@ -16,11 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cocotb
-
-from sim.classify import Observation, observation_to_dict
-from sim.engine import Engine, RunInfo
-from sim.faults import injection_from_dict
-from sim.tb_link import params
+from orbithil.payload.classify import Observation, observation_to_dict
+from orbithil.sim.engine import Engine, RunInfo
+from orbithil.sim.faults import injection_from_dict
+from orbithil.sim.tb_link import params
 
 
 @cocotb.test()

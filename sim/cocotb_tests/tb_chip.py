@@ -7,12 +7,11 @@ import cocotb
 import numpy as np
 from cocotb.handle import Deposit
 from cocotb.triggers import Timer
-
-import hal.codec
-from hal import protocol as p
-from hal.codec import FrameStatus
-from hal.icd import CHIP_ID, ICD_VERSION, INJECT_ARM_MAGIC, NAK, REG, Cmd, NakReason
-from sim.tb_link import TbLink, params, seed
+from orbithil.hal import codec
+from orbithil.hal import protocol as p
+from orbithil.hal.codec import FrameStatus
+from orbithil.hal.icd import CHIP_ID, ICD_VERSION, INJECT_ARM_MAGIC, NAK, REG, Cmd, NakReason
+from orbithil.sim.tb_link import TbLink, params, seed
 
 
 async def link(dut) -> TbLink:
@@ -129,7 +128,7 @@ async def garbage_and_truncated_frames_never_hang_the_link(dut):
     for round_ in range(12):
         junk = r.integers(0, 256, int(r.integers(1, 300)), dtype=np.uint8).tobytes()
         if round_ % 3 == 0:  # a truncated frame
-            junk = hal.codec.frame_encode(9, Cmd.PING)[: int(r.integers(2, 8))]
+            junk = codec.frame_encode(9, Cmd.PING)[: int(r.integers(2, 8))]
         tb.send_bytes(junk + b"\x00")
         # whatever the chip answers to the garbage (NAKs), a good PING is answered next
         await tb.wait_bytes_sent(timeout_ns=len(junk) * tb.byte_ns * 4 + 100_000)
@@ -146,17 +145,17 @@ async def garbage_and_truncated_frames_never_hang_the_link(dut):
 async def a_bad_frame_gets_a_nak_with_its_reason(dut):
     tb = await link(dut)
     body = bytes([1, 3, Cmd.PING, 0])
-    crc = hal.codec.crc16(body)
+    crc = codec.crc16(body)
     bad_crc = body + (crc ^ 0x0100).to_bytes(2, "big")
     body_v2 = bytes([2, 4, Cmd.PING, 0])
-    bad_version = body_v2 + hal.codec.crc16(body_v2).to_bytes(2, "big")
+    bad_version = body_v2 + codec.crc16(body_v2).to_bytes(2, "big")
     short = bytes([1, 5, Cmd.PING])
     for raw, reason, seq in (
         (bad_crc, FrameStatus.BAD_CRC, 3),
         (bad_version, FrameStatus.BAD_VERSION, 4),
         (short, FrameStatus.BAD_LENGTH, 5),
     ):
-        tb.send_bytes(b"\x00" + hal.codec.cobs_encode(raw) + b"\x00")
+        tb.send_bytes(b"\x00" + codec.cobs_encode(raw) + b"\x00")
         frame = await tb.next_frame(timeout_ns=200 * tb.byte_ns)
         assert frame is not None and frame.cmd == NAK, frame
         assert (frame.seq, frame.payload) == (seq, bytes([reason, Cmd.PING])), frame
@@ -281,7 +280,7 @@ async def an_upset_in_the_mac_accumulator_is_retried_when_hardened(dut):
     await write_mem(tb, 1024, p.pack_int8(x))
     cmd, payload = p.run_job(0, 1024, 1100, rows, cols)
     tb.seq = (tb.seq + 1) & 0xFF
-    tb.send_bytes(hal.codec.frame_encode(tb.seq, cmd, payload))
+    tb.send_bytes(codec.frame_encode(tb.seq, cmd, payload))
     mac = dut.dut.u_mac
     # Wait until the engine is in the middle of row 10, reading x; then flip bit 20 of acc.
     for _ in range(200_000):

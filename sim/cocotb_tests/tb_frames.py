@@ -6,10 +6,9 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge, Timer
-
-import hal.codec
-from hal.codec import FrameStatus
-from sim.tb_link import seed
+from orbithil.hal import codec
+from orbithil.hal.codec import FrameStatus
+from orbithil.sim.tb_link import seed
 
 
 async def reset(dut) -> None:
@@ -58,32 +57,32 @@ async def frame_rx_decodes_what_the_codec_encodes(dut):
     start = int(dut.frames_done.value)  # testbench counters outlive a test
     rng = np.random.default_rng(seed())
     for i, payload in enumerate(payloads(rng)):
-        wire = hal.codec.frame_encode(i, 0x42, payload)
+        wire = codec.frame_encode(i, 0x42, payload)
         await feed(dut, wire)
         await Timer(30, "ns")
         assert int(dut.frames_done.value) == start + i + 1
         assert int(dut.last_status.value) == FrameStatus.OK, (i, len(payload))
         body = await read_body(dut, int(dut.last_len.value))
-        assert body == hal.codec.cobs_decode(wire[1:-1]), (i, len(payload))
+        assert body == codec.cobs_decode(wire[1:-1]), (i, len(payload))
 
 
 @cocotb.test()
 async def frame_rx_rejects_with_the_codecs_reason(dut):
     await reset(dut)
-    good = hal.codec.frame_encode(1, 2, b"abc")
-    body = hal.codec.cobs_decode(good[1:-1])
+    good = codec.frame_encode(1, 2, b"abc")
+    body = codec.cobs_decode(good[1:-1])
     cases = [
         (b"\x00\x05\x01\x02\x00", FrameStatus.COBS),
-        (b"\x00" + hal.codec.cobs_encode(body[:3]) + b"\x00", FrameStatus.BAD_LENGTH),
+        (b"\x00" + codec.cobs_encode(body[:3]) + b"\x00", FrameStatus.BAD_LENGTH),
         (
-            b"\x00" + hal.codec.cobs_encode(body[:-1] + bytes([body[-1] ^ 1])) + b"\x00",
+            b"\x00" + codec.cobs_encode(body[:-1] + bytes([body[-1] ^ 1])) + b"\x00",
             FrameStatus.BAD_CRC,
         ),
         (b"\x00" + b"\x01" * 300 + b"\x00", FrameStatus.OVERSIZE),
     ]
     version2 = bytes([2]) + body[1:-2]
-    version2 += hal.codec.crc16(version2).to_bytes(2, "big")
-    cases.append((b"\x00" + hal.codec.cobs_encode(version2) + b"\x00", FrameStatus.BAD_VERSION))
+    version2 += codec.crc16(version2).to_bytes(2, "big")
+    cases.append((b"\x00" + codec.cobs_encode(version2) + b"\x00", FrameStatus.BAD_VERSION))
     start = int(dut.frames_done.value)
     for count, (wire, reason) in enumerate(cases, start=1):
         await feed(dut, wire)
@@ -91,7 +90,7 @@ async def frame_rx_rejects_with_the_codecs_reason(dut):
         assert int(dut.frames_done.value) == start + count
         assert int(dut.last_status.value) == reason, (reason, int(dut.last_status.value))
         # the codec agrees on why
-        assert hal.codec.deframe(wire).discarded[0].reason == reason
+        assert codec.deframe(wire).discarded[0].reason == reason
 
 
 async def transmit(dut, body: bytes, sent: int, expected: bytes) -> int:
@@ -127,14 +126,14 @@ async def frame_tx_sends_what_the_codec_sends(dut):
     sent = int(dut.out_len.value)
     for i, payload in enumerate(payloads(rng)):
         body = bytes([1, i, 0x81, len(payload)]) + payload
-        sent = await transmit(dut, body, sent, hal.codec.frame_encode(i, 0x81, payload))
+        sent = await transmit(dut, body, sent, codec.frame_encode(i, 0x81, payload))
 
 
 # --- forward error correction (frame format version 2) ----------------------------------
 def fec_payloads(rng: np.random.Generator) -> list[bytes]:
     """Payloads a version-2 frame can carry, the longest included."""
-    out = [b"", bytes(3), bytes(range(1, hal.codec.MAX_PAYLOAD_FEC + 1))]
-    out += [rng.bytes(int(rng.integers(0, hal.codec.MAX_PAYLOAD_FEC + 1))) for _ in range(9)]
+    out = [b"", bytes(3), bytes(range(1, codec.MAX_PAYLOAD_FEC + 1))]
+    out += [rng.bytes(int(rng.integers(0, codec.MAX_PAYLOAD_FEC + 1))) for _ in range(9)]
     return out
 
 
@@ -169,23 +168,23 @@ async def frame_rx_corrects_a_version2_frame(dut):
     rng = np.random.default_rng(seed() + 2)
     done = int(dut.frames_done.value)
     for i, payload in enumerate(fec_payloads(rng)):
-        wire = hal.codec.frame_encode(i, 0x43, payload, version=hal.codec.FEC_VERSION)
-        codeword = hal.codec.cobs_decode(wire[1:-1])
+        wire = codec.frame_encode(i, 0x43, payload, version=codec.FEC_VERSION)
+        codeword = codec.cobs_decode(wire[1:-1])
         n = len(codeword)
         first = int(rng.integers(0, n - 1))
         for positions in ([], [int(rng.integers(0, n))], [first, first + 1], [n - 2, n - 1]):
             bad = damage(rng, codeword, positions)
             status, fec, body = await expect_frame(
-                dut, b"\x00" + hal.codec.cobs_encode(bad) + b"\x00", done
+                dut, b"\x00" + codec.cobs_encode(bad) + b"\x00", done
             )
             done += 1
             assert (status, fec) == (FrameStatus.OK, True), (i, positions, status)
             assert body == codeword[:-4], (i, positions)  # corrected in place
         same = [first, first + 2] if first + 2 < n else [first - 2, first]  # one codeword
-        bad = b"\x00" + hal.codec.cobs_encode(damage(rng, codeword, same)) + b"\x00"
+        bad = b"\x00" + codec.cobs_encode(damage(rng, codeword, same)) + b"\x00"
         status, fec, _ = await expect_frame(dut, bad, done)
         done += 1
-        host = hal.codec.deframe(bad)
+        host = codec.deframe(bad)
         assert (status == FrameStatus.OK) == bool(host.frames), (i, status)
         if not host.frames:
             assert status == host.discarded[0].reason
@@ -201,21 +200,21 @@ async def frame_rx_agrees_with_the_codec_on_damaged_wire_bytes(dut):
     accepted = 0
     for i in range(60):
         payload = rng.bytes(int(rng.integers(0, 80)))
-        version = hal.codec.FEC_VERSION if i % 4 else hal.codec.FRAME_VERSION
-        wire = bytearray(hal.codec.frame_encode(i, 0x44, payload, version=version))
+        version = codec.FEC_VERSION if i % 4 else codec.FRAME_VERSION
+        wire = bytearray(codec.frame_encode(i, 0x44, payload, version=version))
         for _ in range(int(rng.integers(1, 4))):
             pos = int(rng.integers(1, len(wire) - 1))
             flipped = wire[pos] ^ (1 << int(rng.integers(0, 8)))
             if flipped:  # a byte turned into 0x00 would split the run: another test
                 wire[pos] = flipped
-        host = hal.codec.deframe(bytes(wire))
+        host = codec.deframe(bytes(wire))
         status, fec, body = await expect_frame(dut, bytes(wire), done)
         done += 1
         if host.frames:
             frame = host.frames[0]
             accepted += 1
             assert status == FrameStatus.OK, (i, status)
-            assert fec == (frame.version == hal.codec.FEC_VERSION)
+            assert fec == (frame.version == codec.FEC_VERSION)
             assert body[1:3] == bytes([frame.seq, frame.cmd]) and body[4:-2] == frame.payload
         else:
             assert status == host.discarded[0].reason, (i, status, host.discarded)
@@ -229,6 +228,6 @@ async def frame_tx_sends_version2_frames_as_the_codec_does(dut):
     sent = int(dut.out_len.value)
     for i, payload in enumerate(fec_payloads(rng)):
         # version byte 2: frame_tx adds the parity
-        body = bytes([hal.codec.FEC_VERSION, i, 0x82, len(payload)]) + payload
-        expected = hal.codec.frame_encode(i, 0x82, payload, version=hal.codec.FEC_VERSION)
+        body = bytes([codec.FEC_VERSION, i, 0x82, len(payload)]) + payload
+        expected = codec.frame_encode(i, 0x82, payload, version=codec.FEC_VERSION)
         sent = await transmit(dut, body, sent, expected)

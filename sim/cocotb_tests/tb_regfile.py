@@ -6,9 +6,8 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
-
-from hal.icd import RW_REGISTERS
-from sim.tb_link import params, seed
+from orbithil.hal.icd import RW_REGISTERS
+from orbithil.sim.tb_link import params, seed
 
 
 async def pulse(dut, **signals) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import Timer
-
-import hal.codec
-from hal.codec import SecdedStatus
-from sim.tb_link import seed
+from orbithil.hal import codec
+from orbithil.hal.codec import SecdedStatus
+from orbithil.sim.tb_link import seed
 
 
 async def check(dut, word: int, flip: int) -> tuple[int, int, int]:
@@ -24,7 +23,7 @@ async def rtl_secded_equals_hal_codec(dut):
     rng = np.random.default_rng(seed())
     words = [0, 0xFFFF_FFFF, *(int(w) for w in rng.integers(0, 2**32, 200, dtype=np.uint64))]
     for word in words:
-        expected_cw = hal.codec.secded_encode(word)
+        expected_cw = codec.secded_encode(word)
         codeword, decoded, status = await check(dut, word, 0)
         assert codeword == expected_cw, f"codeword of {word:#x}"
         assert (decoded, status) == (word, SecdedStatus.OK)
@@ -37,4 +36,4 @@ async def rtl_secded_equals_hal_codec(dut):
         flip = (1 << int(a)) | (1 << int(b))
         _, decoded, status = await check(dut, word, flip)
         assert status == SecdedStatus.UNCORRECTABLE
-        assert (decoded, status) == hal.codec.secded_decode(hal.codec.secded_encode(word) ^ flip)
+        assert (decoded, status) == codec.secded_decode(codec.secded_encode(word) ^ flip)

@@ -11,9 +11,8 @@ import cocotb
 import numpy as np
 from cocotb.handle import Deposit
 from cocotb.triggers import FallingEdge, Timer
-
-from sim.targets import handle_for
-from sim.tb_link import TbLink, params, seed
+from orbithil.sim.targets import handle_for
+from orbithil.sim.tb_link import TbLink, params, seed
 
 
 async def flip_and_check(dut, handle, bit: int) -> tuple[int, int]:

@@ -15,11 +15,26 @@ from dataclasses import dataclass, field
 
 # name -> (module with `run(quick: bool) -> BenchResult`, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "codec": ("tools.bench.codec", "frames, COBS and SECDED: C vs pure Python vs the cobs package"),
-    "hal": ("tools.bench.hal", "Chip API per backend; 1% byte corruption: correctness, throughput"),
-    "inject": ("tools.bench.inject", "injection engine vs a process per injection; sim efficiency"),
-    "campaign": ("tools.bench.campaign", "campaign scaling 1->2 workers, store overhead, report"),
-    "flight": ("tools.bench.flight", "rate-group jitter under load, TM packets/s, TC round trip"),
+    "codec": (
+        "orbithil.tools.bench.codec",
+        "frames, COBS and SECDED: C vs pure Python vs the cobs package",
+    ),
+    "hal": (
+        "orbithil.tools.bench.hal",
+        "Chip API per backend; 1% byte corruption: correctness, throughput",
+    ),
+    "inject": (
+        "orbithil.tools.bench.inject",
+        "injection engine vs a process per injection; sim efficiency",
+    ),
+    "campaign": (
+        "orbithil.tools.bench.campaign",
+        "campaign scaling 1->2 workers, store overhead, report",
+    ),
+    "flight": (
+        "orbithil.tools.bench.flight",
+        "rate-group jitter under load, TM packets/s, TC round trip",
+    ),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from sim.classify import Observation, Outcome
-from tools.campaign import report
-from tools.campaign import spec as spec_mod
-from tools.campaign.run import create, execute, plan_builds
+from orbithil.payload.classify import Observation, Outcome
+from orbithil.tools.campaign import report
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign.run import create, execute, plan_builds
 
 from . import BenchResult
 

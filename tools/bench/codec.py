@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 from cobs import cobs as cobs_pkg
-
-import hal.codec
-from hal.codec import SECDED_39_32, SECDED_72_64, Deframer
+from orbithil.hal import codec
+from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, Deframer
 
 from . import BenchResult
 from .timing import best_times
@@ -31,9 +30,9 @@ def _payloads(rng: np.random.Generator, count: int) -> list[bytes]:
 
 
 def run(*, quick: bool = False) -> BenchResult:
-    backends = hal.codec.available_backends()
+    backends = codec.available_backends()
     if "c" not in backends:
-        raise RuntimeError(f"the C codec is {hal.codec.c_status()}; nothing to compare")
+        raise RuntimeError(f"the C codec is {codec.c_status()}; nothing to compare")
     c, py = backends["c"], backends["python"]
     rng = np.random.default_rng(2026)
     n_frames = 300 if quick else 2000
@@ -158,7 +157,7 @@ def run(*, quick: bool = False) -> BenchResult:
             f"{tag}_numpy_mbps": mb / t["python"],
             f"{tag}_c_over_numpy": t["python"] / t["c"],
         }
-    metrics["backend_in_use"] = hal.codec.backend()
+    metrics["backend_in_use"] = codec.backend()
     return BenchResult(
         metrics={k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
         targets={"c_over_python": (">=", 30.0), "c_over_cobs_pkg": (">=", 1.0)},

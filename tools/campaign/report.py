@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from sim.classify import Outcome
-from tools.campaign import stats
-from tools.campaign.store import Store
+from orbithil.payload.classify import Outcome
+from orbithil.tools.campaign import stats
+from orbithil.tools.campaign.store import Store
 
 COUNTED = [o.value for o in Outcome if o is not Outcome.TOOL_ERROR]
 DUE = ("detected", "hang")  # detected unrecoverable errors: the chip or the HAL noticed

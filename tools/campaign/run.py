@@ -21,12 +21,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sim import inject
-from sim.classify import observation_from_dict, observation_to_dict
-from sim.faults import FaultModel, Injection, TargetSpace, injection_from_dict, injection_to_dict
-from tools.campaign.spec import Spec
-from tools.campaign.stats import sample_size
-from tools.campaign.store import Store, StoreError
+from orbithil.payload.classify import observation_from_dict, observation_to_dict
+from orbithil.sim import inject
+from orbithil.sim.faults import (
+    FaultModel,
+    Injection,
+    TargetSpace,
+    injection_from_dict,
+    injection_to_dict,
+)
+from orbithil.tools.campaign.spec import Spec
+from orbithil.tools.campaign.stats import sample_size
+from orbithil.tools.campaign.store import Store, StoreError
 
 
 @dataclass(frozen=True)

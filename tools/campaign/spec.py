@@ -9,10 +9,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sim.faults import FaultModel
-from sim.harness import SIMULATORS
-from sim.workloads import WORKLOADS
-from tools.campaign.stats import ORBIT_PRESETS
+from orbithil.payload.workloads import WORKLOADS
+from orbithil.sim.faults import FaultModel
+from orbithil.sim.harness import SIMULATORS
+from orbithil.tools.campaign.stats import ORBIT_PRESETS
 
 EXECUTORS = ("local", "dask")
 

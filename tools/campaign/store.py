@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sim.classify import Observation, observation_to_dict
-from sim.faults import Injection, injection_from_dict, injection_to_dict
+from orbithil.payload.classify import Observation, observation_to_dict
+from orbithil.sim.faults import Injection, injection_from_dict, injection_to_dict
 
 SCHEMA_VERSION = 1
 SCHEMA = """

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from orbithil.sim import netlist
 from rich.console import Console
 from rich.table import Table
-
-from sim import netlist
 
 from . import gen, synth
 
@@ -74,7 +73,7 @@ def targets_main(args) -> int:
         if args.json:
             print(json.dumps(result))
             continue
-        from tools.inject_cli import targets_table
+        from orbithil.tools.inject_cli import targets_table
 
         Console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
     return 0

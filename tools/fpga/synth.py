@@ -4,7 +4,8 @@ in ``sim.netlist`` (the injection engine needs them; sim/ does not reach up into
 
 Tools: the YoWASP builds from PyPI (pinned in pyproject.toml, installed by make setup),
 else Debian's yosys / nextpnr-ice40 / icepack on PATH (``sim.toolchain`` finds either).
-Every tool run has a deadline. Output goes to ``build/fpga/h<HARDEN>/`` (git-ignored).
+Every tool run has a deadline. Output goes to the cache (``sim.paths.fpga_dir``); the
+bitstream's path is in the result.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import json
 import re
 from dataclasses import dataclass
 
-from sim.harness import ROOT, RTL_DIR
-from sim.netlist import (  # noqa: F401  (ToolMissing: raised from here, part of this API)
-    OUT_ROOT,
+from orbithil.sim.netlist import (  # noqa: F401  (ToolMissing: raised from here, part of this API)
     ToolMissing,
     rel_path,
     run_tool,
     run_tool_path,
     yosys_sources,
 )
+from orbithil.sim.paths import BOARD_DIR, RTL_DIR, fpga_dir
 
-BOARD_DIR = ROOT / "fpga" / "board"
 UP5K = {"LC": 5280, "RAM": 30, "SPRAM": 4, "DSP": 8, "IO": 39}  # UP5K-SG48 capacities
 
 
@@ -53,8 +52,7 @@ class SynthResult:
 
 def synthesize(harden: int, *, timeout_s: float = 1800) -> SynthResult:
     """yosys -> nextpnr -> icepack for one build; returns its resource figures."""
-    out = OUT_ROOT / f"h{harden}"
-    out.mkdir(parents=True, exist_ok=True)
+    out = fpga_dir(harden)
     yosys, nextpnr, icepack = (
         run_tool_path("yosys"),
         run_tool_path("nextpnr-ice40"),

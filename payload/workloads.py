@@ -25,11 +25,10 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from hal import protocol as p
-from hal.errors import HalError, LinkTimeout, NakError, ProtocolError
-from hal.icd import MAX_MEM_WORDS_PER_FRAME, REG, RW_REGISTERS, Cmd
-from sim.classify import Observation
+from orbithil.hal import protocol as p
+from orbithil.hal.errors import HalError, LinkTimeout, NakError, ProtocolError
+from orbithil.hal.icd import MAX_MEM_WORDS_PER_FRAME, REG, RW_REGISTERS, Cmd
+from orbithil.payload.classify import Observation
 
 OUTPUT, JOB, CHECK = "output", "job", "check"
 

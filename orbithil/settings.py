@@ -1,0 +1,57 @@
+"""Every user-facing ORBITHIL_* environment variable, parsed in this one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from orbithil.errors import ConfigError
+
+CODEC_CHOICES = ("auto", "c", "python")
+
+
+def default_cache_dir() -> Path:
+    """The user's cache directory for orbithil (``platformdirs``: ~/.cache/orbithil on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("orbithil", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings from the environment.
+
+    ORBITHIL_CODEC      auto (default: C when built, else Python with a warning) | c | python
+    ORBITHIL_BOARD      serial device of a real board for board tests, e.g. /dev/ttyUSB1
+    ORBITHIL_CACHE_DIR  where simulator builds, netlists, golden runs and the C codec go
+                        (default: the user cache directory, e.g. ~/.cache/orbithil)
+    """
+
+    codec: str = "auto"
+    board: str | None = None
+    cache_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        codec = env.get("ORBITHIL_CODEC", "auto").strip().lower() or "auto"
+        if codec not in CODEC_CHOICES:
+            raise ConfigError(
+                f"ORBITHIL_CODEC={codec!r} is not valid; use one of {', '.join(CODEC_CHOICES)}"
+            )
+        cache = env.get("ORBITHIL_CACHE_DIR", "").strip()
+        return cls(
+            codec=codec,
+            board=env.get("ORBITHIL_BOARD") or None,
+            cache_dir=Path(cache).expanduser().resolve() if cache else None,
+        )
+
+
+def cache_dir(*parts: str) -> Path:
+    """A directory under orbithil's cache (created): builds and caches go here, never into
+    the installed package or the current directory."""
+    base = Settings.from_env().cache_dir or default_cache_dir()
+    path = base.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
