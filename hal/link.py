@@ -18,6 +18,7 @@ cost bytes; ``"on"`` and ``"off"`` fix the choice. Only a chip known to take ver
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from orbithil.hal.errors import LinkTimeout
 from orbithil.hal.icd import ACK_FLAG, NAK, Cmd, NakReason
 
 log = logging.getLogger(__name__)
+
+DEFAULT_RETRIES = 3  # same-sequence resends after the first attempt (the engine uses it too)
 
 # NAK reasons that mean "your frame arrived damaged": resend it.
 RESEND_REASONS = frozenset(
@@ -40,6 +43,35 @@ RESEND_REASONS = frozenset(
         NakReason.OVERRUN,
     }
 )
+
+
+class Verdict(enum.Enum):
+    """What a requester does with a frame that arrived while it waits for its answer."""
+
+    SKIP = "skip"  # not an answer to this request: stale, or an echo of a request
+    WAIT = "wait"  # OVERRUN: a resend met the chip mid-answer; that answer is on its way
+    RESEND = "resend"  # a frame-level NAK: the request arrived damaged, send it again
+    ANSWER = "answer"  # the chip's answer (an ACK or a command NAK): done
+
+
+def judge(frame: Frame, seq: int) -> Verdict:
+    """The per-frame rule of the link, for ``FrameLink`` and the injection engine alike.
+
+    A frame for another sequence number, or one that is not a response (an echo of a
+    request, as a loopback or half-duplex line gives back), is skipped: a NAK for another
+    sequence number is stale, and resending on it would only feed a storm of retries
+    arriving while the chip is still answering. An OVERRUN NAK means our resend reached
+    the chip while it was still answering an earlier copy: that answer is coming, so keep
+    waiting. A NAK with a frame-level reason means our frame arrived damaged: resend."""
+    if frame.seq != seq or not (frame.cmd & ACK_FLAG):
+        return Verdict.SKIP
+    if frame.cmd == NAK and frame.payload[:1]:
+        reason = frame.payload[0]
+        if reason == NakReason.OVERRUN:
+            return Verdict.WAIT
+        if reason in RESEND_REASONS:
+            return Verdict.RESEND
+    return Verdict.ANSWER
 
 
 @dataclass
@@ -113,7 +145,7 @@ class FrameLink:
         port,
         *,
         timeout_s: float = 1.0,
-        retries: int = 3,
+        retries: int = DEFAULT_RETRIES,
         read_chunk: int = 4096,
         gap_s: float = 0.05,  # silence after half a frame that means "lost delimiter"; long
         # enough for a slow simulator, which delivers a long answer in pieces
@@ -236,25 +268,16 @@ class FrameLink:
             while not resend and time.monotonic() < deadline:
                 frames = self._read_frames(deadline)
                 for index, frame in enumerate(frames):
-                    # Not ours, or not a response at all (an echo of a request, as a
-                    # loopback or half-duplex line gives back): skip it. A NAK for another
-                    # sequence number is stale: resending on it would only feed a storm of
-                    # retries arriving while the chip is still answering.
-                    if frame.seq != seq or not (frame.cmd & ACK_FLAG):
+                    verdict = judge(frame, seq)
+                    if verdict is Verdict.SKIP:
                         self.stats.stale_frames += 1
                         continue
                     self._pending = frames[index + 1 :]  # later frames: looked at next time
-                    if frame.cmd == NAK and frame.payload[:1] == bytes([NakReason.OVERRUN]):
-                        # Our retry reached the chip while it was still answering an
-                        # earlier copy: that answer is on its way. Keep waiting.
+                    if verdict is Verdict.WAIT:
                         self.stats.overruns += 1
                         continue
-                    if (
-                        frame.cmd == NAK
-                        and frame.payload[:1]
-                        and frame.payload[0] in RESEND_REASONS
-                    ):
-                        self.stats.frame_naks += 1  # our frame arrived damaged: resend now
+                    if verdict is Verdict.RESEND:
+                        self.stats.frame_naks += 1
                         resend = True
                         break
                     if attempt == 0:  # Karn: only an unambiguous round trip is a sample

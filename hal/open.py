@@ -14,20 +14,31 @@ package can add its own. ``orbithil ports --schemes`` lists them with their opti
 
 from __future__ import annotations
 
+import math
+
 from orbithil.hal.backends import open_port
 from orbithil.hal.chip import Chip
 from orbithil.hal.errors import HalError
-from orbithil.hal.link import FrameLink, check_fec_mode
+from orbithil.hal.link import DEFAULT_RETRIES, FrameLink, check_fec_mode
+
+MAX_RETRIES = 100
 
 __all__ = ["open", "open_port"]
 
 
-def open(url: str, *, timeout: float = 1.0, retries: int = 3, fec: str = "auto") -> Chip:
+def open(
+    url: str, *, timeout: float = 1.0, retries: int = DEFAULT_RETRIES, fec: str = "auto"
+) -> Chip:
     """A Chip on the backend ``url`` names; every call has a ``timeout`` per attempt.
     ``fec``: forward error correction on the link, ``auto`` (while the line is noisy),
     ``on`` or ``off`` (``hal.link``)."""
+    # Checked before a simulator is started for nothing.
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise HalError(f"timeout={timeout!r}: use a finite number of seconds > 0")
+    if not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise HalError(f"retries={retries!r}: use a whole number from 0 to {MAX_RETRIES}")
     try:
-        check_fec_mode(fec)  # before a simulator is started for nothing
+        check_fec_mode(fec)
     except ValueError as exc:
         raise HalError(str(exc)) from None
     port, backend = open_port(url)

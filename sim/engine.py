@@ -32,8 +32,8 @@ from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
 from orbithil.hal import codec
 from orbithil.hal.codec import MAX_ENCODED
-from orbithil.hal.icd import ACK_FLAG, NAK, NakReason
-from orbithil.hal.link import RESEND_REASONS
+from orbithil.hal.icd import ACK_FLAG, NAK
+from orbithil.hal.link import DEFAULT_RETRIES, Verdict, judge
 from orbithil.hal.protocol import parse_telemetry, telemetry
 from orbithil.payload.classify import Observation
 from orbithil.payload.workloads import Idle, Request, Tally, script
@@ -41,7 +41,7 @@ from orbithil.sim.faults import FaultModel, Injection
 from orbithil.sim.targets import handle_for
 from orbithil.sim.tb_link import CLOCK_NS, TbLink
 
-ATTEMPTS = 3  # like the HAL: the first try and two same-sequence retries
+ATTEMPTS = DEFAULT_RETRIES + 1  # as the HAL: the first try and its same-sequence resends
 JOB_ALLOWANCE_CYCLES = 20_000  # time a request may take beyond its bytes (a 64x64 job)
 TB_REGISTERS = ("txq_len", "txq_pos", "rxq_len", "host_start", "host_byte")
 
@@ -346,12 +346,11 @@ class Engine:
                 frame = await link.next_frame(timeout_ns=max(deadline - _now_ns(), 0))
                 if frame is None:
                     break  # nothing in time: resend
-                if frame.seq != seq or not frame.cmd & ACK_FLAG:
-                    continue  # stale: an answer to an earlier copy
-                if frame.cmd == NAK and frame.payload[:1] == bytes([NakReason.OVERRUN]):
-                    continue  # our copy met the chip mid-answer; that answer is coming
-                if frame.cmd == NAK and frame.payload[:1] and frame.payload[0] in RESEND_REASONS:
-                    resend = True  # our frame arrived damaged
+                verdict = judge(frame, seq)  # the HAL's own per-frame rule
+                if verdict in (Verdict.SKIP, Verdict.WAIT):
+                    continue
+                if verdict is Verdict.RESEND:
+                    resend = True
                     break
                 if frame.cmd == NAK:
                     return None

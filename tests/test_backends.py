@@ -9,10 +9,10 @@ import textwrap
 
 import numpy as np
 import pytest
-
-from orbithil import hal
 from orbithil.hal import backends
 from orbithil.hal.fault import FaultPort, split_fault_url
+
+from orbithil import hal
 
 
 def test_orbithils_own_schemes_are_registered_through_entry_points():
@@ -124,7 +124,7 @@ def test_a_users_package_adds_a_backend_through_an_entry_point(tmp_path, monkeyp
     dist = tmp_path / "site" / "myboard-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myboard\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text('[orbithil.backends]\nmyboard = myboard:BACKEND\n')
+    (dist / "entry_points.txt").write_text("[orbithil.backends]\nmyboard = myboard:BACKEND\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     backends.forget()
     try:
@@ -146,7 +146,7 @@ def test_a_broken_plugin_is_named_in_the_error(tmp_path, monkeypatch):
     dist = tmp_path / "broken-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text('[orbithil.backends]\nbroken = no_such_module:B\n')
+    (dist / "entry_points.txt").write_text("[orbithil.backends]\nbroken = no_such_module:B\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     backends.forget()
     try:

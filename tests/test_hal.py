@@ -10,7 +10,9 @@ from orbithil import hal
 
 
 def test_unknown_scheme_says_what_is_valid():
-    with pytest.raises(hal.HalError, match=r"unknown URL scheme 'ftp'; registered: fault, loop.*in 'ftp://example'"):
+    with pytest.raises(
+        hal.HalError, match=r"unknown URL scheme 'ftp'; registered: fault, loop.*in 'ftp://example'"
+    ):
         hal.open("ftp://example")
 
 
@@ -157,3 +159,42 @@ def test_socket_ports_send_at_once():
             assert port._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         finally:
             port.close()
+
+
+def test_the_per_frame_link_rule_is_one_pure_function():
+    from orbithil.hal.codec import Frame
+    from orbithil.hal.icd import ACK_FLAG, NAK, Cmd, NakReason
+    from orbithil.hal.link import Verdict, judge
+
+    ack = Cmd.PING | ACK_FLAG
+    assert judge(Frame(7, ack, b""), 7) is Verdict.ANSWER
+    assert judge(Frame(6, ack, b""), 7) is Verdict.SKIP  # an answer to an earlier request
+    assert judge(Frame(7, Cmd.PING, b""), 7) is Verdict.SKIP  # an echo of the request
+    assert judge(Frame(7, NAK, bytes([NakReason.OVERRUN])), 7) is Verdict.WAIT
+    assert judge(Frame(6, NAK, bytes([NakReason.BAD_CRC])), 7) is Verdict.SKIP  # stale NAK
+    for reason in (NakReason.BAD_CRC, NakReason.COBS, NakReason.BAD_LENGTH):
+        assert judge(Frame(7, NAK, bytes([reason])), 7) is Verdict.RESEND
+    assert judge(Frame(7, NAK, bytes([NakReason.BAD_ARG])), 7) is Verdict.ANSWER
+    assert judge(Frame(7, NAK, b""), 7) is Verdict.ANSWER
+
+
+def test_the_engine_retries_as_often_as_the_hal():
+    from orbithil.hal.link import DEFAULT_RETRIES
+    from orbithil.sim import engine
+
+    assert engine.ATTEMPTS == DEFAULT_RETRIES + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeout": 0}, "timeout=0: use a finite"),
+        ({"timeout": float("nan")}, "timeout=nan"),
+        ({"timeout": float("inf")}, "timeout=inf"),
+        ({"retries": -1}, "retries=-1: use a whole number from 0"),
+        ({"fec": "maybe"}, "maybe"),
+    ],
+)
+def test_open_checks_its_arguments(kwargs, message):
+    with pytest.raises(hal.HalError, match=message):
+        hal.open("model://", **kwargs)

@@ -10,8 +10,8 @@ import pytest
 from orbithil.hal.icd import RW_REGISTERS
 from orbithil.payload.classify import Outcome
 from orbithil.sim import harness
-from orbithil.sim.faults import FaultModel, Injection
 from orbithil.sim.board_inject import board_space, run_plan_on_chip
+from orbithil.sim.faults import FaultModel, Injection
 from orbithil.sim.inject import Setup, golden, plan, run_plan
 
 from orbithil import hal

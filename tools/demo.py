@@ -17,7 +17,7 @@ from pathlib import Path
 from orbithil.tools import doctor
 from orbithil.tools.campaign import report
 from orbithil.tools.campaign import spec as spec_mod
-from rich.console import Console
+from orbithil.tools.console import console as make_console
 
 DEMO_DIR = Path("build") / "demo"  # relative to where the demo is run (make demo: the checkout)
 
@@ -42,7 +42,7 @@ def main(args) -> int:
     from orbithil.tools.campaign.cli import run_with_progress, wide_console
     from orbithil.tools.campaign.run import create
 
-    console = Console()
+    console = make_console()
     if doctor.main(argparse.Namespace(json=False)) != 0:
         console.print("[red]the machine is missing tools the demo needs (see above)[/]")
         return 1

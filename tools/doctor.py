@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from orbithil.sim.toolchain import TOOLS, probe
-from rich.console import Console
+from orbithil.tools.console import console as make_console
 from rich.table import Table
 
 PACKAGES = ("numpy", "cffi", "pyserial", "cocotb", "rich")
@@ -93,7 +93,7 @@ def main(args) -> int:
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
         return 1 if failed else 0
-    console = Console()
+    console = make_console()
     table = Table(title="orbithil doctor", show_lines=False)
     for column in ("", "item", "found", "to get it"):
         table.add_column(column, overflow="fold")

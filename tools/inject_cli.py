@@ -15,7 +15,7 @@ from collections import Counter
 from orbithil.payload.classify import Outcome
 from orbithil.sim.faults import FaultModel, TargetSpace
 from orbithil.tools.campaign.report import BuildSummary, terminal_table
-from rich.console import Console
+from orbithil.tools.console import console as make_console
 from rich.table import Table
 
 
@@ -43,7 +43,7 @@ def targets_table(targets: dict, title: str) -> Table:
 def targets_main(args) -> int:
     from orbithil.sim import netlist
 
-    console = Console()
+    console = make_console()
     for harden in (0, 1) if args.harden == "both" else (int(args.harden),):
         targets = netlist.load_targets(harden, clks_per_bit=args.clks_per_bit)
         if args.json:
@@ -59,7 +59,7 @@ def run_main(args) -> int:
     from orbithil.sim import inject
 
     setup = _setup(args)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     blocks = set(args.blocks.split(",")) if args.blocks else None
     started = time.perf_counter()
     if args.chip:
@@ -92,7 +92,7 @@ def run_main(args) -> int:
             f"{args.model} on {where}, HARDEN={setup.harden}, workload {setup.workload}, "
             f"n={len(results)}, seed {args.seed}"
         )
-        Console().print(terminal_table([summary], title=title, counts=True))
+        make_console().print(terminal_table([summary], title=title, counts=True))
         print(f"{len(results)} injections in {elapsed:.1f} s")
     tool_errors = counts.get(Outcome.TOOL_ERROR.value, 0)
     if tool_errors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
+from orbithil.tools.console import console as make_console
 from rich.table import Table
 from serial.tools import list_ports
 
@@ -43,7 +43,7 @@ def main(args) -> int:
         table.add_column(column)
     for row in rows:
         table.add_row(row["device"], row["description"], row["hwid"], row["chip"])
-    Console().print(table if rows else "no serial ports found")
+    make_console().print(table if rows else "no serial ports found")
     return 0
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from orbithil.hal import codec
 from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, Deframer, Frame, SecdedStatus
+from orbithil.tools.console import console as make_console
 
 
 @dataclass
@@ -80,7 +81,6 @@ def run(seed: int = 1) -> list[SelfTestLine]:
 
 
 def main(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     print(f"codec self-test (seed {args.seed}); C codec: {codec.c_status()}")
@@ -92,7 +92,7 @@ def main(args) -> int:
         table.add_row(
             line.backend, line.check, "[green]ok[/]" if line.ok else "[red]FAIL[/]", line.detail
         )
-    Console().print(table)
+    make_console().print(table)
     return 0 if all(line.ok for line in lines) else 1
 
 

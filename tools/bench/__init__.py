@@ -13,6 +13,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from orbithil.tools.console import console as make_console
+
 # name -> (module with `run(quick: bool) -> BenchResult`, one-line description)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "codec": (
@@ -87,7 +89,6 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(result.as_json(args.name)))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"orbithil bench {args.name}")
@@ -101,7 +102,7 @@ def main(args) -> int:
             target = f"{op} {bound:g} " + ("[green]met[/]" if verdicts[key] else "[red]MISSED[/]")
         shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
         table.add_row(key, shown, target)
-    Console().print(table)
+    make_console().print(table)
     return 0
 
 

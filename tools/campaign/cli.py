@@ -8,6 +8,7 @@ from pathlib import Path
 from orbithil.tools.campaign import report, stats
 from orbithil.tools.campaign import spec as spec_mod
 from orbithil.tools.campaign.store import Store, StoreError
+from orbithil.tools.console import console as make_console
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -60,7 +61,7 @@ def plan_main(args) -> int:
             f"{build.space.total_bits:,}", f"{build.golden.cycles:,}", f"{population:,}",
             f"{n:,}", f"±{margin:.2%}",
         )  # fmt: skip
-    Console().print(table)
+    make_console().print(table)
     if spec.margin is not None:
         print(
             f"sized for a margin of {spec.margin:g} at {spec.confidence:.0%} confidence "
@@ -98,7 +99,7 @@ def run_with_progress(store: Store, spec, args=None, *, console: Console | None 
     a terminal, quiet otherwise."""
     from orbithil.tools.campaign.run import execute
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     counts = store.counts()
     total, done = counts["planned"], counts["done"]
     tally = {k: v for k, v in counts.items() if k not in ("planned", "done")}
@@ -192,8 +193,7 @@ def register(subparsers) -> None:
 
 def wide_console() -> Console:
     """Tables of shares with intervals need width; a pipe or log gets 160 columns."""
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+    return make_console()
 
 
 def handle_errors(func):

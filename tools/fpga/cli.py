@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from orbithil.sim import netlist
-from rich.console import Console
+from orbithil.tools.console import console as make_console
 from rich.table import Table
 
 from . import gen, synth
@@ -17,7 +17,7 @@ def _builds(choice: str) -> list[int]:
 
 
 def synth_main(args) -> int:
-    console = Console()
+    console = make_console()
     results = []
     for harden in _builds(args.harden):
         console.print(f"synthesising HARDEN={harden} for the iCE40 UP5K (yosys, nextpnr) ...")
@@ -75,7 +75,7 @@ def targets_main(args) -> int:
             continue
         from orbithil.tools.inject_cli import targets_table
 
-        Console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
+        make_console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
     return 0
 
 
