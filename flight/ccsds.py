@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
+
+from orbithil.errors import ConfigError
+from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY
 
 HEADER = 6
 MAC_LEN = 32
@@ -97,32 +99,65 @@ def packet_length(buffer: bytes) -> int | None:
 
 
 # --- keys and telecommands --------------------------------------------------------------
+class KeyFileError(ConfigError):
+    """Telecommand keys that cannot be used; the message never contains key material."""
+
+
 def load_keys(path: str | Path | None = None) -> dict[int, bytes]:
-    """Keys by id from a file (lines ``id hexkey``) or ``ORBITHIL_TC_KEYS``
-    (``id:hexkey,id:hexkey``). Keys must be 16..64 bytes."""
-    text = ""
+    """Keys by id from a file (lines ``id hexkey``; ``#`` starts a comment) or
+    ``ORBITHIL_TC_KEYS`` (``id:hexkey,id:hexkey``). Keys must be 16..64 bytes. Errors say
+    which line or entry is wrong and how, and never print a key."""
     if path is not None:
-        text = Path(path).read_text()
-        entries = [line.split() for line in text.splitlines() if line.strip() and not
-                   line.lstrip().startswith("#")]  # fmt: skip
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise KeyFileError(
+                f"key file {path} does not exist; make one with "
+                '`python -c "import secrets; print(1, secrets.token_hex(32))" > keys`'
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileError(f"cannot read key file {path}: {exc}") from None
+        where = f"key file {path}"
+        entries = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries.append((f"line {number}", line.split()))
         form, make = "'id hexkey'", "print(1, secrets.token_hex(32))"
     else:
         env = os.environ.get("ORBITHIL_TC_KEYS", "")
-        entries = [item.split(":", 1) for item in env.split(",") if item.strip()]
+        where = "ORBITHIL_TC_KEYS"
+        entries = [
+            (f"entry {number}", item.strip().split(":", 1))
+            for number, item in enumerate(env.split(","), 1)
+            if item.strip()
+        ]
         form, make = "'id:hexkey' (several: comma-separated)", "print('1:' + secrets.token_hex(32))"
-    keys = {}
-    for entry in entries:
+    keys: dict[int, bytes] = {}
+    for label, entry in entries:
         if len(entry) != 2:
-            raise ValueError(f"key entry {' '.join(entry)!r}: write it as {form}")
-        key_id, hexkey = int(entry[0]), entry[1].strip()
-        key = bytes.fromhex(hexkey)
-        if not 0 <= key_id <= 255 or not 16 <= len(key) <= 64:
-            raise ValueError(f"key {key_id}: ids are 0..255 and keys 16..64 bytes")
+            raise KeyFileError(f"{where}, {label}: write each key as {form}")
+        try:
+            key_id = int(entry[0])
+        except ValueError:
+            raise KeyFileError(f"{where}, {label}: the key id is not a number 0..255") from None
+        try:
+            key = bytes.fromhex(entry[1].strip())
+        except ValueError:
+            raise KeyFileError(f"{where}, {label}: key {key_id} is not hexadecimal") from None
+        if not 0 <= key_id <= 255:
+            raise KeyFileError(f"{where}, {label}: key id {key_id} is not in 0..255")
+        if not 16 <= len(key) <= 64:
+            raise KeyFileError(
+                f"{where}, {label}: key {key_id} has {len(key)} bytes; keys are 16..64 bytes"
+            )
+        if key_id in keys:
+            raise KeyFileError(f"{where}, {label}: key id {key_id} is given twice")
         keys[key_id] = key
     if not keys:
-        where = path or "ORBITHIL_TC_KEYS"
-        raise ValueError(
+        raise KeyFileError(
             f'no telecommand keys in {where}; make one with `python -c "import secrets; {make}"`'
+            + ("" if path is not None else ", or pass --keys FILE")
         )
     return keys
 

@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spacepackets.ccsds.spacepacket import PacketType
+
 from orbithil.flight import ccsds
 from orbithil.flight.ccsds import Authenticator, TcRejected
-from spacepackets.ccsds.spacepacket import PacketType
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,9 @@ class RunningStack:
 
 @pytest.fixture
 def flight_stack():
+    from orbithil import hal
     from orbithil.flight.ground import Ground
     from orbithil.flight.stack import Config, FlightStack
-
-    from orbithil import hal
 
     running: list[RunningStack] = []
 

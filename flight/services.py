@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from orbithil.flight.ccsds import Stage, Telecommand
 from orbithil.flight.core import Bus
 from orbithil.flight.dictionary import (

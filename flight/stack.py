@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from orbithil.errors import ConfigError
 from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
 from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_VERIFY, CHANNELS, DICT_HASH32
@@ -52,11 +53,16 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        data = tomllib.loads(Path(path).read_text())
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"flight config {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"flight config {path} is not readable TOML: {exc}") from None
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**data)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from orbithil.hal import protocol as p
 from orbithil.hal.errors import ChipFault, HalError
 from orbithil.hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
+
 from orbithil.hal.backends import Opened, Option, open_port, parse_options
 from orbithil.hal.errors import HalError
 from orbithil.hal.portwrap import PortWrapper

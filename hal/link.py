@@ -165,6 +165,7 @@ class FrameLink:
         self.retries = retries
         self.read_chunk = read_chunk
         self.seq = 0
+        self._synchronised = False
         self.stats = LinkStats()
         self.deframer = codec.new_deframer()
         self._pending: list[Frame] = []
@@ -203,6 +204,19 @@ class FrameLink:
             return codec.FEC_VERSION
         return codec.FRAME_VERSION
 
+    def synchronise(self) -> None:
+        """Start a session: one PING whose answer is not looked at.
+
+        The chip takes a request with the sequence number of the last command it executed
+        as a retry and answers it from its stored response (ICD). A new session (a new
+        link to a chip that kept running: a board, a served simulator) numbers from 1, so
+        its first command could be answered from the last session's stored response and
+        not run. After this PING the chip's last number is this link's, whatever it was
+        (a stale answer to a PING is harmless), so every later request is fresh.
+        ``transact`` calls it before the session's first request."""
+        self._synchronised = True
+        self.transact(Cmd.PING)
+
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF
         return self.seq
@@ -239,6 +253,8 @@ class FrameLink:
 
         Raises LinkTimeout when every attempt went unanswered.
         """
+        if not self._synchronised:
+            self.synchronise()
         seq = self._next_seq()
         started = time.monotonic()
         self.stats.requests += 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
+
 from orbithil.hal import codec
 from orbithil.hal.backends import Opened, Option, parse_options
 from orbithil.hal.codec import SecdedStatus

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import serial
+
 from orbithil.hal.backends import Opened, Option, parse_options
 from orbithil.hal.errors import HalError
 

@@ -10,6 +10,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+
 from orbithil.hal.codec import Frame
 from orbithil.hal.errors import NakError, ProtocolError
 from orbithil.hal.icd import ACK_FLAG, MAX_MEM_WORDS_PER_FRAME, NAK, TELEMETRY_REGS, Cmd, NakReason

@@ -25,6 +25,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from orbithil.hal import protocol as p
 from orbithil.hal.errors import HalError, LinkTimeout, NakError, ProtocolError
 from orbithil.hal.icd import MAX_MEM_WORDS_PER_FRAME, REG, RW_REGISTERS, Cmd

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import serial
+
 from orbithil.hal.backends import Opened, Option, parse_options
 from orbithil.hal.errors import BackendError, HalError
 from orbithil.hal.model import CHIP_OPTIONS

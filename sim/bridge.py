@@ -15,6 +15,7 @@ import time
 
 import cocotb
 from cocotb.triggers import Timer
+
 from orbithil.sim.tb_link import RING, TbLink, params
 
 ACCEPT_TIMEOUT_S = 120.0

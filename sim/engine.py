@@ -30,6 +30,7 @@ import cocotb
 from cocotb.handle import Deposit, _GPISetAction
 from cocotb.triggers import Timer
 from cocotb.utils import get_sim_time
+
 from orbithil.hal import codec
 from orbithil.hal.codec import MAX_ENCODED
 from orbithil.hal.icd import ACK_FLAG, NAK

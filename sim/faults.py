@@ -15,6 +15,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from orbithil.errors import ConfigError
+
 
 class FaultModel(StrEnum):
     FLIP = "flip"  # one bit inverted at a cycle (a single-event upset)
@@ -70,7 +72,7 @@ class TargetSpace:
         if self.ff_bits + self.memory_bits == 0:
             valid = sorted({f["block"] for f in targets["flip_flops"]})
             asked = sorted(blocks) if blocks else None
-            raise ValueError(
+            raise ConfigError(
                 f"no targets left after the filter (blocks={asked}, glob={glob!r}); "
                 f"valid blocks: {valid}"
             )
@@ -126,9 +128,9 @@ class TargetSpace:
         """``n`` injections, seeded; cycles uniform in ``cycles`` (inclusive)."""
         model = FaultModel(model)
         if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+            raise ConfigError(f"n must be >= 0, got {n}")
         if cycles[0] < 0 or cycles[1] < cycles[0]:
-            raise ValueError(f"cycles must be (first, last) with 0 <= first <= last, got {cycles}")
+            raise ConfigError(f"cycles must be (first, last) with 0 <= first <= last, got {cycles}")
         rng = np.random.default_rng(seed)
         out = []
         for _ in range(n):

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orbithil.errors import ConfigError
 from orbithil.payload import workloads
 from orbithil.payload.classify import Observation, Outcome, classify, observation_from_dict
 from orbithil.payload.workloads import WORKLOADS
@@ -43,11 +44,11 @@ class Setup:
 
     def __post_init__(self) -> None:
         if self.sim not in harness.SIMULATORS:
-            raise ValueError(f"simulator {self.sim!r}: use one of {', '.join(harness.SIMULATORS)}")
+            raise ConfigError(f"simulator {self.sim!r}: use one of {', '.join(harness.SIMULATORS)}")
         if self.harden not in (0, 1):
-            raise ValueError(f"harden must be 0 or 1, got {self.harden!r}")
+            raise ConfigError(f"harden must be 0 or 1, got {self.harden!r}")
         if self.workload not in WORKLOADS:
-            raise ValueError(f"no workload {self.workload!r}; workloads: {', '.join(WORKLOADS)}")
+            raise ConfigError(f"no workload {self.workload!r}; workloads: {', '.join(WORKLOADS)}")
 
     def build(self) -> harness.Build:
         return harness.chip_build(

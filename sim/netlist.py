@@ -15,11 +15,12 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from orbithil.errors import OrbithilError
 from orbithil.sim.paths import RTL_DIR, fpga_dir, rtl_sources, write_atomically
 from orbithil.sim.toolchain import TOOLS_BY_KEY, find_executable, tool_env
 
 
-class ToolMissing(RuntimeError):
+class ToolMissing(OrbithilError, RuntimeError):
     """A synthesis tool is not installed; the message says how to get it."""
 
 

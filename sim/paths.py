@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 from orbithil.fpga import BOARD_DIR, RTL_DIR
-
 from orbithil.settings import cache_dir
 
 __all__ = [

@@ -12,6 +12,7 @@ import os
 import cocotb
 from cocotb.handle import _GPISetAction
 from cocotb.triggers import Timer
+
 from orbithil.hal import codec
 from orbithil.hal.codec import Frame
 from orbithil.hal.protocol import check_response

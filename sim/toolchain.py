@@ -63,7 +63,7 @@ TOOLS: tuple[Tool, ...] = (
         "icarus",
         ("iverilog",),
         ("-V",),
-        "apt-get update && apt-get install -y iverilog   (make setup does this)",
+        "apt-get update && apt-get install -y iverilog   (make setup does this in a checkout)",
         "simulator: sim://icarus",
         required=True,
     ),

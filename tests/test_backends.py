@@ -9,10 +9,10 @@ import textwrap
 
 import numpy as np
 import pytest
-from orbithil.hal import backends
-from orbithil.hal.fault import FaultPort, split_fault_url
 
 from orbithil import hal
+from orbithil.hal import backends
+from orbithil.hal.fault import FaultPort, split_fault_url
 
 
 def test_orbithils_own_schemes_are_registered_through_entry_points():

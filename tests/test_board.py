@@ -1,25 +1,22 @@
-"""The chip on a real board over its serial port (ORBITHIL_BOARD=/dev/ttyUSB1), through the
-HAL exactly as users drive it. Skipped without a board; the conformance suite
-(tests/test_hal_conformance.py) also runs on the board when it is set."""
+"""The chip on a board over its serial port, through the HAL exactly as users drive it: a
+real board (ORBITHIL_BOARD=/dev/ttyUSB1), else the simulated chip behind a pseudo-terminal
+(``orbithil sim serve --pty``; the ``board_device`` fixture). The conformance suite
+(tests/test_hal_conformance.py) runs on the same device."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from orbithil.hal.icd import CHIP_ID
 
 from orbithil import hal
-from orbithil.settings import Settings
+from orbithil.hal.icd import CHIP_ID
 
 pytestmark = pytest.mark.board
 
 
 @pytest.fixture(scope="module")
-def chip():
-    device = Settings.from_env().board
-    if not device:
-        pytest.skip("no board: set ORBITHIL_BOARD=/dev/ttyUSBx to run board tests")
-    with hal.open(device, timeout=2.0) as opened:
+def chip(board_device):
+    with hal.open(board_device, timeout=2.0) as opened:
         yield opened
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from orbithil.tools.campaign import report
 from orbithil.tools.campaign import spec as spec_mod
 from orbithil.tools.campaign.run import create, execute

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from orbithil.tools.campaign import spec as spec_mod
 from orbithil.tools.campaign import stats
 

@@ -11,6 +11,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
 from orbithil.sim import harness
 
 SEED = 20261124

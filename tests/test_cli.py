@@ -68,7 +68,11 @@ def test_selftest_passes():
 
 def test_python_codec_can_be_forced():
     done = subprocess.run(
-        [sys.executable, "-c", "import hal.codec as c; c.frame_encode(1, 1); print(c.backend())"],
+        [
+            sys.executable,
+            "-c",
+            "from orbithil.hal import codec as c; c.frame_encode(1, 1); print(c.backend())",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,6 +6,7 @@ import pytest
 from cobs import cobs as cobs_pkg
 from hypothesis import given
 from hypothesis import strategies as st
+
 from orbithil.hal import codec as codec
 from orbithil.hal.codec import _reference
 from orbithil.hal.errors import CobsError

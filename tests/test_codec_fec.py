@@ -8,6 +8,7 @@ import pytest
 import reedsolo
 from hypothesis import given
 from hypothesis import strategies as st
+
 from orbithil.hal import codec
 from orbithil.hal.codec import FEC_VERSION, MAX_PAYLOAD_FEC, FrameStatus, fec
 

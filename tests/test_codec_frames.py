@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from orbithil.hal import codec as codec
 from orbithil.hal.codec import Deframer, Frame, FrameError, FrameStatus
 from orbithil.hal.codec.frame_format import MAX_ENCODED, MAX_PAYLOAD

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from orbithil.hal import codec as codec
 from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, SecdedStatus
 from orbithil.hal.codec.hmatrix import code_for

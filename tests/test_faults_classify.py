@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from orbithil.payload.classify import Observation, Outcome, classify
 from orbithil.sim.faults import FaultModel, TargetSpace
 

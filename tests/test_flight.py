@@ -11,6 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from spacepackets.ccsds.spacepacket import (
+    PacketId,
+    PacketType,
+    SpacePacketHeader,
+    parse_space_packets,
+)
+
 from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, RateGroup, Scheduler
 from orbithil.flight.dictionary import (
@@ -23,12 +30,6 @@ from orbithil.flight.dictionary import (
 )
 from orbithil.flight.ground import CommandRejected
 from orbithil.payload.workloads import reference_inference
-from spacepackets.ccsds.spacepacket import (
-    PacketId,
-    PacketType,
-    SpacePacketHeader,
-    parse_space_packets,
-)
 
 
 def test_dictionary_exports_json_with_its_hash():

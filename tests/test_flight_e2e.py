@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from orbithil.flight.ground import Ground
 
 pytestmark = pytest.mark.sim

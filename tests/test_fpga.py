@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from orbithil.hal.icd import RW_REGISTERS
 from orbithil.sim import netlist
 from orbithil.tools.fpga import synth

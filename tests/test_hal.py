@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from orbithil.hal.icd import REG, NakReason
 
 from orbithil import hal
+from orbithil.hal.icd import REG, NakReason
 
 
 def test_unknown_scheme_says_what_is_valid():
@@ -198,3 +198,16 @@ def test_the_engine_retries_as_often_as_the_hal():
 def test_open_checks_its_arguments(kwargs, message):
     with pytest.raises(hal.HalError, match=message):
         hal.open("model://", **kwargs)
+
+
+def test_a_new_session_on_a_running_chip_is_never_answered_from_the_last_one():
+    from orbithil.hal.chip import Chip
+    from orbithil.hal.link import FrameLink
+    from orbithil.hal.model import ChipModel, ModelPort
+
+    port = ModelPort(ChipModel())  # one chip that keeps running, as a board does
+    first = Chip(FrameLink(port, timeout_s=1.0))
+    assert first.write_reg("SCRATCH0", 5) == 5
+    second = Chip(FrameLink(port, timeout_s=1.0))  # numbers from 1 again
+    assert second.write_reg("SCRATCH0", 9) == 9  # executed, not the stored answer
+    assert second.read_reg("SCRATCH0") == 9

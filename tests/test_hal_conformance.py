@@ -1,5 +1,6 @@
 """One conformance suite for every backend: the model, the RTL under Verilator and Icarus
-(both builds), and a real board when ORBITHIL_BOARD is set. Hypothesis-generated command
+(both builds), and a board: a real one when ORBITHIL_BOARD is set, else the simulated chip
+behind a pseudo-terminal, through pyserial's serial code. Hypothesis-generated command
 sequences must give identical results on the model and on the RTL; for HARDEN=1 every
 frame goes as version 2 (link FEC on), for HARDEN=0 as version 1.
 """
@@ -10,10 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from orbithil.hal.icd import INJECT_ARM_MAGIC, NakReason
 
 from orbithil import hal
-from orbithil.settings import Settings
+from orbithil.hal.icd import INJECT_ARM_MAGIC, NakReason
 
 BACKENDS = [
     pytest.param("model://?harden=1", id="model-h1"),
@@ -31,11 +31,8 @@ TIMING = {"UPTIME", "JOB_CYCLES", "ENERGY"}
 @pytest.fixture(scope="module", params=BACKENDS)
 def chip(request):
     url = request.param
-    if url == "board":
-        device = Settings.from_env().board
-        if not device:
-            pytest.skip("no board: set ORBITHIL_BOARD=/dev/ttyUSBx to run board tests")
-        url = device
+    if url == "board":  # a real board, else the simulated chip behind a pseudo-terminal
+        url = request.getfixturevalue("board_device")
     with hal.open(url, timeout=5.0) as opened:
         yield opened
 

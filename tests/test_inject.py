@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
+from orbithil import hal
 from orbithil.hal.icd import RW_REGISTERS
 from orbithil.payload.classify import Outcome
 from orbithil.sim import harness
 from orbithil.sim.board_inject import board_space, run_plan_on_chip
 from orbithil.sim.faults import FaultModel, Injection
 from orbithil.sim.inject import Setup, golden, plan, run_plan
-
-from orbithil import hal
 
 pytestmark = pytest.mark.sim
 

@@ -4,6 +4,7 @@ simulators and both builds: the ground the fault-injection engine stands on."""
 from __future__ import annotations
 
 import pytest
+
 from orbithil.sim import harness, netlist
 
 pytestmark = pytest.mark.sim

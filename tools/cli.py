@@ -6,6 +6,12 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+
+from orbithil import __version__
+from orbithil.errors import OrbithilError
+
+EXIT_USER_ERROR = 2  # as argparse exits on a usage error
 
 # Modules with a `register(subparsers)` function, in the order shown by --help.
 COMMAND_MODULES = (
@@ -18,6 +24,7 @@ COMMAND_MODULES = (
     "orbithil.tools.campaign.cli",
     "orbithil.tools.flight_cli",
     "orbithil.tools.ports",
+    "orbithil.tools.sim_cli",
 )
 
 
@@ -27,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-in-the-loop flight software and SEU fault injection "
         "for orbital compute payloads.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="more log output (-vv: debug); errors show their traceback",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"orbithil {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -49,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OrbithilError as exc:
+        # A user's error: one line saying what was wrong and how to fix it; the traceback
+        # with -v. Anything else is a bug in orbithil and keeps its traceback.
+        if args.verbose:
+            traceback.print_exc()
+        message = str(exc) if args.verbose else " ".join(str(exc).split())
+        print(f"orbithil: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -7,10 +7,14 @@ import json
 import platform
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from rich.table import Table
+
+from orbithil import __version__
+from orbithil.settings import cache_dir
 from orbithil.sim.toolchain import TOOLS, probe
 from orbithil.tools.console import console as make_console
-from rich.table import Table
 
 PACKAGES = ("numpy", "cffi", "pyserial", "cocotb", "rich")
 
@@ -32,21 +36,39 @@ def _serial_ports() -> list[str]:
     return [f"{p.device} ({p.description})" for p in list_ports.comports()]
 
 
+def checkout() -> Path | None:
+    """The source checkout this orbithil runs from (an editable install), else None."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "scripts" / "bootstrap.sh").is_file() and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
 def run_checks() -> list[Check]:
+    tree = checkout()
+    setup = "make setup" if tree else None
     checks = [
         Check(
             "python",
             sys.version_info >= (3, 11),
             f"{platform.python_version()} at {sys.executable}",
-            "install Python >= 3.11 and rerun make setup",
-        )
+            "install Python >= 3.11" + (", then make setup" if tree else ""),
+        ),
+        Check(
+            "orbithil",
+            True,
+            f"{__version__} " + (f"(checkout {tree})" if tree else "(installed package)"),
+        ),
+        Check("cache", True, f"{cache_dir()}  — builds and caches (ORBITHIL_CACHE_DIR)"),
     ]
     for name in PACKAGES:
         try:
             version = importlib.metadata.version(name)
             checks.append(Check(f"pkg {name}", True, version))
         except importlib.metadata.PackageNotFoundError:
-            checks.append(Check(f"pkg {name}", False, "not installed", "make setup"))
+            checks.append(
+                Check(f"pkg {name}", False, "not installed", setup or f"pip install {name}")
+            )
 
     from orbithil.hal import codec
 
@@ -56,7 +78,8 @@ def run_checks() -> list[Check]:
             "codec (C, cffi)",
             c_ok,
             f"{codec.c_status()}; in use: {codec.backend()}",
-            "make setup   (needs gcc and the Python headers)",
+            (setup or "python -m orbithil.hal.codec.build")
+            + "   (needs gcc and the Python headers)",
         )
     )
     for tool in TOOLS:

@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import shlex
 import sys
 import threading
 import time
+from pathlib import Path
+
+from orbithil.errors import ConfigError
+
+# Exit codes of `ground --send` (and `fly`): what a script can tell apart.
+EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 1
+
+
+def _seconds(value: float, option: str, *, zero_ok: bool) -> float:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ConfigError(f"{option} {value}: give a finite number of seconds {bound}")
+    return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not 0 < number < 65536:
+        raise ConfigError(f"--stack {text!r}: give host:port, e.g. 127.0.0.1:47001")
+    return host or "127.0.0.1", number
 
 
 def ground_main(args) -> int:
@@ -13,15 +40,26 @@ def ground_main(args) -> int:
     from orbithil.flight.dictionary import CHANNEL_BY_NAME, COMMANDS
     from orbithil.flight.ground import CommandRejected, Ground
 
+    timeout = _seconds(args.timeout, "--timeout", zero_ok=False)
+    watch = _seconds(args.watch, "--watch", zero_ok=True)
+    stack = _address(args.stack)
     keys = ccsds.load_keys(args.keys)
+    if args.key_id is not None and args.key_id not in keys:
+        raise ConfigError(f"--key-id {args.key_id}: no such key; the keys have ids {sorted(keys)}")
     key_id = args.key_id if args.key_id is not None else min(keys)
-    host, _, port = args.stack.rpartition(":")
-    with Ground((host or "127.0.0.1", int(port)), key_id=key_id, key=keys[key_id]) as g:
+    results: list[dict] = []
+    with Ground(stack, key_id=key_id, key=keys[key_id]) as g:
 
-        def run(line: str) -> None:
-            words = shlex.split(line)
+        def run(line: str) -> bool:
+            """Run one console line; False when a command did not complete."""
+            try:
+                words = shlex.split(line)
+            except ValueError as exc:
+                print(f"{line!r}: {exc}", file=sys.stderr)
+                results.append({"line": line, "status": "refused", "reason": str(exc)})
+                return False
             if not words:
-                return
+                return True
             name, pairs = words[0].upper(), words[1:]
             if name in ("TM", "TELEMETRY"):
                 for k, v in sorted(g.telemetry.items()):
@@ -35,18 +73,37 @@ def ground_main(args) -> int:
                     )
                     units = channel.units if channel else ""
                     print(f"  {k:24} {shown:>14} {units:8}" + ("  OUT OF LIMITS" if out else ""))
-                return
+                return True
             if name == "HELP":
                 for c in COMMANDS:
                     args_ = " ".join(f"{a.name}=<{a.type}>" for a in c.args)
                     print(f"  {c.name} {args_}  -- {c.doc}")
-                return
+                return True
+            record = {"command": name, "args": pairs}
             try:
+                if any("=" not in p for p in pairs):
+                    raise ValueError(f"arguments are name=value, got {' '.join(pairs)!r}")
                 kwargs = dict(p.split("=", 1) for p in pairs)
-                g.command(name, timeout=args.timeout, **kwargs)
-                print(f"{name}: completed")
-            except (ValueError, CommandRejected, TimeoutError) as exc:
-                print(f"{name}: {exc}")
+                g.command(name, timeout=timeout, **kwargs)
+            except ValueError as exc:  # an unknown command or an argument the dictionary refuses
+                record.update(status="refused", reason=str(exc))
+            except CommandRejected as exc:  # the stack ran it and it failed
+                record.update(status="failed", reason=str(exc))
+            except TimeoutError:
+                record.update(
+                    status="timeout",
+                    reason=f"no completion within {timeout:g} s: the stack is not running at "
+                    f"{stack[0]}:{stack[1]}, or it could not authenticate the command (wrong "
+                    "key or key id); the command may still run",
+                )
+            else:
+                record.update(status="completed", reason="")
+            results.append(record)
+            if not args.json:
+                detail = f": {record['reason']}" if record["reason"] else ""
+                stream = sys.stdout if record["status"] == "completed" else sys.stderr
+                print(f"{name}: {record['status']}{detail}", file=stream)
+            return record["status"] == "completed"
 
         seen = 0
 
@@ -57,14 +114,21 @@ def ground_main(args) -> int:
                 print(f"[event {e.name}] {e.text}")
             seen = len(events)
 
-        for line in args.send or []:
-            run(line)
         if args.send:
-            time.sleep(args.watch)
-            show_events()
-            if args.watch:
-                run("tm")
-            return 0
+            ok = True
+            for line in args.send:
+                ok = run(line) and ok
+            if args.json:
+                time.sleep(watch)
+                events = [{"name": e.name, "text": e.text} for e in g.events]
+                print(json.dumps({"commands": results, "events": events,
+                                  "telemetry": dict(g.telemetry)}))  # fmt: skip
+            else:
+                time.sleep(watch)
+                show_events()
+                if watch:
+                    run("tm")
+            return EXIT_OK if ok else EXIT_FAILED
         print("orbithil ground: commands by name (HELP lists them), TM shows telemetry, "
               "Ctrl-D quits; events print as they arrive")  # fmt: skip
         stop = threading.Event()
@@ -105,29 +169,57 @@ def dict_main(args) -> int:
 def fly_main(args) -> int:
     import signal
 
+    from orbithil import hal
     from orbithil.flight import ccsds
     from orbithil.flight.stack import Config, FlightStack
 
-    from orbithil import hal
-
     config = Config.load(args.config) if args.config else Config()
     if args.port is not None:
+        if not 0 <= args.port < 65536:
+            raise ConfigError(f"--port {args.port}: use 0..65535 (0 picks a free port)")
         config.udp_port = args.port
     keys = ccsds.load_keys(args.keys or config.keys_file or None)
     with hal.open(args.chip, fec=args.fec) as chip:
-        stack = FlightStack(chip, config, keys)
+        try:
+            stack = FlightStack(chip, config, keys)
+        except OSError as exc:
+            ports = f"udp {config.udp_port}" + (
+                f" / tcp {config.tcp_port}" if config.tcp_port is not None else ""
+            )
+            raise ConfigError(
+                f"cannot open the ground link ({ports}): {exc.strerror or exc}; another "
+                "stack may be running there: choose another --port (0 picks a free one)"
+            ) from None
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *a: stop.set())
         with stack:
             host, port = stack.link.udp_address
-            print(f"flight stack up: chip {args.chip}, telecommands on udp://{host}:{port}"
-                  + (f" and tcp://{host}:{stack.link.tcp_address[1]}" if config.tcp_port
-                     is not None else "") + "; Ctrl-C stops", flush=True)  # fmt: skip
+            tcp = stack.link.tcp_address
+            ready = {
+                "chip": args.chip,
+                "udp": [host, port],
+                "tcp": list(tcp) if tcp else None,
+                "pid": os.getpid(),
+            }
+            if args.ready_file:
+                target = Path(args.ready_file)
+                staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                staging.write_text(json.dumps(ready) + "\n")
+                staging.replace(target)  # appears whole: a script waits for it to exist
+            if args.json:
+                print(json.dumps(ready), flush=True)
+            else:
+                print(f"flight stack up: chip {args.chip}, telecommands on udp://{host}:{port}"
+                      + (f" and tcp://{host}:{tcp[1]}" if tcp else "") + "; Ctrl-C stops",
+                      flush=True)  # fmt: skip
             try:
                 while not stop.wait(0.5):
                     pass
             except KeyboardInterrupt:
                 pass
+            finally:
+                if args.ready_file:
+                    Path(args.ready_file).unlink(missing_ok=True)
     print("flight stack stopped", file=sys.stderr)
     return 0
 
@@ -142,20 +234,40 @@ def register(subparsers) -> None:
         help="link forward error correction to the chip (default auto: while the line is noisy)",
     )
     f.add_argument("--config", help="TOML file of flight.stack.Config fields")
-    f.add_argument("--port", type=int, help="UDP port for telecommands (default 47001)")
+    f.add_argument(
+        "--port", type=int, help="UDP port for telecommands (default 47001; 0: a free one)"
+    )
     f.add_argument("--keys", help="key file (lines 'id hexkey'); default ORBITHIL_TC_KEYS")
+    f.add_argument(
+        "--ready-file",
+        help="write the bound ports as JSON to this file once the stack is up (removed at "
+        "exit); a script waits for the file instead of racing the start-up",
+    )
+    f.add_argument(
+        "--json", action="store_true", help="print the bound ports as one JSON line when up"
+    )
     f.set_defaults(func=fly_main)
 
     g = subparsers.add_parser("ground", help="ground console: commands, telemetry, events")
     g.add_argument("--stack", default="127.0.0.1:47001", help="host:port of the flight stack")
     g.add_argument("--keys", help="key file; default ORBITHIL_TC_KEYS")
-    g.add_argument("--key-id", type=int)
-    g.add_argument("--send", action="append", help='send one command, e.g. "SET_MODE mode=NOMINAL"')
+    g.add_argument("--key-id", type=int, help="which key signs the commands (default: lowest id)")
+    g.add_argument(
+        "--send",
+        action="append",
+        help='send one command and wait for it, e.g. "SET_MODE mode=NOMINAL" (repeatable); '
+        "exits 1 if any did not complete",
+    )
     g.add_argument("--watch", type=float, default=0.0, help="with --send: seconds to listen after")
-    g.add_argument("--timeout", type=float, default=10.0)
+    g.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for each command to complete"
+    )
+    g.add_argument(
+        "--json", action="store_true", help="with --send: print the results as one JSON object"
+    )
     g.set_defaults(func=ground_main)
 
     d = subparsers.add_parser("dict", help="the command/telemetry/event dictionary")
-    d.add_argument("action", choices=["export"])
-    d.add_argument("-o", "--output")
+    d.add_argument("action", choices=["export"], help="export: the dictionary as JSON")
+    d.add_argument("-o", "--output", help="write to this file instead of stdout")
     d.set_defaults(func=dict_main)

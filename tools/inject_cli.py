@@ -12,11 +12,12 @@ import sys
 import time
 from collections import Counter
 
+from rich.table import Table
+
 from orbithil.payload.classify import Outcome
 from orbithil.sim.faults import FaultModel, TargetSpace
 from orbithil.tools.campaign.report import BuildSummary, terminal_table
 from orbithil.tools.console import console as make_console
-from rich.table import Table
 
 
 def _setup(args):
@@ -63,9 +64,8 @@ def run_main(args) -> int:
     blocks = set(args.blocks.split(",")) if args.blocks else None
     started = time.perf_counter()
     if args.chip:
-        from orbithil.sim import board_inject
-
         from orbithil import hal
+        from orbithil.sim import board_inject
 
         space = board_inject.board_space(setup.targets())
         injections = space.plan(args.n, seed=args.seed, cycles=(0, inject.golden(setup).cycles - 1))
@@ -107,19 +107,28 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(title="inject commands", metavar="ACTION")
 
     t = sub.add_parser("targets", help="injectable bits per block (from the netlist)")
-    t.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    t.add_argument(
+        "--harden",
+        choices=["0", "1", "both"],
+        default="both",
+        help="which build: 0 (unhardened), 1 (hardened) or both",
+    )
     t.add_argument("--clks-per-bit", type=int, default=4, help="the build's UART divider")
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the target list as JSON")
     t.set_defaults(func=targets_main)
 
     r = sub.add_parser("run", help="run a seeded plan and print outcome counts")
-    r.add_argument("--harden", choices=["0", "1"], default="1")
-    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
-    r.add_argument("--workload", choices=sorted(WORKLOADS), default="inference")
+    r.add_argument("--harden", choices=["0", "1"], default="1", help="the build to inject into")
+    r.add_argument("--sim", choices=["verilator", "icarus"], default="verilator", help="simulator")
+    r.add_argument(
+        "--workload", choices=sorted(WORKLOADS), default="inference", help="what the chip runs"
+    )
     r.add_argument("--workload-seed", type=int, default=0, help="seed of the workload's data")
     r.add_argument("--n", type=int, default=200, help="number of injections")
     r.add_argument("--seed", type=int, default=1, help="seed of the plan")
-    r.add_argument("--model", choices=[m.value for m in FaultModel], default="flip")
+    r.add_argument(
+        "--model", choices=[m.value for m in FaultModel], default="flip", help="fault model"
+    )
     r.add_argument("--blocks", help="comma-separated blocks to restrict the plan to")
     r.add_argument("--glob", help="only targets whose name matches this glob")
     r.add_argument(
@@ -127,6 +136,6 @@ def register(subparsers) -> None:
         help="a HAL URL (a board's serial port, model://, sim://): inject through the "
         "chip's INJECT command instead of the simulator (register file and SRAM only)",
     )
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=run_main)
     p.set_defaults(func=lambda args: p.print_help() or 2)

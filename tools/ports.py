@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from orbithil.tools.console import console as make_console
 from rich.table import Table
 from serial.tools import list_ports
 
 from orbithil import hal
+from orbithil.tools.console import console as make_console
 
 
 def probe(device: str, *, timeout: float) -> str:
@@ -24,17 +24,15 @@ def probe(device: str, *, timeout: float) -> str:
 
 def main(args) -> int:
     ports = sorted(list_ports.comports(), key=lambda p: p.device)
+    listed = [(p.device, p.description, p.hwid) for p in ports]
+    # Devices named on the command line: pseudo-terminals (orbithil sim serve --pty),
+    # symlinks, ports the system does not enumerate.
+    known = {device for device, _, _ in listed}
+    listed += [(d, "given on the command line", "") for d in args.devices if d not in known]
     rows = []
-    for port in ports:
-        found = "not probed" if args.no_probe else probe(port.device, timeout=args.timeout)
-        rows.append(
-            {
-                "device": port.device,
-                "description": port.description,
-                "hwid": port.hwid,
-                "chip": found,
-            }
-        )
+    for device, description, hwid in listed:
+        found = "not probed" if args.no_probe else probe(device, timeout=args.timeout)
+        rows.append({"device": device, "description": description, "hwid": hwid, "chip": found})
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -49,7 +47,12 @@ def main(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("ports", help="list serial ports; mark those that answer as chips")
+    p.add_argument(
+        "devices",
+        nargs="*",
+        help="also probe these devices (e.g. the /dev/pts/N of orbithil sim serve --pty)",
+    )
     p.add_argument("--no-probe", action="store_true", help="list only; send nothing to the ports")
     p.add_argument("--timeout", type=float, default=0.3, help="seconds to wait for each PING")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the ports as JSON")
     p.set_defaults(func=main)

@@ -6,9 +6,11 @@ Not a unit test: a check a user runs on a new machine (``orbithil selftest``, an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from orbithil.hal import codec
 from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, Deframer, Frame, SecdedStatus
 from orbithil.tools.console import console as make_console
@@ -83,8 +85,14 @@ def run(seed: int = 1) -> list[SelfTestLine]:
 def main(args) -> int:
     from rich.table import Table
 
-    print(f"codec self-test (seed {args.seed}); C codec: {codec.c_status()}")
+    if not args.json:
+        print(f"codec self-test (seed {args.seed}); C codec: {codec.c_status()}")
     lines = run(args.seed)
+    ok = all(line.ok for line in lines)
+    if args.json:
+        print(json.dumps({"ok": ok, "c_codec": codec.c_status(), "seed": args.seed,
+                          "checks": [asdict(line) for line in lines]}))  # fmt: skip
+        return 0 if ok else 1
     table = Table(title="codec self-test")
     for column in ("backend", "check", "result", "detail"):
         table.add_column(column)
@@ -98,5 +106,6 @@ def main(args) -> int:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("selftest", help="check the installed codec on both backends")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="seed of the random frames and words")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.set_defaults(func=main)

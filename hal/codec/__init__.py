@@ -18,8 +18,8 @@ import warnings
 from types import ModuleType
 
 import numpy as np
-from orbithil.hal.errors import CobsError, FrameError
 
+from orbithil.hal.errors import CobsError, FrameError
 from orbithil.settings import Settings
 
 from . import _reference, fec
@@ -89,7 +89,8 @@ def _load_c() -> tuple[ModuleType | None, str]:
     except ImportError as exc:
         return None, f"not available: {exc}"
     if _cbackend.built_hash() != source_hash():
-        return None, "stale (its sources changed since it was built); run 'make setup'"
+        rebuild = "python -m orbithil.hal.codec.build"
+        return None, f"stale (its sources changed since it was built); run '{rebuild}'"
     return _cbackend, "built and current"
 
 

@@ -11,6 +11,7 @@ from itertools import repeat
 from operator import getitem
 
 import numpy as np
+
 from orbithil.hal.errors import CobsError
 
 from .build import load as _load_extension

@@ -7,6 +7,7 @@ Written to be obviously right, not fast. Functions here take already-validated a
 from __future__ import annotations
 
 import numpy as np
+
 from orbithil.hal.errors import CobsError
 
 from .frame_format import (

@@ -35,6 +35,7 @@ encoded in tens of microseconds, small beside the line time of the bytes it prot
 from __future__ import annotations
 
 import reedsolo
+
 from orbithil.hal.errors import CobsError
 
 from . import _args

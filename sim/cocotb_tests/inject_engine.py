@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cocotb
+
 from orbithil.payload.classify import Observation, observation_to_dict
 from orbithil.sim.engine import Engine, RunInfo
 from orbithil.sim.faults import injection_from_dict

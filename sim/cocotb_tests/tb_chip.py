@@ -7,6 +7,7 @@ import cocotb
 import numpy as np
 from cocotb.handle import Deposit
 from cocotb.triggers import Timer
+
 from orbithil.hal import codec
 from orbithil.hal import protocol as p
 from orbithil.hal.codec import FrameStatus

@@ -6,6 +6,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
+
 from orbithil.hal.icd import RW_REGISTERS
 from orbithil.sim.tb_link import params, seed
 

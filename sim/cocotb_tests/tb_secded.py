@@ -6,6 +6,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import Timer
+
 from orbithil.hal import codec
 from orbithil.hal.codec import SecdedStatus
 from orbithil.sim.tb_link import seed

@@ -11,6 +11,7 @@ import cocotb
 import numpy as np
 from cocotb.handle import Deposit
 from cocotb.triggers import FallingEdge, Timer
+
 from orbithil.sim.targets import handle_for
 from orbithil.sim.tb_link import TbLink, params, seed
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge, Timer
+
 from orbithil.sim.tb_link import seed
 
 BIT_NS = 16 * 10  # 16 clocks of 10 ns

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from orbithil.payload.classify import Observation, Outcome
 from orbithil.tools.campaign import report
 from orbithil.tools.campaign import spec as spec_mod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from cobs import cobs as cobs_pkg
+
 from orbithil.hal import codec
 from orbithil.hal.codec import SECDED_39_32, SECDED_72_64, Deframer
 

@@ -15,12 +15,12 @@ import threading
 import time
 
 import numpy as np
+
+from orbithil import hal
 from orbithil.flight import ccsds
 from orbithil.flight.dictionary import APID_HK, CHANNELS, DICT_HASH32
 from orbithil.flight.ground import Ground
 from orbithil.flight.stack import Config, FlightStack
-
-from orbithil import hal
 
 from . import BenchResult
 

@@ -23,13 +23,12 @@ import os
 import subprocess
 import time
 
+from orbithil import hal
 from orbithil.hal.portwrap import PortWrapper
 from orbithil.sim import harness
 from orbithil.sim.inject import Setup, golden, plan, run_plan
 from orbithil.sim.paths import bench_dir, rtl_sources
 from orbithil.sim.toolchain import find_executable
-
-from orbithil import hal
 
 from . import BenchResult
 

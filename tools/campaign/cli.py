@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-from orbithil.tools.campaign import report, stats
-from orbithil.tools.campaign import spec as spec_mod
-from orbithil.tools.campaign.store import Store, StoreError
-from orbithil.tools.console import console as make_console
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,6 +17,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from orbithil.errors import ConfigError, OrbithilError
+from orbithil.tools.campaign import report, stats
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign.store import Store
+from orbithil.tools.console import console as make_console
 
 
 def new_main(args) -> int:
@@ -40,6 +43,11 @@ def plan_main(args) -> int:
             print("give a SPEC, or --margin (with --confidence, --population)", file=sys.stderr)
             return 2
         n = stats.sample_size(args.margin, args.confidence, args.population, args.p)
+        if args.json:
+            print(json.dumps({"sample_size": n, "margin": args.margin,
+                              "confidence": args.confidence, "population": args.population,
+                              "p": args.p}))  # fmt: skip
+            return 0
         print(
             f"sample size: {n} injections for a margin of {args.margin:g} at "
             f"{args.confidence:g} confidence over N = {args.population:,.0f} (p = {args.p:g}; "
@@ -51,16 +59,26 @@ def plan_main(args) -> int:
     for col in ("build", "simulator", "workload", "target bits", "golden cycles",
                 "fault space N", "injections", "margin at 95%"):  # fmt: skip
         table.add_column(col, justify="right")
+    rows = []
     for build in plan_builds(spec):
         # the margin this n gives for p = 0.5, the worst case
         n, population = build.n, build.population
         t = stats.z_value(spec.confidence)
         margin = t * (0.25 / n * (population - n) / max(population - 1, 1)) ** 0.5
+        rows.append({
+            "harden": build.setup.harden, "simulator": build.setup.sim,
+            "workload": build.setup.workload, "target_bits": build.space.total_bits,
+            "golden_cycles": build.golden.cycles, "population": population,
+            "injections": n, "margin": margin,
+        })  # fmt: skip
         table.add_row(
             f"HARDEN={build.setup.harden}", build.setup.sim, build.setup.workload,
             f"{build.space.total_bits:,}", f"{build.golden.cycles:,}", f"{population:,}",
             f"{n:,}", f"±{margin:.2%}",
         )  # fmt: skip
+    if args.json:
+        print(json.dumps({"name": spec.name, "seed": spec.seed, "builds": rows}))
+        return 0
     make_console().print(table)
     if spec.margin is not None:
         print(
@@ -82,11 +100,18 @@ def run_main(args) -> int:
         spec = spec_mod.Spec.from_dict(store.meta("spec"))
     with store:
         summary = run_with_progress(store, spec, args)
+        counts = store.counts()
+        if args.json:
+            print(json.dumps({
+                "store": str(store_path.resolve()), "ran": summary.done,
+                "seconds": summary.seconds, "rate": summary.done / max(summary.seconds, 1e-9),
+                **_status(counts),
+            }))  # fmt: skip
+            return 0 if counts["done"] >= counts["planned"] else 1
         print(
             f"{summary.done} injections in {summary.seconds:.1f} s "
             f"({summary.done / max(summary.seconds, 1e-9):.1f}/s); store {store_path}"
         )
-        counts = store.counts()
         if counts["done"] < counts["planned"]:
             print(f"{counts['planned'] - counts['done']} injections still pending", file=sys.stderr)
             return 1
@@ -128,9 +153,17 @@ def run_with_progress(store: Store, spec, args=None, *, console: Console | None 
         return execute(store, spec, on_result=on_result, **kwargs)
 
 
+def _status(counts: dict) -> dict:
+    outcomes = {k: v for k, v in counts.items() if k not in ("planned", "done")}
+    return {"planned": counts["planned"], "done": counts["done"], "outcomes": outcomes}
+
+
 def status_main(args) -> int:
     with Store(args.store) as store:
         counts = store.counts()
+    if args.json:
+        print(json.dumps(_status(counts)))
+        return 0
     rest = {k: v for k, v in counts.items() if k not in ("planned", "done")}
     share = counts["done"] / max(counts["planned"], 1)
     print(f"{counts['done']}/{counts['planned']} done ({share:.0%}); " +
@@ -156,16 +189,19 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(title="campaign commands", metavar="ACTION")
 
     n = sub.add_parser("new", help="write a commented example spec")
-    n.add_argument("path", nargs="?", default="campaign.toml")
-    n.add_argument("--force", action="store_true")
+    n.add_argument("path", nargs="?", default="campaign.toml", help="where to write the spec")
+    n.add_argument("--force", action="store_true", help="overwrite an existing file")
     n.set_defaults(func=handle_errors(new_main))
 
     pl = sub.add_parser(
         "plan", help="size a campaign and print its plan; or a sample size from --margin"
     )
-    pl.add_argument("spec", nargs="?")
+    pl.add_argument("spec", nargs="?", help="the TOML spec to plan (omit with --margin)")
     pl.add_argument("--margin", type=float, help="without SPEC: the wanted error margin")
-    pl.add_argument("--confidence", type=float, default=0.95)
+    pl.add_argument(
+        "--confidence", type=float, default=0.95, help="with --margin: the confidence level"
+    )
+    pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     pl.add_argument("--population", type=float, default=float("inf"), help="fault space N")
     pl.add_argument("--p", type=float, default=0.5, help="expected share (0.5: worst case)")
     pl.set_defaults(func=handle_errors(plan_main))
@@ -174,19 +210,25 @@ def register(subparsers) -> None:
     r.add_argument("spec", nargs="?", help="the TOML spec (omit to resume --store)")
     r.add_argument("--store", required=True, help="SQLite file with the plan and results")
     r.add_argument("--workers", type=int, help="local simulators in parallel")
-    r.add_argument("--executor", choices=spec_mod.EXECUTORS)
+    r.add_argument(
+        "--executor", choices=spec_mod.EXECUTORS, help="where to run (default: the spec's)"
+    )
     r.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    r.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object at the end"
+    )
     r.set_defaults(func=handle_errors(run_main))
 
     s = sub.add_parser("status", help="progress of a store (safe while it runs)")
-    s.add_argument("store")
+    s.add_argument("store", help="the campaign's SQLite store")
+    s.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     s.set_defaults(func=handle_errors(status_main))
 
     rp = sub.add_parser("report", help="table, HTML report, CSV/JSON export")
-    rp.add_argument("store")
+    rp.add_argument("store", help="the campaign's SQLite store")
     rp.add_argument("--html", help="where to write the HTML (default: next to the store)")
-    rp.add_argument("--csv")
-    rp.add_argument("--json")
+    rp.add_argument("--csv", help="also export every result to this CSV file")
+    rp.add_argument("--json", help="also export every result to this JSON file")
     rp.set_defaults(func=handle_errors(report_main))
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -200,8 +242,10 @@ def handle_errors(func):
     def wrapped(args) -> int:
         try:
             return func(args)
-        except (spec_mod.SpecError, StoreError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except ValueError as exc:
+            if isinstance(exc, OrbithilError):
+                raise
+            # the spec's numbers reach numeric code that checks them with ValueError
+            raise ConfigError(str(exc)) from exc
 
     return wrapped

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from orbithil.payload.classify import Outcome
 from orbithil.tools.campaign import stats
 from orbithil.tools.campaign.store import Store

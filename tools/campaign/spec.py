@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orbithil.errors import ConfigError
 from orbithil.payload.workloads import WORKLOADS
 from orbithil.sim.faults import FaultModel
 from orbithil.sim.harness import SIMULATORS
@@ -58,7 +59,7 @@ rate = "leo"                  # upsets per bit per day: a preset (leo, leo-saa, 
 """
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """A campaign spec is wrong; the message says where, what and what is allowed."""
 
 

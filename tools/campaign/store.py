@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from orbithil.errors import OrbithilError
 from orbithil.payload.classify import Observation, observation_to_dict
 from orbithil.sim.faults import Injection, injection_from_dict, injection_to_dict
 
@@ -42,7 +43,7 @@ CREATE INDEX IF NOT EXISTS result_finished ON result(finished);
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(OrbithilError, RuntimeError):
     pass
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from rich.table import Table
+
 from orbithil.sim import netlist
 from orbithil.tools.console import console as make_console
-from rich.table import Table
 
 from . import gen, synth
 
@@ -92,8 +93,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "synth", help="synthesise the chip for the iCE40 UP5K; resource table"
     )
-    p.add_argument("--harden", choices=["0", "1", "both"], default="both")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--harden",
+        choices=["0", "1", "both"],
+        default="both",
+        help="which build: 0 (unhardened), 1 (hardened) or both",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON only")
     p.set_defaults(func=synth_main)
 
     p = subparsers.add_parser("fpga", help="generated Verilog/ICD tables; fault-injection targets")
@@ -101,10 +107,15 @@ def register(subparsers) -> None:
     g = sub.add_parser("gen", help="regenerate orbithil_icd.vh, secded39.v and the ICD.md tables")
     g.set_defaults(func=gen_main)
     t = sub.add_parser("targets", help="list every flip-flop and memory bit of a build")
-    t.add_argument("--harden", choices=["0", "1", "both"], default="both")
+    t.add_argument(
+        "--harden",
+        choices=["0", "1", "both"],
+        default="both",
+        help="which build: 0 (unhardened), 1 (hardened) or both",
+    )
     t.add_argument(
         "--clks-per-bit", type=int, default=104,
         help="the build's UART divisor: 104 for the board, 4 for the simulated chip",
     )  # fmt: skip
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print the target list as JSON")
     t.set_defaults(func=targets_main)
