@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.table import Table
 
@@ -30,6 +32,13 @@ def synth_main(args) -> int:
         except RuntimeError as exc:
             console.print(f"[red]HARDEN={harden}: {exc}[/]")
             return 1
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            target = out / f"chip-h{r.harden}.bin"
+            shutil.copyfile(r.bitstream, target)
+            r.bitstream = str(target.resolve())
     if args.json:
         print(json.dumps([asdict(r) | {"fits": r.fits()} for r in results], indent=1))
     else:
@@ -100,6 +109,9 @@ def register(subparsers) -> None:
         help="which build: 0 (unhardened), 1 (hardened) or both",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
+    p.add_argument(
+        "--out", help="copy the bitstreams here as chip-h<HARDEN>.bin (default: the cache)"
+    )
     p.set_defaults(func=synth_main)
 
     p = subparsers.add_parser("fpga", help="generated Verilog/ICD tables; fault-injection targets")
