@@ -1,0 +1,540 @@
+"""A pool of chips serving jobs: placement, sharding, reliability policies, fencing and
+re-admission, and exactly-once completion.
+
+Each chip (any HAL URL, any mix) is driven by its own thread, so there is exactly one
+command in flight per chip and the chips run concurrently (a simulated chip waiting for
+bytes sleeps in a socket read, not on a core). A job is a batch of items (one item: one
+inference, a chain of matvecs); its items are tasks in one queue, pulled by whichever
+healthy chip is free, so a large batch is sharded across the pool by itself.
+
+Policies, per job:
+
+| policy | runs of each item | decided by |
+|---|---|---|
+| ``none`` | once, on any chip | that run |
+| ``rerun`` | twice on one chip; a third time there on a mismatch | agreement / majority |
+| ``dmr`` | on two different chips; a third chip on a mismatch | agreement / majority |
+| ``tmr`` | on three different chips | majority vote |
+
+A run whose output differs from the decided one is a disagreement: counted, and reported
+as an event naming the chip. A chip whose command times out (a hang), whose watchdog
+expired, or that reports uncorrectable memory or a failed job is fenced: it takes no work,
+is reset with its memory cleared, scrubbed, self-tested (a known product against numpy)
+and re-admitted; the run it was doing goes back to the queue for another chip. A task
+completes once, under the pool's lock; a run that finishes after its task was decided is
+counted and dropped, so no job is lost or reported twice.
+
+Admission (``admit``) and per-chip permission (``chip_allowed``) are hooks the flight
+stack connects to its power and thermal models: while ``admit()`` is false no run starts
+and the queued items count as deferred.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from orbithil.errors import ConfigError
+from orbithil.hal.errors import ChipFault, HalError, LinkTimeout, NakError
+from orbithil.hal.icd import NakReason
+
+log = logging.getLogger(__name__)
+
+
+class Policy(enum.StrEnum):
+    NONE = "none"
+    RERUN = "rerun"
+    DMR = "dmr"
+    TMR = "tmr"
+
+
+CHIPS_NEEDED = {Policy.NONE: 1, Policy.RERUN: 1, Policy.DMR: 2, Policy.TMR: 3}
+# Runs of an item a policy starts with: on that many different chips (a `rerun` run is one
+# chip running the item two or three times).
+UNITS = CHIPS_NEEDED
+MAX_UNITS = 5  # runs of one item on different chips before it is given up as undecidable
+
+
+class ChipState(enum.StrEnum):
+    HEALTHY = "healthy"
+    FENCED = "fenced"  # taken out by the pool after a fault, being recovered
+    OUT = "out"  # taken out by the operator
+
+
+class Executor(Protocol):
+    """What the pool runs on a chip: ``prepare`` loads what runs need (weights) into a
+    chip, again after every reset; ``run`` does one item and returns its output and the
+    chip cycles it took."""
+
+    def prepare(self, chip) -> None: ...
+
+    def run(self, chip, item: Any) -> tuple[np.ndarray, int]: ...
+
+
+class PoolError(ConfigError):
+    """A request the pool cannot take (unknown chip, unknown policy, too few chips)."""
+
+
+@dataclass
+class ItemResult:
+    output: np.ndarray | None  # the decided output; None when the item failed
+    chips: list[str]  # the chips whose runs decided it
+    disagreements: list[str]  # chips whose run differed from the decided output
+    error: str = ""
+
+
+@dataclass
+class JobResult:
+    job_id: int
+    policy: Policy
+    items: list[ItemResult]
+    seconds: float
+    cycles: int  # chip cycles of every run, the repeated ones included
+
+    @property
+    def ok(self) -> bool:
+        return all(item.output is not None for item in self.items)
+
+
+@dataclass
+class _Task:
+    job: _Job
+    index: int
+    item: Any
+    wanted: int = 1  # units (runs on different chips) the policy wants so far
+    units: int = 0  # units finished
+    running: int = 0  # units in progress
+    runs: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (chip, output)
+    used: set[str] = field(default_factory=set)  # chips that ran it or are running it
+    queued: bool = True
+    done: bool = False
+    result: ItemResult | None = None
+
+
+@dataclass
+class _Job:
+    id: int
+    policy: Policy
+    tasks: list[_Task]
+    started: float
+    remaining: int
+    cycles: int = 0
+    event: threading.Event = field(default_factory=threading.Event)
+    result: JobResult | None = None
+
+
+@dataclass
+class PoolChip:
+    name: str
+    chip: Any
+    state: ChipState = ChipState.HEALTHY
+    runs: int = 0
+    faults: int = 0
+    fences: int = 0
+    disagreements: int = 0
+    cycles: int = 0
+    busy: bool = False
+    last_fault: str = ""
+    telemetry: dict = field(default_factory=dict)  # from the last health poll
+    next_poll: float = 0.0
+
+
+@dataclass
+class PoolStats:
+    jobs_submitted: int = 0
+    jobs_completed: int = 0
+    items_completed: int = 0
+    items_failed: int = 0
+    runs: int = 0
+    reruns: int = 0  # extra runs a mismatch asked for
+    disagreements: int = 0
+    late_runs: int = 0  # runs that finished after their item was decided (dropped)
+    requeued: int = 0  # runs put back after their chip failed
+    fences: int = 0
+    readmissions: int = 0
+
+
+class Pool:
+    """Jobs over chips. ``chips``: (name, Chip) pairs; ``executor``: what runs on them."""
+
+    POLL_S = 0.05
+    RECOVERY_BACKOFF_S = (0.5, 2.0, 5.0)
+    HEALTH_S = 0.5  # an idle chip's telemetry is read (and its watchdog kicked) this often
+    WDT_CYCLES = 50_000_000  # the chips' watchdog timeout, kicked by every health poll
+
+    def __init__(
+        self,
+        chips: Sequence[tuple[str, Any]],
+        executor: Executor,
+        *,
+        on_event: Callable[..., None] | None = None,
+        admit: Callable[[], bool] | None = None,
+        chip_allowed: Callable[[str], bool] | None = None,
+        on_run: Callable[[str, int, float], None] | None = None,
+        scrub_period: int = 256,
+        self_test: Callable[[Any], bool] | None = None,
+    ) -> None:
+        if not chips:
+            raise PoolError("a pool needs at least one chip")
+        names = [name for name, _ in chips]
+        if len(set(names)) != len(names):
+            raise PoolError(f"chip names must differ: {names}")
+        self.chips = {name: PoolChip(name, chip) for name, chip in chips}
+        self.executor = executor
+        self.on_event = on_event or (lambda name, **fields: None)
+        self.admit = admit or (lambda: True)
+        self.chip_allowed = chip_allowed or (lambda name: True)
+        self.on_run = on_run or (lambda name, cycles, seconds: None)
+        self.scrub_period = scrub_period
+        self.self_test = self_test or default_self_test
+        self.stats = PoolStats()
+        self._lock = threading.Condition()
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count(1)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> Pool:
+        for pc in self.chips.values():
+            self._configure(pc)
+        for pc in self.chips.values():
+            thread = threading.Thread(target=self._worker, args=(pc,), name=f"pool {pc.name}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def __enter__(self) -> Pool:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- the API ----------------------------------------------------------------------
+    def submit(self, items: Sequence[Any], policy: Policy | str = Policy.NONE) -> int:
+        """Queue a job of ``items`` under ``policy``; returns its id."""
+        try:
+            policy = Policy(policy)
+        except ValueError:
+            valid = ", ".join(p.value for p in Policy)
+            raise PoolError(f"policy {policy!r}: use one of {valid}") from None
+        if not items:
+            raise PoolError("a job needs at least one item")
+        usable = sum(pc.state is not ChipState.OUT for pc in self.chips.values())
+        if CHIPS_NEEDED[policy] > usable:
+            raise PoolError(
+                f"policy {policy.value} needs {CHIPS_NEEDED[policy]} chips; the pool has "
+                f"{usable} in service"
+            )
+        with self._lock:
+            job_id = next(self._ids)
+            job = _Job(job_id, policy, [], time.monotonic(), len(items))
+            job.tasks = [_Task(job, i, item, wanted=UNITS[policy]) for i, item in enumerate(items)]
+            self._jobs[job_id] = job
+            self._queue.extend(job.tasks)
+            self.stats.jobs_submitted += 1
+            self._lock.notify_all()
+        return job_id
+
+    def result(self, job_id: int, timeout: float) -> JobResult:
+        """The job's result, waiting up to ``timeout`` seconds (TimeoutError after)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise PoolError(f"no job {job_id}")
+        if not job.event.wait(timeout):
+            raise TimeoutError(f"job {job_id} not done within {timeout:g} s")
+        assert job.result is not None
+        return job.result
+
+    def take_out(self, name: str) -> None:
+        """Take a chip out of service (the operator's decision); its current run finishes."""
+        pc = self._chip(name)
+        with self._lock:
+            pc.state = ChipState.OUT
+        self.on_event("CHIP_OUT", chip=name)
+
+    def put_back(self, name: str) -> None:
+        """Return a chip to service, after a reset and self-test like a fenced one."""
+        pc = self._chip(name)
+        with self._lock:
+            if pc.state is not ChipState.OUT:
+                return
+            pc.state = ChipState.FENCED
+            self._lock.notify_all()
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def deferred(self) -> int:
+        """Items waiting only because admission is closed."""
+        return 0 if self.admit() else self.queued()
+
+    def status(self) -> dict[str, dict]:
+        with self._lock:
+            return {
+                name: {
+                    "state": pc.state.value,
+                    "busy": pc.busy,
+                    "runs": pc.runs,
+                    "faults": pc.faults,
+                    "fences": pc.fences,
+                    "disagreements": pc.disagreements,
+                    "cycles": pc.cycles,
+                    "last_fault": pc.last_fault,
+                }
+                for name, pc in self.chips.items()
+            }
+
+    def _chip(self, name: str) -> PoolChip:
+        try:
+            return self.chips[name]
+        except KeyError:
+            raise PoolError(f"no chip {name!r}; chips: {', '.join(self.chips)}") from None
+
+    # --- the workers ------------------------------------------------------------------
+    def _next_task(self, pc: PoolChip) -> _Task | None:
+        """A task this chip may run now (under the lock), marked as running on it. A task
+        that wants more units than are running stays queued for other chips."""
+        if pc.state is not ChipState.HEALTHY or not self.admit() or not self.chip_allowed(pc.name):
+            return None
+        for task in list(self._queue):
+            if task.done:
+                self._unqueue(task)
+                continue
+            if pc.name in task.used:
+                continue  # a policy's runs go to different chips
+            task.used.add(pc.name)
+            task.running += 1
+            if task.units + task.running >= task.wanted:
+                self._unqueue(task)
+            return task
+        return None
+
+    def _enqueue(self, task: _Task) -> None:
+        if not task.queued and not task.done:
+            task.queued = True
+            self._queue.appendleft(task)  # ahead of new work: finish what was started
+            self._lock.notify_all()
+
+    def _unqueue(self, task: _Task) -> None:
+        if task.queued:
+            task.queued = False
+            self._queue.remove(task)
+
+    def _worker(self, pc: PoolChip) -> None:
+        while not self._stop.is_set():
+            if pc.state is ChipState.FENCED:
+                self._recover(pc)
+                continue
+            if time.monotonic() >= pc.next_poll:
+                self._health(pc)
+                continue
+            with self._lock:
+                task = self._next_task(pc)
+                if task is None:
+                    self._lock.wait(self.POLL_S)
+                    continue
+                pc.busy = True
+            try:
+                self._run(pc, task)
+            finally:
+                pc.busy = False
+
+    def _run(self, pc: PoolChip, task: _Task) -> None:
+        """One unit of ``task`` on ``pc``: one run, or for ``rerun`` two (three when they
+        differ) on this chip."""
+        outputs: list[np.ndarray] = []
+        started = time.monotonic()
+        try:
+            outputs.append(self._run_once(pc, task))
+            if task.job.policy is Policy.RERUN:
+                outputs.append(self._run_once(pc, task))
+                if not np.array_equal(outputs[0], outputs[1]):
+                    with self._lock:
+                        self.stats.reruns += 1
+                    outputs.append(self._run_once(pc, task))  # the deciding third
+        except HalError as exc:
+            self._fault(pc, task, exc)
+            return
+        self.on_run(pc.name, 0, time.monotonic() - started)
+        with self._lock:
+            task.running -= 1
+            if task.done:
+                self.stats.late_runs += 1
+                return
+            task.units += 1
+            task.runs += [(pc.name, out) for out in outputs]
+            self._decide(task)
+
+    def _run_once(self, pc: PoolChip, task: _Task) -> np.ndarray:
+        output, cycles = self.executor.run(pc.chip, task.item)
+        with self._lock:
+            pc.runs += 1
+            pc.cycles += cycles
+            task.job.cycles += cycles
+            self.stats.runs += 1
+        self.on_run(pc.name, cycles, 0.0)
+        return np.asarray(output)
+
+    def _decide(self, task: _Task) -> None:
+        """Under the lock, after a unit finished: finish the task when its runs decide
+        it, else want one more unit (on another chip)."""
+        if task.units + task.running < task.wanted:
+            self._enqueue(task)  # a unit was lost with its chip, or more are wanted
+            return
+        if task.units < task.wanted:
+            return  # the others are still running
+        outputs = [out for _, out in task.runs]
+        winner, votes = _majority(outputs)
+        policy = task.job.policy
+        if policy is Policy.NONE or (votes >= 2 and 2 * votes > len(outputs)):
+            self._finish(task, winner)
+        elif policy is Policy.RERUN:
+            self._finish(task, None, error="three runs on one chip gave three answers")
+        elif task.wanted < MAX_UNITS:
+            task.wanted += 1  # a mismatch: one more chip decides
+            self.stats.reruns += 1
+            self._enqueue(task)
+        elif task.running == 0:
+            self._finish(task, None, error=f"no majority in {len(outputs)} runs")
+
+    def _finish(self, task: _Task, output: np.ndarray | None, *, error: str = "") -> None:
+        task.done = True
+        self._unqueue(task)
+        odd = []
+        if output is not None:
+            odd = [name for name, out in task.runs if not np.array_equal(out, output)]
+        for name in odd:
+            self.chips[name].disagreements += 1
+            self.stats.disagreements += 1
+            self.on_event("RESULT_DISAGREED", chip=name, job=task.job.id, item=task.index,
+                          policy=task.job.policy.value)  # fmt: skip
+        task.result = ItemResult(output, sorted({n for n, _ in task.runs}), sorted(set(odd)), error)
+        if output is None:
+            self.stats.items_failed += 1
+        else:
+            self.stats.items_completed += 1
+        job = task.job
+        job.remaining -= 1
+        if job.remaining == 0:
+            items = [t.result for t in job.tasks]
+            assert all(item is not None for item in items)
+            job.result = JobResult(job.id, job.policy, items, time.monotonic() - job.started,
+                                   job.cycles)  # type: ignore[arg-type]  # fmt: skip
+            self.stats.jobs_completed += 1
+            job.event.set()
+            self.on_event("JOB_DONE", job=job.id, items=len(items), ok=int(job.result.ok))
+        self._lock.notify_all()
+
+    # --- health, faults and recovery -------------------------------------------------
+    def _configure(self, pc: PoolChip) -> None:
+        pc.chip.write_reg("WDT_TIMEOUT", self.WDT_CYCLES)
+        self.executor.prepare(pc.chip)
+        pc.telemetry = dict(pc.chip.telemetry().values)
+        pc.next_poll = time.monotonic() + self.HEALTH_S
+
+    def _health(self, pc: PoolChip) -> None:
+        """Kick the watchdog and read telemetry; a watchdog expiry or uncorrectable memory
+        since the last poll fences the chip."""
+        pc.next_poll = time.monotonic() + self.HEALTH_S
+        try:
+            pc.chip.kick()
+            now = dict(pc.chip.telemetry().values)
+        except HalError as exc:
+            self._fault(pc, None, exc)
+            return
+        before, pc.telemetry = pc.telemetry, now
+        for counter in ("WDT_EXPIRIES", "ECC_UNCORRECTABLE"):
+            if now.get(counter, 0) > before.get(counter, 0):
+                fault = ChipFault(f"{counter} rose to {now[counter]}", detail=counter)
+                self._fault(pc, None, fault)
+                return
+
+    def _fault(self, pc: PoolChip, task: _Task | None, exc: Exception) -> None:
+        why = f"{type(exc).__name__}: {exc}"[:200]
+        with self._lock:
+            pc.faults += 1
+            pc.last_fault = why
+            if task is not None:
+                task.running -= 1
+                # The unit is lost with the chip: another chip takes it, or this one once
+                # it is back (it produced nothing for this item, so it counts as unused).
+                task.used.discard(pc.name)
+                if not task.done:
+                    self._enqueue(task)
+                    self.stats.requeued += 1
+            if pc.state is ChipState.HEALTHY:
+                pc.state = ChipState.FENCED
+                pc.fences += 1
+                self.stats.fences += 1
+            self._lock.notify_all()
+        self.on_event("CHIP_FENCED", chip=pc.name, why=why)
+
+    def _recover(self, pc: PoolChip) -> None:
+        """Reset, scrub, self-test, reload and re-admit a fenced chip; back off on failure."""
+        for attempt, backoff in enumerate((0.0, *self.RECOVERY_BACKOFF_S)):
+            if self._stop.wait(backoff):
+                return
+            try:
+                pc.chip.reset(clear_memory=True)
+                pc.chip.scrub(self.scrub_period)
+                if not self.self_test(pc.chip):
+                    raise ChipFault("self-test gave a wrong product", flags=0, detail="")
+                self._configure(pc)
+            except (HalError, ValueError) as exc:
+                pc.last_fault = f"recovery {attempt + 1}: {type(exc).__name__}: {exc}"[:200]
+                continue
+            with self._lock:
+                if pc.state is ChipState.FENCED:
+                    pc.state = ChipState.HEALTHY
+                self.stats.readmissions += 1
+                self._lock.notify_all()
+            self.on_event("CHIP_READMITTED", chip=pc.name, attempts=attempt + 1)
+            return
+        self.on_event("CHIP_RECOVERY_FAILED", chip=pc.name, why=pc.last_fault)
+
+
+def health_fault(exc: Exception) -> bool:
+    """Whether ``exc`` says the chip itself is unhealthy (as opposed to a bad request)."""
+    if isinstance(exc, LinkTimeout | ChipFault):
+        return True
+    return isinstance(exc, NakError) and exc.reason == NakReason.MEM_UNCORRECTABLE
+
+
+def _majority(outputs: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """The most common output and how many runs gave it."""
+    best, votes = outputs[0], 0
+    for candidate in outputs:
+        count = sum(np.array_equal(candidate, other) for other in outputs)
+        if count > votes:
+            best, votes = candidate, count
+    return best, votes
+
+
+def default_self_test(chip) -> bool:
+    """A known int8 product on the chip against numpy, and the chip's identity."""
+    chip.identify()
+    rng = np.random.default_rng(12345)
+    w = rng.integers(-128, 128, (16, 32), dtype=np.int8)
+    x = rng.integers(-128, 128, 32, dtype=np.int8)
+    expected = w.astype(np.int32) @ x.astype(np.int32)
+    return bool(np.array_equal(chip.run_matvec(w, x, base=0), expected))
