@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "orbithil.tools.flight_cli",
     "orbithil.tools.ports",
     "orbithil.tools.sim_cli",
+    "orbithil.tools.model_cli",
 )
 
 
