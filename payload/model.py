@@ -704,3 +704,22 @@ class ChipRunner:
         for n, x in enumerate(xs):
             out[n] = self.run(x)
         return out
+
+
+class PoolExecutor:
+    """The model as the pool's executor (``payload.pool.Executor``): one ``ChipRunner`` per
+    chip, made again by ``prepare`` after every reset (the weights went with the SRAM);
+    ``run`` returns one input's logits and the MAC cycles they took."""
+
+    def __init__(self, model: QuantisedModel, *, base: int = 0) -> None:
+        self.model = model
+        self.base = base
+        self._runners: dict[int, ChipRunner] = {}
+
+    def prepare(self, chip) -> None:
+        self._runners[id(chip)] = ChipRunner(chip, self.model, base=self.base)
+
+    def run(self, chip, item: np.ndarray) -> tuple[np.ndarray, int]:
+        runner = self._runners[id(chip)]
+        logits = runner.run(item)
+        return logits, runner.cycles
