@@ -258,8 +258,12 @@ class ChipManager:
         self.uptime_cycles: int | None = None
         self._last_corrected: tuple[float, float] | None = None
         self.fails = 0
+        self._runner = None  # the on-board model resident on the chip (payload.model)
 
     def start(self) -> None:
+        from orbithil.payload.model import default_model
+
+        default_model()  # trained once per machine (seconds), then read from the cache
         self._configure()
         self._thread = threading.Thread(target=self._run, name="chip-manager", daemon=True)
         self._thread.start()
@@ -329,6 +333,7 @@ class ChipManager:
     # --- actions (run on this thread) ---
     def reset_chip(self, why: str) -> None:
         self.chip.reset(clear_memory=True)
+        self._runner = None  # its weights went with the SRAM
         self._configure()
         self._last_corrected = None
         self.events.emit("CHIP_RESET", why=why)
@@ -339,13 +344,19 @@ class ChipManager:
         self.tm.set("SCRUB_PERIOD", period)
         self.events.emit("SCRUB_SET", period=period, why=why)
 
-    def inference(self, seed: int) -> int:
-        from orbithil.payload.workloads import forward, network
+    def inference(self, index: int) -> int:
+        """Classify test image ``index`` (modulo the split) with the on-board model on the
+        chip; its weights are loaded into the top of the chip's SRAM on first use and again
+        after a reset cleared it."""
+        from orbithil.payload.model import ChipRunner, default_model, plan_layout
 
-        weights, x = network(np.random.default_rng(seed))
-        # operands at word 1024, above the region the scrubber tests write
-        y = forward(weights, x, lambda w, act: self.chip.run_matvec(w, act, base=1024))
-        label = int(np.argmax(y))
+        model = default_model()
+        xs, labels = model.test_split()
+        index %= len(xs)
+        if self._runner is None:
+            base = self.chip.identity.mem_words - plan_layout(model).words
+            self._runner = ChipRunner(self.chip, model, base=base)
+        label = int(np.argmax(self._runner.run(xs[index])))
         self.tm.set("INFERENCE_CLASS", label)
-        self.events.emit("INFERENCE_DONE", seed=seed, label=label)
+        self.events.emit("INFERENCE_DONE", index=index, label=label, truth=int(labels[index]))
         return label

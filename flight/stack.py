@@ -200,7 +200,7 @@ class FlightStack:
         d.register("NOOP", lambda args: None)
         d.register("SET_MODE", set_mode)
         d.register("SET_HK_PERIOD", hk_period)
-        d.register("RUN_INFERENCE", lambda a: m.inference(a["seed"]), runner=m.submit)
+        d.register("RUN_INFERENCE", lambda a: m.inference(a["index"]), runner=m.submit)
         d.register("SET_SCRUB", lambda a: m.set_scrub(a["period"], "commanded"), runner=m.submit)
         d.register("CHIP_RESET", lambda a: m.reset_chip("commanded"), runner=m.submit)
         d.register("CHIP_INJECT", chip_inject, runner=m.submit)

@@ -29,7 +29,7 @@ from orbithil.flight.dictionary import (
     export_json,
 )
 from orbithil.flight.ground import CommandRejected
-from orbithil.payload.workloads import reference_inference
+from orbithil.payload.model import default_model
 
 
 def test_dictionary_exports_json_with_its_hash():
@@ -127,12 +127,14 @@ def test_commands_modes_and_verification(flight_stack):
         g.command("SET_MODE", mode="COMPUTE")
     g.command("SET_MODE", mode="NOMINAL")
     with pytest.raises(CommandRejected, match="not allowed in NOMINAL"):
-        g.command("RUN_INFERENCE", seed=1)
+        g.command("RUN_INFERENCE", index=1)
     g.command("SET_MODE", mode="COMPUTE")
-    g.command("RUN_INFERENCE", seed=1)
+    g.command("RUN_INFERENCE", index=1)
     event = g.wait_event("INFERENCE_DONE", timeout=5)
-    label = int(np.argmax(reference_inference(np.random.default_rng(1))))
-    assert event.text.endswith(f"class {label}")
+    model = default_model()
+    xs, labels = model.test_split()
+    label = int(np.argmax(model.forward(xs[1])))
+    assert f"class {label} (true {labels[1]})" in event.text
     g.wait_telemetry("INFERENCE_CLASS", lambda v: v == label, timeout=5)
     seq = g.send("SET_MODE", mode="SAFE")
     stages = [s for s, _ in g.verify[seq]] if g.wait_verification(seq) else []

@@ -49,7 +49,7 @@ def test_fly_on_the_simulated_chip_fdir_goes_safe_and_recovers(tmp_path):
             g.command("SET_MODE", mode="NOMINAL", timeout=20)
             g.wait_telemetry("SCRUB_PERIOD", lambda v: v == 8, timeout=20)
             g.command("SET_MODE", mode="COMPUTE", timeout=20)
-            g.command("RUN_INFERENCE", seed=2, timeout=60)
+            g.command("RUN_INFERENCE", index=2, timeout=60)
             g.wait_event("INFERENCE_DONE", timeout=20)
             # misbehave: an uncorrectable word, made with the scrubber paused
             g.command("SET_SCRUB", period=0, timeout=20)
