@@ -210,10 +210,47 @@ def inference(rng: np.random.Generator) -> Script:
             act = requantise(y)
 
 
+def digits(rng: np.random.Generator) -> Script:
+    """The on-board model (``payload.model``) classifying one held-out digit, drawn by
+    ``rng``: its weights resident in SRAM as ``ChipRunner`` lays them out, each layer's
+    tiles run as MAC jobs, the host requantising between layers. The outputs are every
+    layer's int32 results, the last being the logits (the class is their argmax)."""
+    from orbithil.payload.model import BIAS_INPUTS, default_model, plan_layout, requantise
+
+    model = default_model()
+    xs, _ = model.test_split()
+    act = xs[int(rng.integers(0, len(xs)))]
+    layout = plan_layout(model)
+    yield from write_mem(layout.base, layout.weights)
+    for addr, w in zip(layout.act_addr, model.weights, strict=True):
+        yield from write_mem(addr + w.shape[1] // 4 - 1, p.pack_int8(BIAS_INPUTS))
+    for i, w in enumerate(model.weights):
+        yield from write_mem(layout.act_addr[i], p.pack_int8(act))
+        jobs = [job for job in layout.jobs if job.layer == i]
+        for job in jobs:
+            request = p.run_job(
+                job.w_addr, job.x_addr, job.y_addr, job.r1 - job.r0, job.c1 - job.c0
+            )
+            answer = yield Request.of(request, JOB)
+            if answer is None or p.parse_job(answer)[0] != 0:
+                return  # the chip refused the job or it failed: a detected error
+        words = yield from read_mem(layout.out_addr[i], layout.out_words[i])
+        if words is None:
+            return
+        parts = p.unpack_int32(words)
+        y = np.zeros(w.shape[0], dtype=np.int32)
+        for job in jobs:
+            offset = job.y_addr - layout.out_addr[i]
+            y[job.r0 : job.r1] += parts[offset : offset + job.r1 - job.r0]
+        if i < len(model.weights) - 1:
+            act = requantise(y, model.multipliers[i], model.shifts[i])
+
+
 WORKLOADS: dict[str, Callable[[np.random.Generator], Script]] = {
     "control": control,
     "memory": memory,
     "inference": inference,
+    "digits": digits,
 }
 
 
