@@ -216,11 +216,18 @@ class Pool:
         return self
 
     def stop(self) -> None:
+        """Stop the workers; jobs not done by then finish with their open items failed, so
+        nobody waits on them."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+        with self._lock:
+            for job in self._jobs.values():
+                for task in job.tasks:
+                    if not task.done:
+                        self._finish(task, None, error="the pool stopped")
 
     def __enter__(self) -> Pool:
         return self.start()
@@ -255,13 +262,16 @@ class Pool:
         return job_id
 
     def result(self, job_id: int, timeout: float) -> JobResult:
-        """The job's result, waiting up to ``timeout`` seconds (TimeoutError after)."""
+        """The job's result, waiting up to ``timeout`` seconds (TimeoutError after). A job
+        is forgotten once its result has been taken."""
         job = self._jobs.get(job_id)
         if job is None:
-            raise PoolError(f"no job {job_id}")
+            raise PoolError(f"no job {job_id} (unknown, or its result was already taken)")
         if not job.event.wait(timeout):
             raise TimeoutError(f"job {job_id} not done within {timeout:g} s")
         assert job.result is not None
+        with self._lock:
+            self._jobs.pop(job_id, None)
         return job.result
 
     def take_out(self, name: str) -> None:
@@ -269,6 +279,7 @@ class Pool:
         pc = self._chip(name)
         with self._lock:
             pc.state = ChipState.OUT
+            self._starved()
         self.on_event("CHIP_OUT", chip=name)
 
     def put_back(self, name: str) -> None:
@@ -373,7 +384,14 @@ class Pool:
                         self.stats.reruns += 1
                     outputs.append(self._run_once(pc, task))  # the deciding third
         except HalError as exc:
-            self._fault(pc, task, exc)
+            if health_fault(exc):
+                self._fault(pc, task, exc)
+            else:  # the chip refused this item (a bad request): the item fails, not the chip
+                self._fail_item(task, f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:  # the executor failed on this item: report it, keep the worker
+            log.exception("run of job %d item %d on %s failed", task.job.id, task.index, pc.name)
+            self._fail_item(task, f"{type(exc).__name__}: {exc}")
             return
         self.on_run(pc.name, 0, time.monotonic() - started)
         with self._lock:
@@ -384,6 +402,23 @@ class Pool:
             task.units += 1
             task.runs += [(pc.name, out) for out in outputs]
             self._decide(task)
+
+    def _fail_item(self, task: _Task, error: str) -> None:
+        with self._lock:
+            task.running -= 1
+            if not task.done:
+                self._finish(task, None, error=error[:300])
+
+    def _in_service(self) -> int:
+        return sum(pc.state is not ChipState.OUT for pc in self.chips.values())
+
+    def _starved(self) -> None:
+        """Under the lock: fail queued items no chip in service can run any more (every
+        chip in service has run them already and none is running them)."""
+        serving = {n for n, pc in self.chips.items() if pc.state is not ChipState.OUT}
+        for task in list(self._queue):
+            if not task.done and task.running == 0 and not (serving - task.used):
+                self._finish(task, None, error="no chip in service left to run it")
 
     def _run_once(self, pc: PoolChip, task: _Task) -> np.ndarray:
         output, cycles = self.executor.run(pc.chip, task.item)
@@ -410,7 +445,7 @@ class Pool:
             self._finish(task, winner)
         elif policy is Policy.RERUN:
             self._finish(task, None, error="three runs on one chip gave three answers")
-        elif task.wanted < MAX_UNITS:
+        elif task.wanted < min(MAX_UNITS, self._in_service()):
             task.wanted += 1  # a mismatch: one more chip decides
             self.stats.reruns += 1
             self._enqueue(task)
@@ -482,12 +517,14 @@ class Pool:
                 if not task.done:
                     self._enqueue(task)
                     self.stats.requeued += 1
-            if pc.state is ChipState.HEALTHY:
+            fenced = pc.state is ChipState.HEALTHY
+            if fenced:
                 pc.state = ChipState.FENCED
                 pc.fences += 1
                 self.stats.fences += 1
             self._lock.notify_all()
-        self.on_event("CHIP_FENCED", chip=pc.name, why=why)
+        if fenced:
+            self.on_event("CHIP_FENCED", chip=pc.name, why=why)
 
     def _recover(self, pc: PoolChip) -> None:
         """Reset, scrub, self-test, reload and re-admit a fenced chip; back off on failure."""
@@ -500,7 +537,7 @@ class Pool:
                 if not self.self_test(pc.chip):
                     raise ChipFault("self-test gave a wrong product", flags=0, detail="")
                 self._configure(pc)
-            except (HalError, ValueError) as exc:
+            except Exception as exc:  # any failure: try again after the back-off
                 pc.last_fault = f"recovery {attempt + 1}: {type(exc).__name__}: {exc}"[:200]
                 continue
             with self._lock:
@@ -510,6 +547,10 @@ class Pool:
                 self._lock.notify_all()
             self.on_event("CHIP_READMITTED", chip=pc.name, attempts=attempt + 1)
             return
+        with self._lock:  # out of service until the operator puts it back
+            if pc.state is ChipState.FENCED:
+                pc.state = ChipState.OUT
+            self._starved()
         self.on_event("CHIP_RECOVERY_FAILED", chip=pc.name, why=pc.last_fault)
 
 

@@ -202,3 +202,46 @@ def test_bad_requests_say_what_is_valid():
             pool.submit(inputs(1), "tmr")
         with pytest.raises(PoolError, match="no chip 'x'"):
             pool.take_out("x")
+
+
+class Refusing(Matvec):
+    """An executor whose item 3 is a request the chip refuses (rows 0), and whose item 5
+    is a bad input the executor itself rejects."""
+
+    def run(self, chip, x):
+        if int(x[0]) == 3:
+            chip.run_job(0, X_ADDR, Y_ADDR, 0, 32)  # NAK BAD_ARG: a bad request, not a bad chip
+        if int(x[0]) == 5:
+            raise ValueError("input 5 is not int8")
+        return super().run(chip, x)
+
+
+def test_a_refused_or_broken_item_fails_alone_and_fences_no_chip(events):
+    chips = open_chips(["model://", "model://"])
+    items = [np.full(32, i, dtype=np.int8) for i in range(8)]
+    with Pool(chips, Refusing(), on_event=events) as pool:
+        result = pool.result(pool.submit(items, "none"), timeout=30)
+        stats = pool.stats
+    assert [i for i, item in enumerate(result.items) if item.output is None] == [3, 5]
+    assert "NakError" in result.items[3].error and "not int8" in result.items[5].error
+    assert stats.fences == 0 and "CHIP_FENCED" not in [n for n, _ in events.seen]
+
+
+def test_dmr_on_two_disagreeing_chips_ends_the_item_instead_of_waiting_for_a_third():
+    chips = open_chips(["model://?harden=0", "model://"])
+    with Pool(chips, Matvec()) as pool:
+        bad = chips[0][1]
+        bad.arm_injection()
+        bad.inject("mem", 0, 1)
+        result = pool.result(pool.submit(inputs(6, seed=9), "dmr"), timeout=30)
+    failed = [item for item in result.items if item.output is None]
+    assert failed and all("no majority" in item.error for item in failed)
+
+
+def test_stopping_the_pool_ends_waiting_jobs():
+    chips = open_chips(["model://"])
+    pool = Pool(chips, Matvec(), admit=lambda: False).start()
+    job = pool.submit(inputs(3), "none")
+    pool.stop()
+    result = pool.result(job, timeout=5)
+    assert not result.ok and all(item.error == "the pool stopped" for item in result.items)

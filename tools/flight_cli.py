@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -32,11 +33,17 @@ def _address(text: str) -> tuple[str, int]:
         number = -1
     if not sep or not 0 < number < 65536:
         raise ConfigError(f"--stack {text!r}: give host:port, e.g. 127.0.0.1:47001")
-    return host or "127.0.0.1", number
+    host = host or "127.0.0.1"
+    try:
+        socket.getaddrinfo(host, number, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ConfigError(f"--stack {text!r}: cannot resolve {host!r} ({exc})") from None
+    return host, number
 
 
 def ground_main(args) -> int:
     from orbithil.flight import ccsds
+    from orbithil.flight.ccsds import Stage
     from orbithil.flight.dictionary import CHANNEL_BY_NAME, COMMANDS
     from orbithil.flight.ground import CommandRejected, Ground
 
@@ -62,6 +69,8 @@ def ground_main(args) -> int:
                 return True
             name, pairs = words[0].upper(), words[1:]
             if name in ("TM", "TELEMETRY"):
+                if args.json:
+                    return True  # the JSON object carries the telemetry
                 for k, v in sorted(g.telemetry.items()):
                     channel = CHANNEL_BY_NAME.get(k)
                     shown = f"{int(v)}" if float(v).is_integer() else f"{v:.6g}"
@@ -84,11 +93,16 @@ def ground_main(args) -> int:
                 if any("=" not in p for p in pairs):
                     raise ValueError(f"arguments are name=value, got {' '.join(pairs)!r}")
                 kwargs = dict(p.split("=", 1) for p in pairs)
-                g.command(name, timeout=timeout, **kwargs)
+                seq = g.send(name, **kwargs)  # checked against the dictionary first
+                stage, reason = g.wait_verification(seq, timeout=timeout)
+                if stage is Stage.FAILED:
+                    raise CommandRejected(name, reason)
             except ValueError as exc:  # an unknown command or an argument the dictionary refuses
                 record.update(status="refused", reason=str(exc))
             except CommandRejected as exc:  # the stack ran it and it failed
                 record.update(status="failed", reason=str(exc))
+            except OSError as exc:  # the network refused the packet
+                record.update(status="unsent", reason=str(exc))
             except TimeoutError:
                 record.update(
                     status="timeout",
