@@ -214,8 +214,12 @@ class FrameLink:
         not run. After this PING the chip's last number is this link's, whatever it was
         (a stale answer to a PING is harmless), so every later request is fresh.
         ``transact`` calls it before the session's first request."""
-        self._synchronised = True
-        self.transact(Cmd.PING)
+        self._synchronised = True  # (so the PING itself does not synchronise first)
+        try:
+            self.transact(Cmd.PING)
+        except BaseException:
+            self._synchronised = False  # not in step: the next request synchronises again
+            raise
 
     def _next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFF

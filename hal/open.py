@@ -6,7 +6,7 @@
 | ``socket://host:port``, ``loop://``, ``rfc2217://...`` | pyserial's own URL handlers |
 | ``model://?harden=1`` | the numpy behavioural model (``hal.model``) |
 | ``sim://verilator?harden=1``, ``sim://icarus?harden=0`` | the RTL under cocotb (``sim.backend``) |
-| ``fault://<url>&drop=..&flip=..&delay=..&seed=..`` | any of these behind a link that corrupts |
+| ``fault://<url>?drop=..&flip=..`` | any of these behind a link that corrupts |
 
 Each scheme is a backend registered through an entry point (``hal.backends``); a user's
 package can add its own. ``orbithil ports --schemes`` lists them with their options.

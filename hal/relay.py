@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import select
 import socket
@@ -27,6 +28,8 @@ from pathlib import Path
 
 from orbithil.hal.backends import open_port
 from orbithil.hal.errors import HalError
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how long a relay thread waits for bytes before checking for stop
 
@@ -55,6 +58,7 @@ class Relay:
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._master = self._slave = -1
+        self._linked_to = ""
         self._server: socket.socket | None = None
         self._client: socket.socket | None = None
         self.device = ""
@@ -69,6 +73,7 @@ class Relay:
             else:
                 self._open_tcp()
         except BaseException:
+            self._close_fds()
             (self.owner or self.port).close()
             raise
         self._spawn(self._chip_to_host, "chip->host")
@@ -82,11 +87,15 @@ class Relay:
         self.device = os.ttyname(self._slave)
         if self.link is not None:
             link = Path(self.link)
-            if link.is_symlink() or not link.exists():
-                link.unlink(missing_ok=True)
-            else:
-                raise HalError(f"{link} exists and is not a symlink; choose another --link")
-            link.symlink_to(self.device)
+            try:
+                if link.is_symlink() or not link.exists():
+                    link.unlink(missing_ok=True)
+                else:
+                    raise HalError(f"{link} exists and is not a symlink; choose another --link")
+                link.symlink_to(self.device)
+            except OSError as exc:
+                raise HalError(f"cannot make the link {link}: {exc.strerror or exc}") from None
+            self._linked_to = self.device
             self.device = str(link)
 
     def _open_tcp(self) -> None:
@@ -117,17 +126,26 @@ class Relay:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
+        if any(thread.is_alive() for thread in self._threads):
+            # a relay thread is stuck in a call to the chip: closing the fds under it could
+            # hand them to another file; they are closed when the process ends
+            log.warning("a relay thread did not stop; leaving its descriptors open")
+        else:
+            self._close_fds()
+        for sock in (self._client, self._server):
+            if sock is not None:
+                sock.close()
+        link = Path(self.link) if self.link is not None else None
+        if link is not None and link.is_symlink() and os.readlink(link) == self._linked_to:
+            link.unlink(missing_ok=True)  # only our own: another relay may have taken the name
+        (self.owner or self.port).close()
+
+    def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._master = self._slave = -1
-        for sock in (self._client, self._server):
-            if sock is not None:
-                sock.close()
-        if self.link is not None and Path(self.link).is_symlink():
-            Path(self.link).unlink(missing_ok=True)
-        (self.owner or self.port).close()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until stopped (or ``timeout_s``); True if stopped. Re-raises a relay

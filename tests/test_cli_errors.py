@@ -120,6 +120,7 @@ def test_a_port_in_use_is_one_line(keys):
         (["--watch", "-1"], "--watch -1"),
         (["--stack", "localhost"], "give host:port"),
         (["--key-id", "9"], "--key-id 9: no such key"),
+        (["--stack", "nohost.invalid:47001"], "cannot resolve 'nohost.invalid'"),
     ],
 )
 def test_ground_refuses_bad_options_at_once(keys, args, fragment):
@@ -165,6 +166,9 @@ def test_ground_send_exit_codes_say_whether_commands_completed(stack, keys, tmp_
     assert bad_arg.returncode == 1
     [record] = json.loads(bad_arg.stdout)["commands"]
     assert record["status"] == "refused" and "BANANA" in record["reason"]
+
+    clash = orbithil("ground", "--stack", stack, "--keys", str(keys), "--send", "NOOP timeout=3")
+    assert clash.returncode == 1 and "NOOP: refused" in clash.stderr, clash.stderr
 
     wrong = tmp_path / "wrong"
     wrong.write_text(f"4 {secrets.token_hex(32)}\n")

@@ -211,3 +211,21 @@ def test_a_new_session_on_a_running_chip_is_never_answered_from_the_last_one():
     second = Chip(FrameLink(port, timeout_s=1.0))  # numbers from 1 again
     assert second.write_reg("SCRATCH0", 9) == 9  # executed, not the stored answer
     assert second.read_reg("SCRATCH0") == 9
+
+
+def test_a_failed_synchronisation_is_tried_again_before_the_next_request():
+    from orbithil.hal.chip import Chip
+    from orbithil.hal.fault import FaultPort
+    from orbithil.hal.link import FrameLink
+    from orbithil.hal.model import ChipModel, ModelPort
+
+    model_port = ModelPort(ChipModel())
+    first = Chip(FrameLink(model_port, timeout_s=1.0))
+    first.write_reg("SCRATCH0", 111)  # seq 2 after the sync PING: the chip stores its answer
+    port = FaultPort(model_port, drop=1.0)
+    second = Chip(FrameLink(port, timeout_s=0.05, retries=0))
+    with pytest.raises(hal.LinkTimeout):
+        second.read_reg("SCRATCH0")  # the sync PING is lost
+    port.drop = 0.0
+    assert second.write_reg("SCRATCH0", 222) == 222  # synchronised first, so executed
+    assert first.read_reg("SCRATCH0") == 222

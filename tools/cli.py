@@ -10,6 +10,7 @@ import traceback
 
 from orbithil import __version__
 from orbithil.errors import OrbithilError
+from orbithil.hal.errors import ProtocolError
 
 EXIT_USER_ERROR = 2  # as argparse exits on a usage error
 
@@ -61,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ProtocolError:
+        raise  # the chip or the HAL broke the protocol: a bug, with its traceback
     except OrbithilError as exc:
-        # A user's error: one line saying what was wrong and how to fix it; the traceback
-        # with -v. Anything else is a bug in orbithil and keeps its traceback.
+        # A user's error: what was wrong and how to fix it; the traceback with -v. Anything
+        # else is a bug in orbithil and keeps its traceback.
         if args.verbose:
             traceback.print_exc()
-        message = str(exc) if args.verbose else " ".join(str(exc).split())
-        print(f"orbithil: error: {message}", file=sys.stderr)
+        print(f"orbithil: error: {exc}", file=sys.stderr)  # a simulator's log tail as it is
         return EXIT_USER_ERROR
 
 

@@ -101,8 +101,6 @@ def ground_main(args) -> int:
                 record.update(status="refused", reason=str(exc))
             except CommandRejected as exc:  # the stack ran it and it failed
                 record.update(status="failed", reason=str(exc))
-            except OSError as exc:  # the network refused the packet
-                record.update(status="unsent", reason=str(exc))
             except TimeoutError:
                 record.update(
                     status="timeout",
@@ -110,6 +108,8 @@ def ground_main(args) -> int:
                     f"{stack[0]}:{stack[1]}, or it could not authenticate the command (wrong "
                     "key or key id); the command may still run",
                 )
+            except OSError as exc:  # the network refused the packet (after TimeoutError,
+                record.update(status="unsent", reason=str(exc))  # which is an OSError too)
             else:
                 record.update(status="completed", reason="")
             results.append(record)

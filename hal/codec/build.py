@@ -134,7 +134,13 @@ def extension_path() -> Path:
     from orbithil.settings import cache_dir
 
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return cache_dir("codec") / f"_ccodec-{source_hash()}{suffix}"
+    try:
+        folder = cache_dir("codec")
+    except OSError as exc:  # an unusable cache: the codec falls back to Python
+        raise ImportError(
+            f"the cache directory is not usable ({exc}); set ORBITHIL_CACHE_DIR"
+        ) from exc
+    return folder / f"_ccodec-{source_hash()}{suffix}"
 
 
 def build() -> Path:
