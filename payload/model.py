@@ -578,6 +578,19 @@ class MemoryLayout:
     def words(self) -> int:
         return self.end - self.base
 
+    def layer_jobs(self, layer: int) -> list[TileJob]:
+        return [job for job in self.jobs if job.layer == layer]
+
+    def gather(self, layer: int, words: np.ndarray, rows: int) -> np.ndarray:
+        """Layer ``layer``'s int32 outputs (``rows`` of them) from its output block as read
+        back (``out_words[layer]`` words): the tiles' partial products summed."""
+        parts = p.unpack_int32(words)
+        y = np.zeros(rows, dtype=np.int32)
+        for job in self.layer_jobs(layer):
+            offset = job.y_addr - self.out_addr[layer]
+            y[job.r0 : job.r1] += parts[offset : offset + job.r1 - job.r0]
+        return y
+
 
 def plan_layout(
     model: QuantisedModel, *, base: int = 0, tile: tuple[int, int] = MAC_TILE
@@ -686,17 +699,12 @@ class ChipRunner:
         """Layer i on the chip: write its input, run its tiles, sum their partial products."""
         layout, chip = self.layout, self.chip
         chip.write_mem(layout.act_addr[i], p.pack_int8(act))  # the bias word stays resident
-        jobs = [job for job in layout.jobs if job.layer == i]
-        for job in jobs:
+        for job in layout.layer_jobs(i):
             self.cycles += chip.run_job(
                 job.w_addr, job.x_addr, job.y_addr, job.r1 - job.r0, job.c1 - job.c0
             )
-        parts = p.unpack_int32(chip.read_mem(layout.out_addr[i], layout.out_words[i]))
-        y = np.zeros(self.model.weights[i].shape[0], dtype=np.int32)
-        for job in jobs:
-            offset = job.y_addr - layout.out_addr[i]
-            y[job.r0 : job.r1] += parts[offset : offset + job.r1 - job.r0]
-        return y
+        words = chip.read_mem(layout.out_addr[i], layout.out_words[i])
+        return layout.gather(i, words, self.model.weights[i].shape[0])
 
     def logits(self, xs: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """``run`` of each input: ``(N, n_classes)`` int32."""

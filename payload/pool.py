@@ -374,7 +374,7 @@ class Pool:
         """One unit of ``task`` on ``pc``: one run, or for ``rerun`` two (three when they
         differ) on this chip."""
         outputs: list[np.ndarray] = []
-        started = time.monotonic()
+        started, cycles_before = time.monotonic(), pc.cycles  # this chip's, this thread's
         try:
             outputs.append(self._run_once(pc, task))
             if task.job.policy is Policy.RERUN:
@@ -393,7 +393,7 @@ class Pool:
             log.exception("run of job %d item %d on %s failed", task.job.id, task.index, pc.name)
             self._fail_item(task, f"{type(exc).__name__}: {exc}")
             return
-        self.on_run(pc.name, 0, time.monotonic() - started)
+        self.on_run(pc.name, pc.cycles - cycles_before, time.monotonic() - started)
         with self._lock:
             task.running -= 1
             if task.done:
@@ -421,13 +421,12 @@ class Pool:
                 self._finish(task, None, error="no chip in service left to run it")
 
     def _run_once(self, pc: PoolChip, task: _Task) -> np.ndarray:
-        output, cycles = self.executor.run(pc.chip, task.item)
+        output, spent = self.executor.run(pc.chip, task.item)
         with self._lock:
             pc.runs += 1
-            pc.cycles += cycles
-            task.job.cycles += cycles
+            pc.cycles += spent
+            task.job.cycles += spent
             self.stats.runs += 1
-        self.on_run(pc.name, cycles, 0.0)
         return np.asarray(output)
 
     def _decide(self, task: _Task) -> None:

@@ -226,8 +226,7 @@ def digits(rng: np.random.Generator) -> Script:
         yield from write_mem(addr + w.shape[1] // 4 - 1, p.pack_int8(BIAS_INPUTS))
     for i, w in enumerate(model.weights):
         yield from write_mem(layout.act_addr[i], p.pack_int8(act))
-        jobs = [job for job in layout.jobs if job.layer == i]
-        for job in jobs:
+        for job in layout.layer_jobs(i):
             request = p.run_job(
                 job.w_addr, job.x_addr, job.y_addr, job.r1 - job.r0, job.c1 - job.c0
             )
@@ -237,11 +236,7 @@ def digits(rng: np.random.Generator) -> Script:
         words = yield from read_mem(layout.out_addr[i], layout.out_words[i])
         if words is None:
             return
-        parts = p.unpack_int32(words)
-        y = np.zeros(w.shape[0], dtype=np.int32)
-        for job in jobs:
-            offset = job.y_addr - layout.out_addr[i]
-            y[job.r0 : job.r1] += parts[offset : offset + job.r1 - job.r0]
+        y = layout.gather(i, words, w.shape[0])
         if i < len(model.weights) - 1:
             act = requantise(y, model.multipliers[i], model.shifts[i])
 

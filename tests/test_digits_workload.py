@@ -18,12 +18,7 @@ def logits_of(observation, model) -> np.ndarray:
     layout = plan_layout(model)
     last = len(model.weights) - 1
     _, words = p.parse_mem(bytes.fromhex(observation.outputs[-1]))
-    parts = p.unpack_int32(words)
-    y = np.zeros(model.weights[last].shape[0], dtype=np.int64)
-    for job in (j for j in layout.jobs if j.layer == last):
-        offset = job.y_addr - layout.out_addr[last]
-        y[job.r0 : job.r1] += parts[offset : offset + job.r1 - job.r0]
-    return y
+    return layout.gather(last, words, model.weights[last].shape[0])
 
 
 @pytest.mark.parametrize("seed", [0, 3, 7])

@@ -112,11 +112,14 @@ def test_dmr_asks_a_third_chip_on_a_mismatch():
 
 def test_rerun_runs_twice_on_one_chip():
     chips = open_chips(["model://"])
-    with Pool(chips, Matvec()) as pool:
+    reported: list[tuple[str, int, float]] = []
+    with Pool(chips, Matvec(), on_run=lambda *run: reported.append(run)) as pool:
         items = inputs(10, seed=4)
         result = pool.result(pool.submit(items, "rerun"), timeout=60)
         runs = pool.stats.runs
     assert result.ok and runs == 20
+    assert len(reported) == 10  # once per unit (two runs each), with both runs' cycles
+    assert sum(cycles for _, cycles, _ in reported) == result.cycles > 0
     assert all(
         np.array_equal(i.output, expected(x)) for x, i in zip(items, result.items, strict=True)
     )
