@@ -29,6 +29,7 @@ class Arg:
     max: int = 0
     values: tuple[str, ...] = ()
     doc: str = ""
+    default: int | str | None = None  # used when the ground leaves the argument out
 
     @property
     def fmt(self) -> str:
@@ -71,6 +72,7 @@ class Command:
 
     def encode_args(self, **values) -> bytes:
         unknown = set(values) - {a.name for a in self.args}
+        values = {a.name: a.default for a in self.args if a.default is not None} | values
         missing = [a.name for a in self.args if a.name not in values]
         if unknown or missing:
             raise ValueError(
@@ -110,6 +112,11 @@ class Event:
 
 
 MODES = ("SAFE", "NOMINAL", "COMPUTE")
+POLICIES = ("none", "rerun", "dmr", "tmr")  # payload.pool.Policy
+CHIP_STATES = ("healthy", "fenced", "out")  # payload.pool.ChipState, by telemetry value
+MAX_CHIPS = 8  # chips of the payload pool with their own telemetry channels
+MAX_JOB_ITEMS = 256  # inferences per SUBMIT_JOB (its JOB_DONE event lists each class)
+_CHIP = Arg("chip", "u8", 0, MAX_CHIPS - 1, doc="chip of the pool, by its --chip order", default=0)
 
 # fmt: off
 COMMANDS: tuple[Command, ...] = (
@@ -121,14 +128,26 @@ COMMANDS: tuple[Command, ...] = (
             "classify a held-out digit with the on-board model on the chip",
             modes=("COMPUTE",)),
     Command(0x04, "SET_SCRUB", (Arg("period", "u16", 0, 65535, doc="cycles; 0 = off"),),
-            "set the SRAM scrubber period"),
-    Command(0x05, "CHIP_RESET", doc="soft-reset the chip and clear its SRAM"),
+            "set the SRAM scrubber period of every chip of the pool"),
+    Command(0x05, "CHIP_RESET", (_CHIP,),
+            "fence a chip: reset it, clear its SRAM, scrub, self-test and re-admit it"),
     Command(0x06, "CHIP_INJECT", (
         Arg("kind", "enum", values=("reg", "mem")), Arg("index", "u16", 0, 2047),
-        Arg("bit", "u8", 0, 38), Arg("copy", "u8", 0, 2)),
+        Arg("bit", "u8", 0, 38), Arg("copy", "u8", 0, 2), _CHIP),
         "debug SEU through the chip's INJECT command (test campaigns only)"),
     Command(0x07, "SET_HK_PERIOD", (Arg("ms", "u16", 10, 60000),),
             "housekeeping telemetry period"),
+    Command(0x08, "SUBMIT_JOB", (
+        Arg("first", "u16", 0, 65535, doc="first image of the test split (modulo its size)"),
+        Arg("count", "u16", 1, MAX_JOB_ITEMS, doc="images: first, first+1, ...")),
+        "queue an inference job on the payload pool under the current policy; JOB_DONE "
+        "reports it", modes=("COMPUTE",)),
+    Command(0x09, "SET_POLICY", (Arg("policy", "enum", values=POLICIES),),
+            "reliability policy of the jobs submitted from now on"),
+    Command(0x0A, "CHIP_OUT", (_CHIP,), "take a chip of the pool out of service"),
+    Command(0x0B, "CHIP_IN", (_CHIP,),
+            "return a chip to service (after a reset and self-test)"),
+    Command(0x0C, "POOL_STATUS", doc="one CHIP_STATUS event per chip of the pool"),
 )
 
 CHANNELS: tuple[Channel, ...] = (
@@ -144,7 +163,6 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(16, "WDT_EXPIRIES", "u32", high=0),
     Channel(17, "JOB_COUNT", "u32"),
     Channel(18, "ENERGY", "u32", "units"),
-    Channel(19, "CHIP_POLL_FAILS", "u32", high=2),
     Channel(20, "SCRUB_PERIOD", "u32", "cycles"),
     Channel(21, "ECC_CORRECTED_RATE", "f64", "words/s", high=5),
     Channel(22, "INFERENCE_CLASS", "i64"),
@@ -163,6 +181,41 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(46, "LINK_UP", "bool"),
     Channel(47, "EVENTS_THROTTLED", "u32"),
     Channel(48, "FDIR_ACTIONS", "u32"),
+    # the payload pool
+    Channel(60, "POOL_CHIPS", "u32", doc="chips in the pool"),
+    Channel(61, "POOL_HEALTHY", "u32", low=1, doc="chips healthy and in service"),
+    Channel(62, "POLICY", "u32", doc="policy of new jobs: 0 none, 1 rerun, 2 dmr, 3 tmr"),
+    Channel(63, "JOBS_QUEUED", "u32", "items", doc="inferences waiting for a chip"),
+    Channel(64, "JOBS_DEFERRED", "u32", "items",
+            doc="inferences waiting because the power budget (or the mode) holds them"),
+    Channel(65, "JOBS_SUBMITTED", "u32"),
+    Channel(66, "JOBS_DONE", "u32"),
+    Channel(67, "ITEMS_DONE", "u32", "items"),
+    Channel(68, "ITEMS_FAILED", "u32", "items", high=0),
+    Channel(69, "DISAGREEMENTS", "u32", "runs", doc="runs out-voted by a policy"),
+    Channel(70, "FENCES", "u32", doc="chips fenced by the pool or FDIR"),
+    Channel(71, "READMISSIONS", "u32"),
+    Channel(72, "INFERENCES_CORRECT", "u32", "items", doc="classes equal to the true label"),
+    # power and heat through the orbit
+    Channel(80, "ORBIT_TIME_S", "f64", "s", doc="simulated seconds since the TLE epoch"),
+    Channel(81, "SUNLIT", "bool"),
+    Channel(82, "SOC", "f64", "", low=0.3, doc="battery state of charge 0..1"),
+    Channel(83, "BATTERY_WH", "f64", "Wh"),
+    Channel(84, "POWER_IN_W", "f64", "W", doc="array power used (charging or serving loads)"),
+    Channel(85, "POWER_OUT_W", "f64", "W", doc="loads served: bus and chips"),
+    Channel(86, "SOC_MIN", "f64", "", low=0.3, doc="lowest state of charge so far"),
+    Channel(87, "TEMP_MAX_C", "f64", "C", high=85, doc="hottest chip"),
+    Channel(88, "ENERGY_J", "f64", "J", doc="compute energy of all jobs so far"),
+    *(channel for n in range(MAX_CHIPS) for channel in (
+        Channel(100 + 10 * n, f"CHIP{n}_STATE", "u32",
+                doc=f"chip {n}: 0 healthy, 1 fenced, 2 out (operator), 3 throttled (heat)"),
+        Channel(101 + 10 * n, f"CHIP{n}_RUNS", "u32", "runs"),
+        Channel(102 + 10 * n, f"CHIP{n}_FAULTS", "u32", high=0),
+        Channel(103 + 10 * n, f"CHIP{n}_DISAGREEMENTS", "u32", "runs", high=0),
+        Channel(104 + 10 * n, f"CHIP{n}_TEMP_C", "f64", "C", high=70),
+        Channel(105 + 10 * n, f"CHIP{n}_POWER_W", "f64", "W"),
+        Channel(106 + 10 * n, f"CHIP{n}_ECC_CORRECTED", "u32", "words"),
+    )),
 )
 
 EVENTS: tuple[Event, ...] = (
@@ -172,13 +225,33 @@ EVENTS: tuple[Event, ...] = (
     Event(4, "TC_REJECTED", Severity.WARNING, "telecommand rejected ({reason}) from {source}"),
     Event(5, "FDIR_TRIGGERED", Severity.CRITICAL,
           "FDIR rule {rule}: {channel}={value} -> {action}"),
-    Event(6, "CHIP_RESET", Severity.WARNING, "chip reset ({why})"),
+    Event(6, "CHIP_RESET", Severity.WARNING, "chip {chip} reset ({why})", throttle=100),
     Event(7, "CHIP_UNRESPONSIVE", Severity.CRITICAL, "chip does not answer: {error}"),
     Event(8, "INFERENCE_DONE", Severity.INFO,
           "inference of test image {index}: class {label} (true {truth})"),
     Event(9, "SCRUB_SET", Severity.INFO, "scrubber period {period} cycles ({why})"),
     Event(10, "STACK_STARTED", Severity.INFO,
           "flight stack up, chip {chip}, dictionary {dict_hash}"),
+    Event(11, "JOB_SUBMITTED", Severity.INFO,
+          "job {job}: images {first}..{last}, policy {policy}", throttle=10_000),
+    Event(12, "JOB_DONE", Severity.INFO,
+          "job {job} done: {completed}/{items} completed, {correct} correct, policy {policy}, "
+          "classes {classes}", throttle=10_000),
+    Event(13, "CHIP_FENCED", Severity.WARNING, "chip {chip} fenced: {why}", throttle=100),
+    Event(14, "CHIP_READMITTED", Severity.INFO,
+          "chip {chip} re-admitted after {attempts} recovery attempt(s)", throttle=100),
+    Event(15, "CHIP_RECOVERY_FAILED", Severity.CRITICAL,
+          "chip {chip} out of service: recovery failed ({why})"),
+    Event(16, "CHIP_OUT", Severity.INFO, "chip {chip} taken out of service"),
+    Event(17, "RESULT_DISAGREED", Severity.WARNING,
+          "chip {chip} disagreed on job {job} item {item} (policy {policy})", throttle=100),
+    Event(18, "CHIP_STATUS", Severity.INFO,
+          "chip {chip} {url}: {state}, runs {runs}, faults {faults}, disagreements "
+          "{disagreements}, {temp:.1f} C", throttle=100),
+    Event(19, "JOBS_DEFERRED", Severity.INFO, "compute deferred: {reason}"),
+    Event(20, "JOBS_RESUMED", Severity.INFO, "compute resumed: {reason}"),
+    Event(21, "POLICY_SET", Severity.INFO, "policy of new jobs: {policy}"),
+    Event(22, "CHIP_THROTTLED", Severity.WARNING, "chip {chip} at {temp:.1f} C: throttled"),
 )
 # fmt: on
 

@@ -1,5 +1,6 @@
-"""Flight services: telemetry store, event log, mode manager, command dispatcher, FDIR and
-the chip manager. Each publishes what the ground sees on the software bus:
+"""Flight services: telemetry store, event log, mode manager, command dispatcher and FDIR
+(the chips are the payload's: flight/payload.py). Each publishes what the ground sees on
+the software bus:
 
 - ``tm/event``: (time, event id, severity, text)
 - ``tm/verify``: (time, auth sequence, opcode, stage, reason)
@@ -9,9 +10,7 @@ The housekeeping service reads the telemetry store at its own period.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -198,12 +197,25 @@ class FdirRule:
     action: str
 
 
-DEFAULT_RULES = (
-    FdirRule("ecc-corrections-climbing", "ECC_CORRECTED_RATE", ">", 5.0, 3, "raise_scrub"),
-    FdirRule("uncorrectable-memory", "ECC_UNCORRECTABLE", ">", 0, 1, "reset_chip_safe"),
-    FdirRule("chip-unresponsive", "CHIP_POLL_FAILS", ">=", 3, 1, "reset_chip_safe"),
-    FdirRule("watchdog-expired", "WDT_EXPIRIES", ">", 0, 1, "reset_chip_safe"),
-)
+def default_rules(power=None, thermal=None) -> tuple[FdirRule, ...]:
+    """The stack's rules; the battery and temperature limits come from the payload's power
+    and thermal configs (``payload.power``). A chip that hangs or whose watchdog expires
+    is the pool's to fence and recover; these act on the system."""
+    from orbithil.payload.power import PowerConfig, ThermalConfig
+
+    power = power or PowerConfig()
+    thermal = thermal or ThermalConfig()
+    return (
+        FdirRule("ecc-corrections-climbing", "ECC_CORRECTED_RATE", ">", 5.0, 3, "raise_scrub"),
+        FdirRule("uncorrectable-memory", "ECC_UNCORRECTABLE", ">", 0, 1, "reset_chip_safe"),
+        # 3 s without a healthy chip: recovery keeps failing, or every chip is out
+        FdirRule("payload-down", "POOL_HEALTHY", "<", 1, 30, "safe"),
+        FdirRule("battery-low", "SOC", "<", power.soc_floor, 1, "safe"),
+        FdirRule("over-temperature", "TEMP_MAX_C", ">=", thermal.critical_c, 1, "safe"),
+    )
+
+
+DEFAULT_RULES = default_rules()
 
 _OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "==": np.equal}
 
@@ -238,125 +250,3 @@ class Fdir:
             else:
                 self._count[rule.name] = 0
                 self._fired.discard(rule.name)
-
-
-class ChipManager:
-    """Owns the HAL chip: polls its telemetry, kicks its watchdog, runs chip commands
-    (in order, on its own thread) and publishes chip telemetry."""
-
-    WDT_TIMEOUT = 50_000_000  # cycles; kicked every poll
-
-    def __init__(self, chip, telemetry: Telemetry, events: EventLog, *,
-                 poll_s: float = 0.1) -> None:  # fmt: skip
-        self.chip = chip
-        self.tm = telemetry
-        self.events = events
-        self.poll_s = poll_s
-        self.jobs: queue.Queue = queue.Queue(maxsize=64)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.uptime_cycles: int | None = None
-        self._last_corrected: tuple[float, float] | None = None
-        self.fails = 0
-        self._runner = None  # the on-board model resident on the chip (payload.model)
-
-    def start(self) -> None:
-        from orbithil.payload.model import default_model
-
-        default_model()  # trained once per machine (seconds), then read from the cache
-        self._configure()
-        self._thread = threading.Thread(target=self._run, name="chip-manager", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def submit(self, job: Callable[[], None]) -> None:
-        try:
-            self.jobs.put_nowait(job)
-        except queue.Full:
-            raise CommandFailed("the chip manager's queue is full") from None
-
-    def _configure(self) -> None:
-        self.chip.identify()
-        self.chip.write_reg("WDT_TIMEOUT", self.WDT_TIMEOUT)
-        self.tm.set("SCRUB_PERIOD", self.chip.read_reg("SCRUB_PERIOD"))
-
-    def _run(self) -> None:
-        next_poll = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                job = self.jobs.get(timeout=max(0.0, next_poll - time.monotonic()))
-            except queue.Empty:
-                job = None
-            if job is not None:
-                try:
-                    job()
-                except Exception as exc:  # an FDIR action on a dead chip, say: report, go on
-                    log.exception("chip manager job failed")
-                    self.events.emit("CHIP_UNRESPONSIVE", error=f"{type(exc).__name__}: {exc}")
-                continue
-            next_poll = time.monotonic() + self.poll_s
-            self.poll()
-
-    def poll(self) -> None:
-        from orbithil.hal.errors import HalError
-
-        try:
-            self.chip.kick()
-            t = self.chip.telemetry()
-        except HalError as exc:
-            self.fails += 1
-            self.tm.set("CHIP_POLL_FAILS", self.fails)
-            self.tm.set("CHIP_HEALTHY", 0)
-            if self.fails in (1, 3):
-                self.events.emit("CHIP_UNRESPONSIVE", error=str(exc)[:200])
-            return
-        self.fails = 0
-        self.uptime_cycles = t["UPTIME"]
-        for name in ("ECC_CORRECTED", "ECC_UNCORRECTABLE", "TMR_MISMATCH", "WDT_EXPIRIES",
-                     "JOB_COUNT", "ENERGY"):  # fmt: skip
-            self.tm.set(name, t[name])
-        self.tm.set("CHIP_UPTIME", t["UPTIME"])
-        self.tm.set("CHIP_STATUS", t.status)
-        self.tm.set("CHIP_POLL_FAILS", 0)
-        self.tm.set("CHIP_HEALTHY", 1)
-        now = time.monotonic()
-        if self._last_corrected is not None:
-            then, count = self._last_corrected
-            if now > then:
-                self.tm.set("ECC_CORRECTED_RATE", max(t["ECC_CORRECTED"] - count, 0) / (now - then))
-        self._last_corrected = (now, t["ECC_CORRECTED"])
-
-    # --- actions (run on this thread) ---
-    def reset_chip(self, why: str) -> None:
-        self.chip.reset(clear_memory=True)
-        self._runner = None  # its weights went with the SRAM
-        self._configure()
-        self._last_corrected = None
-        self.events.emit("CHIP_RESET", why=why)
-        self.poll()
-
-    def set_scrub(self, period: int, why: str) -> None:
-        self.chip.scrub(period)
-        self.tm.set("SCRUB_PERIOD", period)
-        self.events.emit("SCRUB_SET", period=period, why=why)
-
-    def inference(self, index: int) -> int:
-        """Classify test image ``index`` (modulo the split) with the on-board model on the
-        chip; its weights are loaded into the top of the chip's SRAM on first use and again
-        after a reset cleared it."""
-        from orbithil.payload.model import ChipRunner, default_model, plan_layout
-
-        model = default_model()
-        xs, labels = model.test_split()
-        index %= len(xs)
-        if self._runner is None:
-            base = self.chip.identity.mem_words - plan_layout(model).words
-            self._runner = ChipRunner(self.chip, model, base=base)
-        label = int(np.argmax(self._runner.run(xs[index])))
-        self.tm.set("INFERENCE_CLASS", label)
-        self.events.emit("INFERENCE_DONE", index=index, label=label, truth=int(labels[index]))
-        return label

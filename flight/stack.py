@@ -1,16 +1,19 @@
-"""The flight stack assembled: core, services, the chip manager and the ground link.
+"""The flight stack assembled: core, services, the payload (a pool of chips under a power
+budget) and the ground link.
 
-    stack = FlightStack(chip, Config(udp_port=0), keys)
+    chips = [("model://", chip_a), ("sim://verilator", chip_b)]
+    stack = FlightStack(chips, Config(udp_port=0), keys)
     stack.start(); ...; stack.stop()
 
-``orbithil fly --chip URL [--config F]`` (tools/flight_cli.py) runs one; the pytest plug-in
-starts one per test.
+``orbithil fly --chip URL [--chip URL ...] [--config F]`` (tools/flight_cli.py) runs one; the
+pytest plug-in starts one per test. A single chip may be given as itself.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,15 +23,15 @@ from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
 from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_VERIFY, CHANNELS, DICT_HASH32
 from orbithil.flight.link import ContactPlan, GroundLink
+from orbithil.flight.payload import Payload, PayloadRefused
 from orbithil.flight.services import (
-    DEFAULT_RULES,
-    ChipManager,
     CommandFailed,
     Dispatcher,
     EventLog,
     Fdir,
     ModeManager,
     Telemetry,
+    default_rules,
 )
 
 log = logging.getLogger(__name__)
@@ -44,12 +47,22 @@ class Config:
     hk_period_ms: int = 1000
     chip_poll_ms: int = 100
     scrub_period: int = 256  # cycles, set when leaving SAFE
-    clock: str = "wall"  # or "chip": the chip's uptime (simulation time on a simulator)
+    # "wall"; "chip": chip 0's uptime (simulation time on a simulator); "orbit": the
+    # payload's simulated orbit time (seconds since the TLE epoch, time_factor x real time)
+    clock: str = "wall"
     chip_clock_hz: float = 100e6
     contact_passes: list = field(default_factory=list)  # [[start_s, end_s], ...]
     contact_period_s: float = 0.0
     store_depth: int = 2000
     keys_file: str = ""  # "" = ORBITHIL_TC_KEYS
+    # the payload
+    policy: str = "none"  # reliability policy of new jobs: none, rerun, dmr, tmr
+    wdt_cycles: int = 50_000_000  # each chip's watchdog, kicked every chip_poll_ms
+    time_factor: float = 1.0  # the orbit's simulated time runs this much faster
+    orbit_start_s: float = 0.0  # where in the orbit the stack starts (s since the TLE epoch)
+    tle: list = field(default_factory=list)  # two lines (or name + two); [] = the ISS
+    power: dict = field(default_factory=dict)  # payload.power.PowerConfig fields
+    thermal: dict = field(default_factory=dict)  # payload.power.ThermalConfig fields
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -66,29 +79,69 @@ class Config:
         return cls(**data)
 
 
+def orbit_parts(config: Config):
+    """The payload's clock, power and thermal configs and sunlight timeline from ``config``."""
+    from orbithil.payload.orbit import Orbit
+    from orbithil.payload.power import PowerConfig, SimClock, ThermalConfig
+
+    if not isinstance(config.power, dict) or not isinstance(config.thermal, dict):
+        raise ConfigError("power and thermal are tables of settings ([power], [thermal])")
+    power = PowerConfig.from_mapping(config.power)
+    known = {f.name for f in fields(ThermalConfig)}
+    unknown = sorted(set(config.thermal) - known)
+    if unknown:
+        raise ConfigError(f"unknown thermal setting(s) {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted(known))}")  # fmt: skip
+    thermal = ThermalConfig(**config.thermal)
+    if config.tle:
+        if not isinstance(config.tle, list) or not all(isinstance(t, str) for t in config.tle):
+            raise ConfigError("tle is a list of the TLE's lines (two, or a name and two)")
+        orbit = Orbit.from_text("\n".join(config.tle))
+    else:
+        orbit = Orbit.default()
+    clock = SimClock(config.time_factor, start=config.orbit_start_s)
+    span = max(3 * orbit.period_s, config.orbit_start_s + 2 * orbit.period_s)
+    return clock, power, thermal, orbit.timeline(span_s=span)
+
+
+def _as_chips(chips) -> list[tuple[str, object]]:
+    if isinstance(chips, list | tuple):
+        return [(str(url), chip) for url, chip in chips]
+    return [(getattr(chips, "url", "chip"), chips)]  # one chip, given as itself
+
+
 class FlightStack:
-    def __init__(self, chip, config: Config | None = None,
+    def __init__(self, chips, config: Config | None = None,
                  keys: dict[int, bytes] | None = None) -> None:  # fmt: skip
         self.config = config = config or Config()
         if keys is None:
             keys = ccsds.load_keys(config.keys_file or None)
-        self.chip = chip
+        self.chips = _as_chips(chips)
+        self.chip = self.chips[0][1]
         self.bus = Bus()
         self.tm = Telemetry()
-        self.manager: ChipManager | None = None
-        wall = WallClock()
-        self.clock = wall
+        self.payload: Payload | None = None
+        orbit_clock, power, thermal, timeline = orbit_parts(config)
+        self.clock = WallClock()
         if config.clock == "chip":
-            self.clock = ChipClock(lambda: self.manager and self.manager.uptime_cycles,
+            self.clock = ChipClock(lambda: self.payload and self.payload.uptime_cycles,
                                    config.chip_clock_hz)  # fmt: skip
+        elif config.clock == "orbit":
+            self.clock = orbit_clock
         elif config.clock != "wall":
-            raise ValueError(f"clock {config.clock!r}: use 'wall' or 'chip'")
+            raise ConfigError(f"clock {config.clock!r}: use 'wall', 'chip' or 'orbit'")
         self.events = EventLog(self.bus, self.clock, self.tm)
         self.modes = ModeManager(self.events, self.tm)
         self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes)
-        self.manager = ChipManager(chip, self.tm, self.events, poll_s=config.chip_poll_ms / 1e3)
-        self.fdir = Fdir(DEFAULT_RULES, self.tm, self.events, {
-            "raise_scrub": self._raise_scrub, "reset_chip_safe": self._reset_safe})  # fmt: skip
+        self.payload = Payload(
+            self.chips, telemetry=self.tm, events=self.events, modes=self.modes,
+            clock=orbit_clock, power_config=power, thermal_config=thermal, timeline=timeline,
+            policy=config.policy, health_s=config.chip_poll_ms / 1e3,
+            scrub_period=config.scrub_period, wdt_cycles=config.wdt_cycles,
+        )  # fmt: skip
+        self.fdir = Fdir(default_rules(power, thermal), self.tm, self.events, {
+            "raise_scrub": self._raise_scrub, "reset_chip_safe": self._reset_safe,
+            "safe": self._safe})  # fmt: skip
         ground = (config.ground_host, config.ground_port) if config.ground_host else None
         self.link = GroundLink(
             ccsds.Authenticator(keys), self.clock, self.tm, self.events,
@@ -104,7 +157,7 @@ class FlightStack:
         self._last_hk = -1e9
         self.scheduler = Scheduler([
             RateGroup(100, [self._downlink, self.link.service]),
-            RateGroup(10, [self.fdir.check, self._status]),
+            RateGroup(10, [self.payload.tick, self.fdir.check, self._status]),
             RateGroup(1, []),
         ])  # fmt: skip
         self.modes.listeners.append(self._on_mode)
@@ -119,16 +172,16 @@ class FlightStack:
     def start(self) -> None:
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(self.SWITCH_INTERVAL_S)
-        self.manager.start()
+        self.payload.start()
         self.link.start()
         self.scheduler.start()
-        self.events.emit("STACK_STARTED", chip=getattr(self.chip, "url", "?"),
+        self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
                          dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
 
     def stop(self) -> None:
         self.scheduler.stop()
         self.link.stop()
-        self.manager.stop()
+        self.payload.stop()
         sys.setswitchinterval(getattr(self, "_switch", 0.005))
 
     def __enter__(self) -> FlightStack:
@@ -145,7 +198,7 @@ class FlightStack:
     def _downlink(self) -> None:
         for t, event_id, severity, text in self._events.drain():
             self.link.send(APID_EVENT, ccsds.event_data(int(t * 1e6), event_id, severity, text))
-        now = self.clock.now()
+        now = time.monotonic()  # the housekeeping rate is the link's, in real time
         if now - self._last_hk >= self.hk_period:
             self._last_hk = now
             self.send_housekeeping()
@@ -171,36 +224,63 @@ class FlightStack:
     def _on_mode(self, old: str, new: str) -> None:
         if old == "SAFE" and new != "SAFE":
             period = self.config.scrub_period
-            self.manager.submit(lambda: self.manager.set_scrub(period, f"entering {new}"))
+            self.payload.submit_op(lambda: self.payload.set_scrub(period, f"entering {new}"))
 
     def _raise_scrub(self, rule: str) -> None:
         period = max(4, int(self.tm.get("SCRUB_PERIOD") or self.config.scrub_period) // 4)
-        self.manager.submit(lambda: self.manager.set_scrub(period, f"FDIR {rule}"))
+        self.payload.submit_op(lambda: self.payload.set_scrub(period, f"FDIR {rule}"))
 
     def _reset_safe(self, rule: str) -> None:
+        """SAFE, and every chip reporting uncorrectable memory fenced (reset, scrubbed,
+        self-tested and re-admitted by the pool)."""
         self.modes.request("SAFE")
-        self.manager.submit(lambda: self.manager.reset_chip(f"FDIR {rule}"))
+        self.payload.fence_reporting("ECC_UNCORRECTABLE", f"FDIR {rule}")
+
+    def _safe(self, rule: str) -> None:
+        self.modes.request("SAFE")
 
     # --- commands ---
     def _register_commands(self) -> None:
-        d, m = self.dispatcher, self.manager
+        d, p = self.dispatcher, self.payload
 
         def set_mode(args: dict) -> None:
             if not self.modes.request(args["mode"]):
                 raise CommandFailed(f"mode {self.modes.mode} -> {args['mode']} is not allowed")
 
-        def chip_inject(args: dict) -> None:
-            self.chip.arm_injection()
-            self.chip.inject(args["kind"], args["index"], args["bit"], args["copy"])
-            self.chip.write_reg("INJ_ARM", 0)
-
         def hk_period(args: dict) -> None:
             self.hk_period = args["ms"] / 1e3
+
+        def refusing(handler):
+            def run(args: dict) -> None:
+                try:
+                    handler(args)
+                except PayloadRefused as exc:
+                    raise CommandFailed(str(exc)) from None
+
+            return run
+
+        def set_policy(args: dict) -> None:
+            from orbithil.payload.pool import CHIPS_NEEDED, Policy
+
+            need = CHIPS_NEEDED[Policy(args["policy"])]
+            if need > len(self.chips):
+                raise CommandFailed(f"policy {args['policy']} needs {need} chips; the pool "
+                                    f"has {len(self.chips)}")  # fmt: skip
+            p.set_policy(args["policy"])
+
+        def inject(a: dict) -> None:
+            p.inject(a["chip"], a["kind"], a["index"], a["bit"], a["copy"])
 
         d.register("NOOP", lambda args: None)
         d.register("SET_MODE", set_mode)
         d.register("SET_HK_PERIOD", hk_period)
-        d.register("RUN_INFERENCE", lambda a: m.inference(a["index"]), runner=m.submit)
-        d.register("SET_SCRUB", lambda a: m.set_scrub(a["period"], "commanded"), runner=m.submit)
-        d.register("CHIP_RESET", lambda a: m.reset_chip("commanded"), runner=m.submit)
-        d.register("CHIP_INJECT", chip_inject, runner=m.submit)
+        d.register("RUN_INFERENCE", refusing(lambda a: p.submit(a["index"], 1, single=True)))
+        d.register("SUBMIT_JOB", refusing(lambda a: p.submit(a["first"], a["count"])))
+        d.register("SET_POLICY", set_policy)
+        d.register("SET_SCRUB", lambda a: p.set_scrub(a["period"], "commanded"),
+                   runner=p.submit_op)  # fmt: skip
+        d.register("CHIP_RESET", refusing(lambda a: p.reset(a["chip"], "commanded")))
+        d.register("CHIP_INJECT", refusing(inject), runner=p.submit_op)
+        d.register("CHIP_OUT", refusing(lambda a: p.take_out(a["chip"])))
+        d.register("CHIP_IN", refusing(lambda a: p.put_back(a["chip"])))
+        d.register("POOL_STATUS", lambda a: p.report_status())

@@ -717,15 +717,20 @@ class ChipRunner:
 class PoolExecutor:
     """The model as the pool's executor (``payload.pool.Executor``): one ``ChipRunner`` per
     chip, made again by ``prepare`` after every reset (the weights went with the SRAM);
-    ``run`` returns one input's logits and the MAC cycles they took."""
+    ``run`` returns one input's logits and the MAC cycles they took. ``base``: where the
+    weights start in each chip's SRAM; None puts them at the top of each chip's memory
+    (chips of a pool may differ in size), leaving the low words free."""
 
-    def __init__(self, model: QuantisedModel, *, base: int = 0) -> None:
+    def __init__(self, model: QuantisedModel, *, base: int | None = 0) -> None:
         self.model = model
         self.base = base
         self._runners: dict[int, ChipRunner] = {}
 
     def prepare(self, chip) -> None:
-        self._runners[id(chip)] = ChipRunner(chip, self.model, base=self.base)
+        base = self.base
+        if base is None:
+            base = chip.identity.mem_words - plan_layout(self.model).words
+        self._runners[id(chip)] = ChipRunner(chip, self.model, base=base)
 
     def run(self, chip, item: np.ndarray) -> tuple[np.ndarray, int]:
         runner = self._runners[id(chip)]

@@ -26,12 +26,15 @@ counted and dropped, so no job is lost or reported twice.
 
 Admission (``admit``) and per-chip permission (``chip_allowed``) are hooks the flight
 stack connects to its power and thermal models: while ``admit()`` is false no run starts
-and the queued items count as deferred.
+and the queued items count as deferred. ``on_health`` receives each chip's telemetry as
+its worker reads it; ``call`` runs an operator's operation (a scrub period, a debug
+injection) on a chip's own thread between runs, so a chip still has one owner.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import enum
 import itertools
 import logging
@@ -146,6 +149,7 @@ class PoolChip:
     last_fault: str = ""
     telemetry: dict = field(default_factory=dict)  # from the last health poll
     next_poll: float = 0.0
+    ops: collections.deque = field(default_factory=collections.deque)  # (fn, Future)
 
 
 @dataclass
@@ -180,8 +184,11 @@ class Pool:
         admit: Callable[[], bool] | None = None,
         chip_allowed: Callable[[str], bool] | None = None,
         on_run: Callable[[str, int, float], None] | None = None,
+        on_health: Callable[[str, dict], None] | None = None,
         scrub_period: int = 256,
         self_test: Callable[[Any], bool] | None = None,
+        wdt_cycles: int | None = None,
+        fence_on: Sequence[str] = ("WDT_EXPIRIES", "ECC_UNCORRECTABLE"),
     ) -> None:
         if not chips:
             raise PoolError("a pool needs at least one chip")
@@ -194,7 +201,12 @@ class Pool:
         self.admit = admit or (lambda: True)
         self.chip_allowed = chip_allowed or (lambda name: True)
         self.on_run = on_run or (lambda name, cycles, seconds: None)
+        self.on_health = on_health or (lambda name, values: None)
         self.scrub_period = scrub_period
+        self.wdt_cycles = self.WDT_CYCLES if wdt_cycles is None else wdt_cycles
+        if not 0 <= self.wdt_cycles < 1 << 32:
+            raise PoolError(f"wdt_cycles={wdt_cycles}: use 0 (off) .. 2**32-1 cycles")
+        self.fence_on = tuple(fence_on)
         self.self_test = self_test or default_self_test
         self.stats = PoolStats()
         self._lock = threading.Condition()
@@ -282,6 +294,35 @@ class Pool:
             self._starved()
         self.on_event("CHIP_OUT", chip=name)
 
+    def fence(self, name: str, why: str) -> None:
+        """Fence a chip now (the flight stack's FDIR): it is reset, scrubbed, self-tested
+        and re-admitted like one the pool fenced itself. No-op unless it is healthy."""
+        self._fault(self._chip(name), None, ChipFault(why, detail="commanded"))
+
+    def call(self, name: str, operation: Callable[[Any], Any], timeout: float) -> Any:
+        """Run ``operation(chip)`` on the chip's own thread between runs and return what
+        it returns (or raise what it raised); TimeoutError if the chip's thread did not
+        get to it within ``timeout`` seconds (e.g. while it recovers)."""
+        pc = self._chip(name)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            pc.ops.append((operation, future))
+            self._lock.notify_all()
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if future.cancel():
+                raise TimeoutError(
+                    f"chip {name} did not take the operation within {timeout:g} s "
+                    f"(state {pc.state.value})"
+                ) from None
+            return future.result()  # it started just now: let it finish
+
+    def healthy(self) -> int:
+        """Chips in service and healthy."""
+        with self._lock:
+            return sum(pc.state is ChipState.HEALTHY for pc in self.chips.values())
+
     def put_back(self, name: str) -> None:
         """Return a chip to service, after a reset and self-test like a fenced one."""
         pc = self._chip(name)
@@ -351,8 +392,21 @@ class Pool:
             task.queued = False
             self._queue.remove(task)
 
+    def _operations(self, pc: PoolChip) -> None:
+        while pc.ops:
+            operation, future = pc.ops.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(operation(pc.chip))
+            except BaseException as exc:  # the caller gets it
+                future.set_exception(exc)
+
     def _worker(self, pc: PoolChip) -> None:
         while not self._stop.is_set():
+            if pc.ops and pc.state is not ChipState.FENCED:
+                self._operations(pc)
+                continue
             if pc.state is ChipState.FENCED:
                 self._recover(pc)
                 continue
@@ -362,7 +416,8 @@ class Pool:
             with self._lock:
                 task = self._next_task(pc)
                 if task is None:
-                    self._lock.wait(self.POLL_S)
+                    if not pc.ops:
+                        self._lock.wait(self.POLL_S)
                     continue
                 pc.busy = True
             try:
@@ -481,10 +536,13 @@ class Pool:
 
     # --- health, faults and recovery -------------------------------------------------
     def _configure(self, pc: PoolChip) -> None:
-        pc.chip.write_reg("WDT_TIMEOUT", self.WDT_CYCLES)
+        pc.chip.identify()
+        pc.chip.write_reg("WDT_TIMEOUT", self.wdt_cycles)
+        pc.chip.scrub(self.scrub_period)
         self.executor.prepare(pc.chip)
         pc.telemetry = dict(pc.chip.telemetry().values)
         pc.next_poll = time.monotonic() + self.HEALTH_S
+        self.on_health(pc.name, pc.telemetry)
 
     def _health(self, pc: PoolChip) -> None:
         """Kick the watchdog and read telemetry; a watchdog expiry or uncorrectable memory
@@ -497,7 +555,8 @@ class Pool:
             self._fault(pc, None, exc)
             return
         before, pc.telemetry = pc.telemetry, now
-        for counter in ("WDT_EXPIRIES", "ECC_UNCORRECTABLE"):
+        self.on_health(pc.name, now)
+        for counter in self.fence_on:
             if now.get(counter, 0) > before.get(counter, 0):
                 fault = ChipFault(f"{counter} rose to {now[counter]}", detail=counter)
                 self._fault(pc, None, fault)
@@ -532,6 +591,7 @@ class Pool:
                 return
             try:
                 pc.chip.reset(clear_memory=True)
+                self.on_event("CHIP_RESET", chip=pc.name, why=f"recovery after {pc.last_fault}")
                 pc.chip.scrub(self.scrub_period)
                 if not self.self_test(pc.chip):
                     raise ChipFault("self-test gave a wrong product", flags=0, detail="")

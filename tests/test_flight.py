@@ -44,7 +44,12 @@ def test_dictionary_exports_json_with_its_hash():
 def test_command_arguments_are_checked_against_the_dictionary():
     inject = COMMAND_BY_NAME["CHIP_INJECT"]
     raw = inject.encode_args(kind="mem", index=5, bit=38, copy=0)
-    assert inject.decode_args(raw) == {"kind": "mem", "index": 5, "bit": 38, "copy": 0}
+    # chip left out: its default (0) is sent
+    assert inject.decode_args(raw) == {"kind": "mem", "index": 5, "bit": 38, "copy": 0, "chip": 0}
+    raw = inject.encode_args(kind="mem", index=5, bit=38, copy=0, chip=7)
+    assert inject.decode_args(raw)["chip"] == 7
+    with pytest.raises(ValueError, match=r"chip=8: allowed 0\.\.7"):
+        inject.encode_args(kind="mem", index=5, bit=1, copy=0, chip=8)
     with pytest.raises(ValueError, match=r"bit=39: allowed 0\.\.38"):
         inject.encode_args(kind="mem", index=5, bit=39, copy=0)
     with pytest.raises(ValueError, match="kind='disk': use one of reg, mem"):

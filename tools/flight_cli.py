@@ -181,6 +181,7 @@ def dict_main(args) -> int:
 
 
 def fly_main(args) -> int:
+    import contextlib
     import signal
 
     from orbithil import hal
@@ -193,9 +194,14 @@ def fly_main(args) -> int:
             raise ConfigError(f"--port {args.port}: use 0..65535 (0 picks a free port)")
         config.udp_port = args.port
     keys = ccsds.load_keys(args.keys or config.keys_file or None)
-    with hal.open(args.chip, fec=args.fec) as chip:
+    from orbithil.flight.dictionary import MAX_CHIPS
+
+    if len(args.chip) > MAX_CHIPS:
+        raise ConfigError(f"{len(args.chip)} --chip options: the payload takes 1..{MAX_CHIPS}")
+    with contextlib.ExitStack() as opened:
+        chips = [(url, opened.enter_context(hal.open(url, fec=args.fec))) for url in args.chip]
         try:
-            stack = FlightStack(chip, config, keys)
+            stack = FlightStack(chips, config, keys)
         except OSError as exc:
             ports = f"udp {config.udp_port}" + (
                 f" / tcp {config.tcp_port}" if config.tcp_port is not None else ""
@@ -210,7 +216,8 @@ def fly_main(args) -> int:
             host, port = stack.link.udp_address
             tcp = stack.link.tcp_address
             ready = {
-                "chip": args.chip,
+                "chip": args.chip[0],
+                "chips": args.chip,
                 "udp": [host, port],
                 "tcp": list(tcp) if tcp else None,
                 "pid": os.getpid(),
@@ -223,7 +230,8 @@ def fly_main(args) -> int:
             if args.json:
                 print(json.dumps(ready), flush=True)
             else:
-                print(f"flight stack up: chip {args.chip}, telecommands on udp://{host}:{port}"
+                chips = ", ".join(args.chip)
+                print(f"flight stack up: chip {chips}, telecommands on udp://{host}:{port}"
                       + (f" and tcp://{host}:{tcp[1]}" if tcp else "") + "; Ctrl-C stops",
                       flush=True)  # fmt: skip
             try:
@@ -240,7 +248,13 @@ def fly_main(args) -> int:
 
 def register(subparsers) -> None:
     f = subparsers.add_parser("fly", help="run the flight stack against a chip (any HAL URL)")
-    f.add_argument("--chip", required=True, help="HAL URL: model://, sim://verilator, /dev/tty...")
+    f.add_argument(
+        "--chip",
+        required=True,
+        action="append",
+        help="HAL URL: model://, sim://verilator, /dev/tty...; repeat for a pool of chips "
+        "(numbered 0, 1, ... in this order)",
+    )
     f.add_argument(
         "--fec",
         choices=["auto", "on", "off"],

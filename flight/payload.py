@@ -1,0 +1,459 @@
+"""The payload service: a pool of chips serving the on-board model, paced by the power it
+may draw through the orbit and by each chip's heat.
+
+It is the sole owner of the chips: ``payload.pool.Pool`` drives each one from its own
+thread (runs, health polls that kick its watchdog, fencing and recovery), and every
+operator action on a chip (scrub period, debug injection, reset, out of service) goes
+through the pool to that thread. What the stack adds here:
+
+- jobs from telecommands: ``SUBMIT_JOB`` (a range of the model's held-out test images,
+  under the current policy) and ``RUN_INFERENCE`` (one image); each job ends in exactly
+  one ``JOB_DONE`` (or ``INFERENCE_DONE``) event listing the class of every image;
+- admission: compute runs only in COMPUTE mode and while the power model admits it
+  (``payload.power.PowerModel.assess``: the battery reaches the next sunrise above its
+  floor plus a margin); a chip whose thermal model is over its throttle limit takes no
+  work until it cools;
+- power and heat, stepped by the 10 Hz rate group on the payload clock (simulated orbit
+  seconds, ``time_factor`` times faster than real time): the array from the orbit's
+  sunlight (``payload.orbit``), the bus, each chip's idle power, its link while it works
+  and its jobs' energy (the chip's cycle count x ENERGY_PER_CYCLE x the build's joules
+  per unit);
+- telemetry for the pool, the power system and each chip (``CHIP<n>_*``), and events for
+  every fence, re-admission, disagreement and deferral.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orbithil.errors import ConfigError
+from orbithil.flight.dictionary import CHIP_STATES, MAX_CHIPS, POLICIES
+
+log = logging.getLogger(__name__)
+
+ENERGY_PER_CYCLE = 1  # energy units per MAC-engine cycle (fpga/rtl/orbithil_chip.v default)
+STATE_THROTTLED = 3  # CHIP<n>_STATE beyond the pool's own states (CHIP_STATES)
+
+
+class PayloadRefused(Exception):
+    """A payload command that cannot be carried out (reported as the command's failure)."""
+
+
+@dataclass
+class _ChipAccount:
+    """What one chip drew since the last power step, and its thermal model."""
+
+    harden: int
+    url: str
+    thermal: Any
+    energy_j: float = 0.0  # job energy since the last step
+    busy_s: float = 0.0  # simulated seconds it worked since the last step
+    telemetry: dict = field(default_factory=dict)
+    throttled: bool = False
+
+
+@dataclass
+class _JobRecord:
+    indexes: list[int]
+    policy: str
+    single: bool  # RUN_INFERENCE: reported as INFERENCE_DONE
+
+
+class Payload:
+    """The pool, the power system and the thermal models, as one flight service.
+
+    ``chips``: (url, HAL chip) pairs, named "0", "1", ... in that order."""
+
+    OP_TIMEOUT_S = 30.0  # an operator's action waits this long for a chip's thread
+
+    def __init__(
+        self,
+        chips: Sequence[tuple[str, Any]],
+        *,
+        telemetry,
+        events,
+        modes,
+        clock,
+        power_config,
+        thermal_config,
+        timeline,
+        policy: str = "none",
+        health_s: float = 0.5,
+        scrub_period: int = 256,
+        wdt_cycles: int = 50_000_000,
+    ) -> None:
+        from orbithil.payload.model import PoolExecutor, default_model
+        from orbithil.payload.pool import Pool
+        from orbithil.payload.power import PowerModel, ThermalModel
+
+        if not 1 <= len(chips) <= MAX_CHIPS:
+            raise ConfigError(f"the payload takes 1..{MAX_CHIPS} chips, got {len(chips)}")
+        if policy not in POLICIES:
+            raise ConfigError(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
+        self.tm = telemetry
+        self.events = events
+        self.modes = modes
+        self.clock = clock
+        self.policy = policy
+        self.model = default_model()  # trained once per machine (seconds), then cached
+        self.xs, self.labels = self.model.test_split()
+        self.power = PowerModel(power_config, chips=len(chips), timeline=timeline)
+        self.timeline = timeline
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _ChipAccount] = {}
+        for n, (url, chip) in enumerate(chips):
+            harden = int(chip.identity.harden)
+            thermal = ThermalModel(thermal_config, name=str(n))
+            self._accounts[str(n)] = _ChipAccount(harden, url, thermal)
+        self._unbooked_j = 0.0  # job energy not yet taken from the battery by a step
+        self._energy_j = 0.0
+        self._item_j = self._prior_item_j()  # energy of one inference, learnt from runs
+        self._item_s = 0.05  # simulated seconds of one inference, learnt from runs
+        self._last_step: float | None = None
+        self._deferring = False
+        self._last_corrected: tuple[float, float] | None = None
+        self._done: queue.Queue[int] = queue.Queue()
+        self._jobs: dict[int, _JobRecord] = {}
+        self.pool = Pool(
+            [(str(n), chip) for n, (_, chip) in enumerate(chips)],
+            PoolExecutor(self.model, base=None),  # weights at the top of each chip's SRAM
+            on_event=self._pool_event,
+            admit=self.admit,
+            chip_allowed=self._chip_allowed,
+            on_run=self._on_run,
+            on_health=self._on_health,
+            scrub_period=scrub_period,
+            wdt_cycles=wdt_cycles,
+            # uncorrectable memory is the stack's FDIR's to act on (a reset and SAFE)
+            fence_on=("WDT_EXPIRIES",),
+        )
+        self.pool.HEALTH_S = health_s
+        self._ops: queue.Queue = queue.Queue(maxsize=64)
+        self._stop = threading.Event()
+        self._ops_thread: threading.Thread | None = None
+        self.tm.set("POOL_CHIPS", len(chips))
+        self.tm.set("POLICY", POLICIES.index(policy))
+
+    def _prior_item_j(self) -> float:
+        """Before any run: an inference's energy on the costliest build, from the model's
+        MAC work (about four cycles per weight on the hardened MAC, two on the other)."""
+        from orbithil.payload.model import plan_layout
+
+        weights = sum(w.size for w in self.model.weights)
+        cycles = 4 * weights + 64 * len(plan_layout(self.model).jobs)
+        config = self.power.config
+        return cycles * ENERGY_PER_CYCLE * max(config.joules_per_unit.values())
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.pool.start()
+        self._ops_thread = threading.Thread(target=self._operations, name="payload-ops")
+        self._ops_thread.daemon = True
+        self._ops_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.pool.stop()
+        if self._ops_thread is not None:
+            self._ops_thread.join(5)
+
+    # --- operator actions (run on the payload-ops thread, each chip's on its own) -------
+    def submit_op(self, operation: Callable[[], None]) -> None:
+        """Queue an operator action (a telecommand's handler) for the payload-ops thread."""
+        try:
+            self._ops.put_nowait(operation)
+        except queue.Full:
+            raise PayloadRefused("the payload's command queue is full") from None
+
+    def _operations(self) -> None:
+        while not self._stop.is_set():
+            try:
+                operation = self._ops.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                operation()
+            except Exception:  # its command reports the failure; the thread goes on
+                log.exception("payload operation failed")
+
+    def chip_name(self, index: int) -> str:
+        if str(index) not in self._accounts:
+            raise PayloadRefused(
+                f"no chip {index}: the pool has chips 0..{len(self._accounts) - 1}"
+            )
+        return str(index)
+
+    def on_chip(self, index: int, operation: Callable[[Any], Any]) -> Any:
+        """Run ``operation(chip)`` on chip ``index``'s own thread; waits for it."""
+        return self.pool.call(self.chip_name(index), operation, self.OP_TIMEOUT_S)
+
+    def set_scrub(self, period: int, why: str) -> None:
+        """Every chip's scrubber (and the period recovered chips get)."""
+        self.pool.scrub_period = period
+        for name in self._accounts:
+            if self.pool.status()[name]["state"] != "fenced":  # recovery applies the period
+                self.pool.call(name, lambda chip: chip.scrub(period), self.OP_TIMEOUT_S)
+        self.tm.set("SCRUB_PERIOD", period)
+        self.events.emit("SCRUB_SET", period=period, why=why)
+
+    def inject(self, index: int, kind: str, where: int, bit: int, copy: int) -> None:
+        def flip(chip) -> None:
+            chip.arm_injection()
+            chip.inject(kind, where, bit, copy)
+            chip.write_reg("INJ_ARM", 0)
+
+        self.on_chip(index, flip)
+
+    def reset(self, index: int, why: str) -> None:
+        self.pool.fence(self.chip_name(index), why)
+
+    def fence_reporting(self, counter: str, why: str) -> list[str]:
+        """Fence every chip whose last telemetry shows ``counter`` above zero."""
+        with self._lock:
+            names = [n for n, a in self._accounts.items() if a.telemetry.get(counter, 0) > 0]
+        for name in names:
+            self.pool.fence(name, why)
+        return names
+
+    def take_out(self, index: int) -> None:
+        self.pool.take_out(self.chip_name(index))
+
+    def put_back(self, index: int) -> None:
+        name = self.chip_name(index)
+        if self.pool.status()[name]["state"] != "out":
+            raise PayloadRefused(f"chip {index} is in service already")
+        self.pool.put_back(name)
+
+    def report_status(self) -> None:
+        status = self.pool.status()
+        for name, s in status.items():
+            account = self._accounts[name]
+            self.events.emit("CHIP_STATUS", chip=name, url=account.url, state=s["state"],
+                             runs=s["runs"], faults=s["faults"],
+                             disagreements=s["disagreements"],
+                             temp=account.thermal.temperature_c)  # fmt: skip
+
+    def set_policy(self, policy: str) -> None:
+        self.policy = policy
+        self.tm.set("POLICY", POLICIES.index(policy))
+        self.events.emit("POLICY_SET", policy=policy)
+
+    # --- jobs -------------------------------------------------------------------------
+    def submit(self, first: int, count: int, *, single: bool = False) -> int:
+        from orbithil.payload.pool import PoolError
+
+        n = len(self.xs)
+        indexes = [(first + i) % n for i in range(count)]
+        try:
+            job = self.pool.submit([self.xs[i] for i in indexes], self.policy)
+        except PoolError as exc:
+            raise PayloadRefused(str(exc)) from None
+        with self._lock:
+            self._jobs[job] = _JobRecord(indexes, self.policy, single)
+        self.tm.add("JOBS_SUBMITTED")
+        if not single:
+            self.events.emit("JOB_SUBMITTED", job=job, first=indexes[0], last=indexes[-1],
+                             policy=self.policy)  # fmt: skip
+        return job
+
+    def _finish_jobs(self) -> None:
+        """Report the jobs the pool finished since the last tick: one event each."""
+        while True:
+            try:
+                job_id = self._done.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                record = self._jobs.pop(job_id, None)
+            if record is None:
+                continue
+            result = self.pool.result(job_id, timeout=1.0)  # done: returns at once
+            classes, correct = [], 0
+            for index, item in zip(record.indexes, result.items, strict=True):
+                if item.output is None:
+                    classes.append("-")
+                    continue
+                label = int(np.argmax(item.output))
+                classes.append(str(label))
+                correct += label == int(self.labels[index])
+            completed = sum(c != "-" for c in classes)
+            self.tm.add("JOBS_DONE")
+            self.tm.add("ITEMS_DONE", completed)
+            self.tm.add("ITEMS_FAILED", len(classes) - completed)
+            self.tm.add("INFERENCES_CORRECT", correct)
+            if record.single:
+                index = record.indexes[0]
+                if classes[0] == "-":
+                    self.events.emit("COMMAND_FAILED", command="RUN_INFERENCE",
+                                     reason=result.items[0].error)  # fmt: skip
+                    continue
+                self.tm.set("INFERENCE_CLASS", int(classes[0]))
+                self.events.emit("INFERENCE_DONE", index=index, label=int(classes[0]),
+                                 truth=int(self.labels[index]))  # fmt: skip
+                continue
+            self.events.emit("JOB_DONE", job=job_id, completed=completed, items=len(classes),
+                             correct=correct, policy=record.policy,
+                             classes="".join(classes))  # fmt: skip
+
+    # --- hooks the pool calls -----------------------------------------------------------
+    def _pool_event(self, name: str, **fields) -> None:
+        if name == "JOB_DONE":
+            self._done.put(fields["job"])
+            return
+        if name == "CHIP_FENCED":
+            self.tm.add("FENCES")
+        elif name == "CHIP_READMITTED":
+            self.tm.add("READMISSIONS")
+        elif name == "RESULT_DISAGREED":
+            self.tm.add("DISAGREEMENTS")
+        self.events.emit(name, **fields)
+
+    def admit(self) -> bool:
+        """Whether compute may start now (called by the pool before each run)."""
+        if self.modes.mode != "COMPUTE":
+            return False
+        return self._assess().admit
+
+    def _assess(self):
+        now = self.clock.now()
+        with self._lock:
+            # what finished runs drew since the last step, and what every chip could be
+            # drawing right now
+            pending = self._unbooked_j + self._item_j * len(self._accounts)
+            return self.power.assess(self._item_j, self._item_s, now, pending_j=pending)
+
+    def _chip_allowed(self, name: str) -> bool:
+        return not self._accounts[name].throttled
+
+    def _on_run(self, name: str, cycles: int, seconds: float) -> None:
+        account = self._accounts[name]
+        joules = self.power.config.job_energy_j(cycles * ENERGY_PER_CYCLE, harden=account.harden)
+        sim_s = seconds * getattr(self.clock, "factor", 1.0)
+        with self._lock:
+            account.energy_j += joules
+            account.busy_s += sim_s
+            self._unbooked_j += joules
+            self._energy_j += joules
+            self._item_j = max(0.8 * self._item_j + 0.2 * joules, joules)  # no under-estimate
+            self._item_s = 0.8 * self._item_s + 0.2 * sim_s
+
+    def _on_health(self, name: str, values: dict) -> None:
+        with self._lock:
+            self._accounts[name].telemetry = dict(values)
+
+    @property
+    def uptime_cycles(self) -> int | None:
+        """Chip 0's UPTIME as last read (the stack's clock when it counts chip time)."""
+        with self._lock:
+            return self._accounts["0"].telemetry.get("UPTIME")
+
+    # --- the 10 Hz rate group ---------------------------------------------------------------
+    def tick(self) -> None:
+        """Step power and heat to now, report finished jobs, publish telemetry."""
+        now = self.clock.now()
+        sunlit = self.timeline.is_sunlit(now)
+        with self._lock:
+            dt = 0.0 if self._last_step is None else max(0.0, now - self._last_step)
+            self._last_step = now
+            loads = []
+            for account in self._accounts.values():
+                busy = min(account.busy_s, dt)
+                load = self.power.config.chip_load_w(dt, busy_s=busy, job_energy_j=account.energy_j)
+                loads.append(load)
+                account.thermal.step(dt, load)
+                account.energy_j = account.busy_s = 0.0
+            self.power.step(dt, sunlit, loads)
+            self._unbooked_j = 0.0
+            energy = self._energy_j
+        self._finish_jobs()
+        self._throttle()
+        self._deferral(sunlit)
+        self._publish(now, loads, energy)
+
+    def _throttle(self) -> None:
+        for name, account in self._accounts.items():
+            hot = account.thermal.throttled
+            if hot and not account.throttled:
+                self.events.emit("CHIP_THROTTLED", chip=name, temp=account.thermal.temperature_c)
+            account.throttled = hot
+
+    def _deferral(self, sunlit: bool) -> None:
+        """Events when the power system starts or stops holding queued compute back."""
+        queued = self.pool.queued()
+        if self.modes.mode != "COMPUTE":
+            return
+        admission = self._assess()
+        if not admission.admit and queued and not self._deferring:
+            self._deferring = True
+            self.events.emit("JOBS_DEFERRED", reason=admission.reason)
+        elif admission.admit and self._deferring:
+            self._deferring = False
+            self.events.emit("JOBS_RESUMED", reason=admission.reason)
+
+    def _publish(self, now: float, loads: list[float], energy: float) -> None:
+        tm = self.tm
+        status = self.pool.status()
+        queued = self.pool.queued()
+        held = self.modes.mode != "COMPUTE" or self._deferring
+        tm.set("JOBS_QUEUED", queued)
+        tm.set("JOBS_DEFERRED", queued if held else 0)
+        tm.set("POOL_HEALTHY", sum(s["state"] == "healthy" for s in status.values()))
+        power = self.power.telemetry()
+        for channel in ("SOC", "BATTERY_WH", "POWER_IN_W", "POWER_OUT_W", "SUNLIT"):
+            tm.set(channel, power[channel])
+        tm.set("SOC_MIN", self.power.min_soc)
+        tm.set("ORBIT_TIME_S", now)
+        tm.set("ENERGY_J", energy)
+        temps = []
+        sums = dict.fromkeys(("ECC_CORRECTED", "ECC_UNCORRECTABLE", "TMR_MISMATCH",
+                              "WDT_EXPIRIES", "JOB_COUNT", "ENERGY"), 0)  # fmt: skip
+        with self._lock:
+            telemetry = {name: dict(a.telemetry) for name, a in self._accounts.items()}
+        for (name, account), load in zip(self._accounts.items(), loads, strict=True):
+            s, n = status[name], int(name)
+            state = CHIP_STATES.index(s["state"])
+            if state == 0 and account.throttled:
+                state = STATE_THROTTLED
+            temps.append(account.thermal.temperature_c)
+            tm.set(f"CHIP{n}_STATE", state)
+            tm.set(f"CHIP{n}_RUNS", s["runs"])
+            tm.set(f"CHIP{n}_FAULTS", s["faults"])
+            tm.set(f"CHIP{n}_DISAGREEMENTS", s["disagreements"])
+            tm.set(f"CHIP{n}_TEMP_C", account.thermal.temperature_c)
+            tm.set(f"CHIP{n}_POWER_W", load)
+            tm.set(f"CHIP{n}_ECC_CORRECTED", telemetry[name].get("ECC_CORRECTED", 0))
+            for key in sums:
+                sums[key] += telemetry[name].get(key, 0)
+        tm.set("TEMP_MAX_C", max(temps))
+        for key, value in sums.items():
+            tm.set(key, value)
+        healthy = all(s["state"] == "healthy" for s in status.values())
+        tm.set("CHIP_HEALTHY", int(healthy))
+        tm.set("CHIP_UPTIME", telemetry["0"].get("UPTIME", 0))
+        tm.set("CHIP_STATUS", telemetry["0"].get("STATUS", 0))
+        self._rate(sums["ECC_CORRECTED"])
+
+    RATE_WINDOW_S = 1.0
+
+    def _rate(self, corrected: float) -> None:
+        """ECC corrections per second (wall time) over the pool, for the FDIR's scrub rule,
+        over windows of a second (the chips' counters are read every health poll)."""
+        now = time.monotonic()
+        last = self._last_corrected
+        if last is None or corrected < last[1]:  # a chip was reset: its count restarted
+            self._last_corrected = (now, corrected)
+            return
+        if now - last[0] >= self.RATE_WINDOW_S:
+            rate = (corrected - last[1]) / (now - last[0])
+            if math.isfinite(rate):
+                self.tm.set("ECC_CORRECTED_RATE", rate)
+            self._last_corrected = (now, corrected)

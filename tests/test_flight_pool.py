@@ -1,0 +1,100 @@
+"""The flight stack's payload: a pool of chips commanded from the ground (jobs, policies,
+chips out and back, status), a voted-out upset named in an event, and one orbit of power
+at a time factor with compute deferred through eclipse."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from orbithil.flight.ground import CommandRejected
+from orbithil.payload.model import default_model, plan_layout
+
+
+def expected_classes(first: int, count: int) -> str:
+    model = default_model()
+    xs, _ = model.test_split()
+    n = len(xs)
+    return "".join(str(int(np.argmax(model.forward(xs[(first + i) % n])))) for i in range(count))
+
+
+def job_done(g, job: int, timeout: float = 30.0):
+    return g.wait_event("JOB_DONE", lambda e: e.text.startswith(f"job {job} done"), timeout=timeout)
+
+
+def submitted_job(g, since: int) -> int:
+    event = g.wait_event("JOB_SUBMITTED", timeout=5, since=since)
+    return int(re.match(r"job (\d+):", event.text).group(1))
+
+
+def test_a_pool_serves_jobs_under_each_policy_and_takes_chips_out_and_back(flight_stack):
+    fs = flight_stack(["model://?harden=0", "model://?harden=0", "model://?harden=1"],
+                      hk_period_ms=50, chip_poll_ms=50)  # fmt: skip
+    g = fs.ground
+    assert g.wait_telemetry("POOL_HEALTHY", lambda v: v == 3, timeout=10) == 3
+    with pytest.raises(CommandRejected, match="not allowed in SAFE"):
+        g.command("SUBMIT_JOB", first=0, count=4)
+    g.command("SET_MODE", mode="NOMINAL")
+    g.command("SET_MODE", mode="COMPUTE")
+    for policy, first, count in (("none", 0, 40), ("rerun", 40, 12), ("dmr", 7, 12),
+                                 ("tmr", 100, 30)):  # fmt: skip
+        g.command("SET_POLICY", policy=policy)
+        since = len(g.events)
+        g.command("SUBMIT_JOB", first=first, count=count)
+        job = submitted_job(g, since)
+        done = job_done(g, job)
+        assert f"{count}/{count} completed" in done.text and f"policy {policy}" in done.text
+        assert done.text.endswith(f"classes {expected_classes(first, count)}")
+        assert len([e for e in g.events if e.text.startswith(f"job {job} done")]) == 1
+    g.wait_telemetry("ITEMS_DONE", lambda v: v == 94, timeout=5)
+    assert g.telemetry["ITEMS_FAILED"] == 0 and g.telemetry["DISAGREEMENTS"] == 0
+    assert all(g.telemetry[f"CHIP{n}_RUNS"] > 0 for n in range(3))
+    # a chip out of service: tmr cannot be served by two, the others still can
+    g.command("CHIP_OUT", chip=2)
+    g.wait_event("CHIP_OUT", lambda e: "chip 2" in e.text, timeout=5)
+    g.wait_telemetry("CHIP2_STATE", lambda v: v == 2, timeout=5)
+    with pytest.raises(CommandRejected, match="tmr needs 3 chips; the pool has 2 in service"):
+        g.command("SUBMIT_JOB", first=0, count=3)
+    with pytest.raises(CommandRejected, match="no chip 5: the pool has chips 0..2"):
+        g.command("CHIP_OUT", chip=5)
+    g.command("SET_POLICY", policy="dmr")
+    since = len(g.events)
+    g.command("SUBMIT_JOB", first=3, count=10)
+    done = job_done(g, submitted_job(g, since))
+    assert done.text.endswith(f"classes {expected_classes(3, 10)}")
+    runs_out = g.telemetry["CHIP2_RUNS"]
+    g.command("CHIP_IN", chip=2)
+    g.wait_event("CHIP_READMITTED", lambda e: "chip 2" in e.text, timeout=10)
+    g.wait_telemetry("POOL_HEALTHY", lambda v: v == 3, timeout=5)
+    assert g.telemetry["CHIP2_RUNS"] == runs_out  # it ran nothing while out
+    with pytest.raises(CommandRejected, match="in service already"):
+        g.command("CHIP_IN", chip=2)
+    since = len(g.events)
+    g.command("POOL_STATUS")
+    for n in range(3):
+        g.wait_event("CHIP_STATUS", lambda e, n=n: e.text.startswith(f"chip {n} model://"),
+                     timeout=5, since=since)  # fmt: skip
+
+
+def test_tmr_outvotes_a_chip_with_an_upset_weight_and_the_event_names_it(flight_stack):
+    fs = flight_stack(["model://?harden=1", "model://?harden=0", "model://?harden=1"],
+                      hk_period_ms=50, policy="tmr")  # fmt: skip
+    g = fs.ground
+    g.command("SET_MODE", mode="NOMINAL")
+    g.command("SET_MODE", mode="COMPUTE")
+    # one bit of a first-layer weight word on the unhardened chip (no ECC to correct it):
+    # its logits change for every image that lights those pixels
+    words = fs.chips[1].identity.mem_words
+    weight = words - plan_layout(default_model()).words + 7
+    g.command("CHIP_INJECT", kind="mem", index=weight, bit=5, copy=0, chip=1)
+    since = len(g.events)
+    g.command("SUBMIT_JOB", first=0, count=20)
+    done = job_done(g, submitted_job(g, since))
+    assert done.text.endswith(f"classes {expected_classes(0, 20)}")  # the vote is right
+    disagreed = [e for e in g.events if e.name == "RESULT_DISAGREED"]
+    assert disagreed and all(e.text.startswith("chip 1 disagreed") for e in disagreed)
+    g.wait_telemetry("CHIP1_DISAGREEMENTS", lambda v: v > 0, timeout=5)
+    assert g.telemetry["CHIP0_DISAGREEMENTS"] == g.telemetry["CHIP2_DISAGREEMENTS"] == 0
+    assert g.wait_telemetry("DISAGREEMENTS", lambda v: v == len(disagreed), timeout=5)
