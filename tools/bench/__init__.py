@@ -37,6 +37,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orbithil.tools.bench.flight",
         "rate-group jitter under load, TM packets/s, TC round trip",
     ),
+    "payload": (
+        "orbithil.tools.bench.payload",
+        "the model on a pool of chips: inferences/s 1->2 chips, accuracy, policies, failover",
+    ),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
