@@ -131,7 +131,7 @@ class StepClock:
 
 # --- power ---------------------------------------------------------------------------------
 def _default_joules_per_unit() -> dict[int, float]:
-    return {0: 1.0e-3, 1: 1.6e-3}
+    return {0: 1.0e-5, 1: 1.6e-5}
 
 
 @dataclass(frozen=True)
@@ -143,10 +143,14 @@ class PowerConfig:
     scheduler protects) and 100% (surplus is shed), 30 W of bus load (avionics, radio,
     attitude control, heaters), 3 W per idle chip and 1 W for each chip's link while it
     works. ``joules_per_unit`` turns the chip's ENERGY counter into joules per build
-    (HARDEN 0 and 1): the default treats one unit as 1 mJ of a representative AI
-    accelerator (1.6 mJ hardened, for its triplicated registers and duplicated MAC), so a
-    64x64 matrix-vector job (8192 units) costs about 8 J; the iCE40 stand-in itself spends
-    nanojoules, so set your own chip's figures. The battery is ideal (no charge losses).
+    (HARDEN 0 and 1): the default treats one unit as 10 uJ (16 uJ hardened, for its
+    triplicated registers and duplicated MAC), standing for the larger model a flight
+    accelerator would run in the time the stand-in runs its small one: an inference of the
+    digits model (about 10,700 units unhardened, 20,700 hardened) costs 0.1 and 0.33 J, so a
+    chip working flat out on the simulators draws some 3-20 W, and a pool of three through
+    an eclipse takes about as much from the battery as the bus does. The iCE40 stand-in
+    itself spends nanojoules: set your own chip's figures. The battery is ideal (no charge
+    losses).
     """
 
     array_w: float = 120.0
