@@ -90,6 +90,7 @@ class Payload:
         health_s: float = 0.5,
         scrub_period: int = 256,
         wdt_cycles: int = 50_000_000,
+        pipeline: bool = False,
     ) -> None:
         from orbithil.payload.model import PoolExecutor, default_model
         from orbithil.payload.pool import Pool
@@ -135,6 +136,7 @@ class Payload:
             wdt_cycles=wdt_cycles,
             # uncorrectable memory is the stack's FDIR's to act on (a reset and SAFE)
             fence_on=("WDT_EXPIRIES",),
+            pipeline=pipeline,
         )
         self.pool.HEALTH_S = health_s
         self._ops: queue.Queue = queue.Queue(maxsize=64)

@@ -57,6 +57,7 @@ class Config:
     keys_file: str = ""  # "" = ORBITHIL_TC_KEYS
     # the payload
     policy: str = "none"  # reliability policy of new jobs: none, rerun, dmr, tmr
+    pipeline: bool = False  # each chip runs one layer (chip i: layer i mod layers)
     wdt_cycles: int = 50_000_000  # each chip's watchdog, kicked every chip_poll_ms
     time_factor: float = 1.0  # the orbit's simulated time runs this much faster
     orbit_start_s: float = 0.0  # where in the orbit the stack starts (s since the TLE epoch)
@@ -138,6 +139,7 @@ class FlightStack:
             clock=orbit_clock, power_config=power, thermal_config=thermal, timeline=timeline,
             policy=config.policy, health_s=config.chip_poll_ms / 1e3,
             scrub_period=config.scrub_period, wdt_cycles=config.wdt_cycles,
+            pipeline=config.pipeline,
         )  # fmt: skip
         self.fdir = Fdir(default_rules(power, thermal), self.tm, self.events, {
             "raise_scrub": self._raise_scrub, "reset_chip_safe": self._reset_safe,
@@ -262,10 +264,11 @@ class FlightStack:
         def set_policy(args: dict) -> None:
             from orbithil.payload.pool import CHIPS_NEEDED, Policy
 
-            need = CHIPS_NEEDED[Policy(args["policy"])]
-            if need > len(self.chips):
-                raise CommandFailed(f"policy {args['policy']} needs {need} chips; the pool "
-                                    f"has {len(self.chips)}")  # fmt: skip
+            need, width = CHIPS_NEEDED[Policy(args["policy"])], p.pool.width()
+            if need > width:
+                stage = " per pipeline stage" if p.pool.pipeline else ""
+                raise CommandFailed(f"policy {args['policy']} needs {need} chips{stage}; the "
+                                    f"pool has {width}{stage}")  # fmt: skip
             p.set_policy(args["policy"])
 
         def inject(a: dict) -> None:

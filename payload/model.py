@@ -695,6 +695,20 @@ class ChipRunner:
             act = requantise(self._layer(i, act), multiplier, shift)
         return self._layer(len(model.weights) - 1, act)
 
+    def stage(self, i: int, act: np.ndarray) -> np.ndarray:
+        """Layer ``i`` alone (a pipeline stage): its int8 input in; out the next layer's
+        int8 input, requantised, or for the last layer the int32 logits. ``cycles`` counts
+        this layer's MAC cycles."""
+        n_layers = len(self.model.weights)
+        if not 0 <= i < n_layers:
+            raise ValueError(f"layer {i}: the model has layers 0..{n_layers - 1}")
+        act = _check_input(act, self.model.weights[i].shape[1] - len(BIAS_INPUTS))
+        self.cycles = 0
+        out = self._layer(i, act)
+        if i == n_layers - 1:
+            return out
+        return requantise(out, self.model.multipliers[i], self.model.shifts[i])
+
     def _layer(self, i: int, act: np.ndarray) -> np.ndarray:
         """Layer i on the chip: write its input, run its tiles, sum their partial products."""
         layout, chip = self.layout, self.chip
@@ -736,3 +750,13 @@ class PoolExecutor:
         runner = self._runners[id(chip)]
         logits = runner.run(item)
         return logits, runner.cycles
+
+    @property
+    def stages(self) -> int:
+        """Pipeline stages (``payload.pool.Pool(pipeline=True)``): one per layer."""
+        return len(self.model.weights)
+
+    def run_stage(self, chip, stage: int, item: np.ndarray) -> tuple[np.ndarray, int]:
+        runner = self._runners[id(chip)]
+        out = runner.stage(stage, item)
+        return out, runner.cycles

@@ -24,6 +24,14 @@ and re-admitted; the run it was doing goes back to the queue for another chip. A
 completes once, under the pool's lock; a run that finishes after its task was decided is
 counted and dropped, so no job is lost or reported twice.
 
+With ``pipeline=True`` an item is a chain of stages (the executor's ``stages``, e.g. one
+per layer of a model): each chip serves one stage (chip i stage i mod stages), and an item's
+decided stage output becomes its next stage's input, so chip A runs layer 1 while chip B
+runs layer 2 of the item before. The policy applies per stage (a TMR pipeline of two
+stages needs six chips, and votes after every layer). Sharding whole items is the default:
+a pipeline is faster only when its stages are balanced and a chip's turn-around, not its
+compute, limits throughput (``orbithil bench payload`` measures both).
+
 Admission (``admit``) and per-chip permission (``chip_allowed``) are hooks the flight
 stack connects to its power and thermal models: while ``admit()`` is false no run starts
 and the queued items count as deferred. ``on_health`` receives each chip's telemetry as
@@ -83,6 +91,15 @@ class Executor(Protocol):
     def run(self, chip, item: Any) -> tuple[np.ndarray, int]: ...
 
 
+class StagedExecutor(Executor, Protocol):
+    """An executor whose items can also run stage by stage (``Pool(pipeline=True)``)."""
+
+    @property
+    def stages(self) -> int: ...
+
+    def run_stage(self, chip, stage: int, item: Any) -> tuple[np.ndarray, int]: ...
+
+
 class PoolError(ConfigError):
     """A request the pool cannot take (unknown chip, unknown policy, too few chips)."""
 
@@ -121,6 +138,8 @@ class _Task:
     queued: bool = True
     done: bool = False
     result: ItemResult | None = None
+    stage: int = 0  # pipeline stage
+    earlier: tuple[list[str], list[str]] = ([], [])  # chips and dissenters of earlier stages
 
 
 @dataclass
@@ -189,6 +208,7 @@ class Pool:
         self_test: Callable[[Any], bool] | None = None,
         wdt_cycles: int | None = None,
         fence_on: Sequence[str] = ("WDT_EXPIRIES", "ECC_UNCORRECTABLE"),
+        pipeline: bool = False,
     ) -> None:
         if not chips:
             raise PoolError("a pool needs at least one chip")
@@ -197,6 +217,18 @@ class Pool:
             raise PoolError(f"chip names must differ: {names}")
         self.chips = {name: PoolChip(name, chip) for name, chip in chips}
         self.executor = executor
+        self.pipeline = bool(pipeline)
+        self.stages = 1
+        if self.pipeline:
+            self.stages = int(getattr(executor, "stages", 0))
+            if self.stages < 1 or not hasattr(executor, "run_stage"):
+                raise PoolError("pipeline=True needs an executor with stages and run_stage")
+            if len(names) < self.stages:
+                raise PoolError(
+                    f"a pipeline of {self.stages} stages needs at least {self.stages} chips; "
+                    f"the pool has {len(names)}"
+                )
+        self.stage_of = {name: i % self.stages for i, name in enumerate(names)}
         self.on_event = on_event or (lambda name, **fields: None)
         self.admit = admit or (lambda: True)
         self.chip_allowed = chip_allowed or (lambda name: True)
@@ -257,11 +289,12 @@ class Pool:
             raise PoolError(f"policy {policy!r}: use one of {valid}") from None
         if not items:
             raise PoolError("a job needs at least one item")
-        usable = sum(pc.state is not ChipState.OUT for pc in self.chips.values())
+        usable = min(self._in_service(stage) for stage in range(self.stages))
         if CHIPS_NEEDED[policy] > usable:
+            per_stage = " per pipeline stage" if self.pipeline else ""
             raise PoolError(
-                f"policy {policy.value} needs {CHIPS_NEEDED[policy]} chips; the pool has "
-                f"{usable} in service"
+                f"policy {policy.value} needs {CHIPS_NEEDED[policy]} chips{per_stage}; the "
+                f"pool has {usable} in service{per_stage}"
             )
         with self._lock:
             job_id = next(self._ids)
@@ -317,6 +350,12 @@ class Pool:
                     f"(state {pc.state.value})"
                 ) from None
             return future.result()  # it started just now: let it finish
+
+    def width(self) -> int:
+        """Chips per stage (all chips, unless it is a pipeline): the most a policy can use."""
+        return min(
+            sum(self.stage_of[name] == stage for name in self.chips) for stage in range(self.stages)
+        )
 
     def healthy(self) -> int:
         """Chips in service and healthy."""
@@ -374,6 +413,8 @@ class Pool:
                 continue
             if pc.name in task.used:
                 continue  # a policy's runs go to different chips
+            if self.stage_of[pc.name] != task.stage:
+                continue  # a pipeline: this chip serves another stage
             task.used.add(pc.name)
             task.running += 1
             if task.units + task.running >= task.wanted:
@@ -464,19 +505,30 @@ class Pool:
             if not task.done:
                 self._finish(task, None, error=error[:300])
 
-    def _in_service(self) -> int:
-        return sum(pc.state is not ChipState.OUT for pc in self.chips.values())
+    def _in_service(self, stage: int = 0) -> int:
+        """Chips in service (serving ``stage``, in a pipeline)."""
+        return sum(
+            pc.state is not ChipState.OUT and self.stage_of[name] == stage
+            for name, pc in self.chips.items()
+        )
 
     def _starved(self) -> None:
         """Under the lock: fail queued items no chip in service can run any more (every
-        chip in service has run them already and none is running them)."""
-        serving = {n for n, pc in self.chips.items() if pc.state is not ChipState.OUT}
+        chip in service for their stage has run them already and none is running them)."""
         for task in list(self._queue):
+            serving = {
+                n
+                for n, pc in self.chips.items()
+                if pc.state is not ChipState.OUT and self.stage_of[n] == task.stage
+            }
             if not task.done and task.running == 0 and not (serving - task.used):
                 self._finish(task, None, error="no chip in service left to run it")
 
     def _run_once(self, pc: PoolChip, task: _Task) -> np.ndarray:
-        output, spent = self.executor.run(pc.chip, task.item)
+        if self.pipeline:
+            output, spent = self.executor.run_stage(pc.chip, task.stage, task.item)  # type: ignore[attr-defined]
+        else:
+            output, spent = self.executor.run(pc.chip, task.item)
         with self._lock:
             pc.runs += 1
             pc.cycles += spent
@@ -499,7 +551,7 @@ class Pool:
             self._finish(task, winner)
         elif policy is Policy.RERUN:
             self._finish(task, None, error="three runs on one chip gave three answers")
-        elif task.wanted < min(MAX_UNITS, self._in_service()):
+        elif task.wanted < min(MAX_UNITS, self._in_service(task.stage)):
             task.wanted += 1  # a mismatch: one more chip decides
             self.stats.reruns += 1
             self._enqueue(task)
@@ -517,7 +569,17 @@ class Pool:
             self.stats.disagreements += 1
             self.on_event("RESULT_DISAGREED", chip=name, job=task.job.id, item=task.index,
                           policy=task.job.policy.value)  # fmt: skip
-        task.result = ItemResult(output, sorted({n for n, _ in task.runs}), sorted(set(odd)), error)
+        chips = task.earlier[0] + [n for n, _ in task.runs]
+        dissent = task.earlier[1] + odd
+        if output is not None and task.stage + 1 < self.stages:
+            # a pipeline: the decided output goes on to the next stage's chips
+            following = _Task(task.job, task.index, output, wanted=UNITS[task.job.policy],
+                              stage=task.stage + 1, earlier=(chips, dissent))  # fmt: skip
+            task.job.tasks[task.index] = following
+            self._queue.appendleft(following)  # ahead of new items: finish what was started
+            self._lock.notify_all()
+            return
+        task.result = ItemResult(output, sorted(set(chips)), sorted(set(dissent)), error)
         if output is None:
             self.stats.items_failed += 1
         else:

@@ -176,3 +176,20 @@ def test_a_hot_chip_is_throttled_and_fdir_goes_safe_at_its_critical_temperature(
     assert "TEMP_MAX_C=" in fdir.text
     g.wait_telemetry("MODE", lambda v: v == 0, timeout=5)
     assert g.wait_telemetry("TEMP_MAX_C", timeout=5) >= 40.0
+
+
+def test_a_pipelined_pool_runs_layer_one_on_chip_0_and_layer_two_on_chip_1(flight_stack):
+    fs = flight_stack(["model://?harden=0", "model://?harden=1"], hk_period_ms=50,
+                      pipeline=True)  # fmt: skip
+    g = fs.ground
+    with pytest.raises(CommandRejected, match="dmr needs 2 chips per pipeline stage; the pool "
+                                              "has 1 per pipeline stage"):  # fmt: skip
+        g.command("SET_POLICY", policy="dmr")
+    g.command("SET_MODE", mode="NOMINAL")
+    g.command("SET_MODE", mode="COMPUTE")
+    since = len(g.events)
+    g.command("SUBMIT_JOB", first=200, count=30)
+    done = job_done(g, submitted_job(g, since))
+    assert done.text.endswith(f"classes {expected_classes(200, 30)}")
+    g.wait_telemetry("CHIP1_RUNS", lambda v: v == 30, timeout=5)
+    assert g.telemetry["CHIP0_RUNS"] == 30  # one stage each, every item through both
