@@ -27,7 +27,7 @@ class WallClock:
 
 class ChipClock:
     """Time as the chip counts it: its UPTIME register (cycles) over its clock rate, as
-    last polled by the chip manager. For a simulated chip this is simulation time."""
+    last polled by the payload pool (chip 0). For a simulated chip this is simulation time."""
 
     def __init__(self, uptime_cycles: Callable[[], int | None], clock_hz: float) -> None:
         self._uptime = uptime_cycles

@@ -120,7 +120,7 @@ class CommandFailed(Exception):
 class Dispatcher:
     """Decodes telecommands by the dictionary and runs their handlers, reporting each
     stage (accepted, started, completed, or failed with a reason) on ``tm/verify``.
-    Handlers that touch the chip run on the chip manager's thread."""
+    Handlers registered with a runner (the payload's) run on that runner's thread."""
 
     def __init__(self, bus: Bus, clock, telemetry: Telemetry, events: EventLog,
                  modes: ModeManager) -> None:  # fmt: skip
