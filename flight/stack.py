@@ -21,7 +21,14 @@ from pathlib import Path
 from orbithil.errors import ConfigError
 from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
-from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_VERIFY, CHANNELS, DICT_HASH32
+from orbithil.flight.dictionary import (
+    APID_EVENT,
+    APID_HK,
+    APID_VERIFY,
+    CHANNELS,
+    DICT_HASH32,
+    MAX_CHIPS,
+)
 from orbithil.flight.link import ContactPlan, GroundLink
 from orbithil.flight.payload import Payload, PayloadRefused
 from orbithil.flight.services import (
@@ -156,6 +163,8 @@ class FlightStack:
         self._events = self.bus.subscribe("tm/event", depth=256)
         self.dispatcher.downlink = self._send_verification
         self.hk_period = config.hk_period_ms / 1e3
+        absent = tuple(f"CHIP{n}_" for n in range(len(self.chips), MAX_CHIPS))
+        self._hk_channels = [c for c in CHANNELS if not c.name.startswith(absent)]
         self._last_hk = -1e9
         self.scheduler = Scheduler([
             RateGroup(100, [self._downlink, self.link.service]),
@@ -212,7 +221,7 @@ class FlightStack:
     def send_housekeeping(self) -> None:
         values = self.tm.snapshot()
         self.tm.set("UPTIME_S", self.clock.now())
-        items = [(c.id, values.get(c.name, 0.0)) for c in CHANNELS]
+        items = [(c.id, values.get(c.name, 0.0)) for c in self._hk_channels]
         self.link.send(APID_HK, ccsds.hk_data(self._us(), DICT_HASH32, items))
 
     def _status(self) -> None:

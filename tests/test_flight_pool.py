@@ -193,3 +193,10 @@ def test_a_pipelined_pool_runs_layer_one_on_chip_0_and_layer_two_on_chip_1(fligh
     assert done.text.endswith(f"classes {expected_classes(200, 30)}")
     g.wait_telemetry("CHIP1_RUNS", lambda v: v == 30, timeout=5)
     assert g.telemetry["CHIP0_RUNS"] == 30  # one stage each, every item through both
+
+
+def test_housekeeping_carries_the_channels_of_the_chips_there_are(flight_stack):
+    fs = flight_stack(["model://?harden=0", "model://?harden=0"], hk_period_ms=50)
+    g = fs.ground
+    g.wait_telemetry("CHIP1_STATE", lambda v: v == 0, timeout=5)
+    assert "CHIP1_TEMP_C" in g.telemetry and "CHIP2_STATE" not in g.telemetry
