@@ -8,6 +8,9 @@
   is the simulated chips' ratio (target >= 1.6 on 2 cores).
 - ``sim_idle_cpu_share``: CPU seconds per second a simulated chip uses while nobody
   talks to it (its simulator and every process of its session).
+- ``foreign_cpu_cores_<backend>``: the most CPU (in cores) other processes on the machine
+  used during one of the timed throughput runs: a figure measured while it is well above
+  0 is not this code's.
 - ``accuracy_float``, ``accuracy_int8`` (numpy) and ``accuracy_chip`` (the chips, through
   the pool) on the same test images; ``logit_mismatches`` counts chip outputs that differ
   from numpy's int8 logits in any run of this benchmark (0: bit for bit).
@@ -67,7 +70,7 @@ class Sizes:
     idle_s: float = 2.0  # how long a simulated chip is watched while idle
 
 
-FULL = Sizes(images={"model": 90, "sim": 450})
+FULL = Sizes(images={"model": 90, "sim": 450}, repeats=5)
 QUICK = Sizes(
     images={"model": 30, "sim": 90},
     repeats=2,
@@ -95,10 +98,11 @@ def run(
 
     for backend in backends:
         n_images = sizes.images[backend]
-        best = _throughput(backend, model, xs[:n_images], sizes.repeats, check)
+        best, foreign = _throughput(backend, model, xs[:n_images], sizes.repeats, check)
         for chips, rate in best.items():
             metrics[f"inferences_per_s_{backend}_{chips}"] = round(rate, 2)
         metrics[f"scaling_2_over_1_{backend}"] = round(best[2] / best[1], 3)
+        metrics[f"foreign_cpu_cores_{backend}"] = round(foreign, 2)
     if "sim" in backends:
         metrics["scaling_2_over_1"] = metrics["scaling_2_over_1_sim"]
         metrics["sim_idle_cpu_share"] = round(_idle_cpu_share(BACKENDS["sim"], sizes.idle_s), 3)
@@ -187,16 +191,21 @@ def _timed_job(pool: Pool, items: Sequence[np.ndarray], policy: Policy) -> tuple
 
 def _throughput(
     backend: str, model: QuantisedModel, xs: np.ndarray, repeats: int, check: _Checker
-) -> dict[int, float]:
-    """Best inferences/s on 1 and on 2 chips, in turn, each repeat on its own chunk."""
+) -> tuple[dict[int, float], float]:
+    """Best inferences/s on 1 and on 2 chips, in turn, each repeat on its own chunk; and
+    the largest share of a core that other processes used during one of those runs."""
     best = {1: 0.0, 2: 0.0}
+    foreign = 0.0
     for chunk in np.array_split(np.arange(len(xs)), repeats):
         for chips in (1, 2):
             with _pool([BACKENDS[backend]] * chips, model) as pool:
+                sessions = [_session_of(pc.chip) for pc in pool.chips.values()]
+                before = _cpu_now(sessions)
                 seconds, result = _timed_job(pool, xs[chunk], Policy.NONE)
+                foreign = max(foreign, _foreign_share(before, _cpu_now(sessions), seconds))
             check.outputs(chunk, result)
             best[chips] = max(best[chips], len(chunk) / seconds)
-    return best
+    return best, foreign
 
 
 def _policy_costs(
@@ -283,15 +292,41 @@ def _wait(condition, deadline: float) -> None:
         time.sleep(0.01)
 
 
+def _session_of(chip) -> int | None:
+    """The session of a simulated chip's processes (sim.backend starts its child in a
+    session of its own, with the simulator in it); None for a chip in this process."""
+    proc = getattr(chip._backend, "proc", None)
+    return None if proc is None else proc.pid
+
+
+def _cpu_now(sessions: Sequence[int | None]) -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, of which this process and the
+    simulated chips' sessions) so far; NaNs without /proc."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return float("nan"), float("nan")
+    busy = sum(fields) - fields[3] - fields[4]  # everything but idle and iowait
+    own = sum(os.times()[:2]) + sum(_session_cpu_s(s) for s in sessions if s is not None)
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def _foreign_share(
+    before: tuple[float, float], after: tuple[float, float], seconds: float
+) -> float:
+    """Cores' worth of CPU other processes used between two ``_cpu_now`` readings."""
+    return max((after[0] - before[0]) - (after[1] - before[1]), 0.0) / seconds
+
+
 def _idle_cpu_share(url: str, seconds: float) -> float:
     """CPU seconds per second of a simulated chip's processes (its session) while the
     host sends nothing (Linux: from /proc; NaN elsewhere)."""
     with hal.open(url) as chip:
         chip.identify()
-        proc = getattr(chip._backend, "proc", None)  # sim.backend.SimBackend's process
-        if proc is None:
+        session = _session_of(chip)
+        if session is None:
             return float("nan")
-        session = proc.pid  # started in a session of its own, with the simulator in it
         time.sleep(0.2)  # let the last answer's steps settle
         before, started = _session_cpu_s(session), time.monotonic()
         time.sleep(seconds)
