@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "orbithil.tools.ports",
     "orbithil.tools.sim_cli",
     "orbithil.tools.model_cli",
+    "orbithil.tools.passes_cli",
 )
 
 
