@@ -18,7 +18,13 @@ from pathlib import Path
 
 from orbithil.errors import ConfigError
 from orbithil.payload import workloads
-from orbithil.payload.classify import Observation, Outcome, classify, observation_from_dict
+from orbithil.payload.classify import (
+    Observation,
+    Outcome,
+    classify,
+    misclassified,
+    observation_from_dict,
+)
 from orbithil.payload.workloads import WORKLOADS
 from orbithil.sim import harness, netlist
 from orbithil.sim.faults import FaultModel, Injection, TargetSpace, injection_to_dict
@@ -75,6 +81,8 @@ class Result:
     outcome: Outcome
     observation: Observation
     info: dict = field(default_factory=dict)
+    # an sdc that changed the workload's answer (its class); None: the workload has none
+    misclassified: bool | None = None
 
 
 def golden(setup: Setup, *, timeout_s: float = SETUP_TIMEOUT_S) -> GoldenRecord:
@@ -142,7 +150,12 @@ def run_plan(
 
     def accept(index: int, observation: Observation, info: dict) -> None:
         result = Result(
-            index, by_index[index], classify(reference.observation, observation), observation, info
+            index,
+            by_index[index],
+            classify(reference.observation, observation),
+            observation,
+            info,
+            misclassified(reference.observation, observation, setup.workload),
         )
         results[index] = result
         if on_result is not None:
