@@ -150,6 +150,7 @@ def test_the_demo_runs_and_ends_with_the_table_and_report(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "outcome shares with 95% Wilson intervals" in out
+    assert "answers changed per upset, by reliability policy" in out  # none/rerun/dmr/tmr
     assert "HARDEN=0" in out and "HARDEN=1" in out
     report_line = [line for line in out.splitlines() if line.startswith("report:")]
     assert report_line, out[-2000:]

@@ -1,10 +1,12 @@
 """``orbithil demo``: the README's main job.
 
 A short SEU campaign on the simulated chip: the inference workload (a small quantised
-network run as matvec jobs) on the hardened (HARDEN=1) and unhardened (HARDEN=0) builds
-under Verilator, single bit flips drawn uniformly over every flip-flop and memory bit
-and every cycle of the run. It checks the machine first, builds what it needs (cached),
-runs the campaign with one simulator per core, and ends with the outcome table and a
+network run as matvec jobs; ``--workload digits``: the on-board digits model) on the
+hardened (HARDEN=1) and unhardened (HARDEN=0) builds under Verilator, single bit flips
+drawn uniformly over every flip-flop and memory bit and every cycle of the run. It checks
+the machine first, builds what it needs (cached), runs the campaign with one simulator
+per core, and ends with the outcome table, the table of answers changed per reliability
+policy (the share of upsets that change the class the payload delivers) and a
 self-contained HTML report.
 """
 
@@ -22,12 +24,15 @@ from orbithil.tools.console import console as make_console
 DEMO_DIR = Path("build") / "demo"  # relative to where the demo is run (make demo: the checkout)
 
 
-def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
+DEMO_WORKLOADS = ("inference", "digits")  # workloads that end in an answer (a class)
+
+
+def demo_spec(injections: int, seed: int, workload: str = "inference") -> spec_mod.Spec:
     return spec_mod.parse(
         {
-            "name": "demo: hardened vs unhardened chip, inference workload",
+            "name": f"demo: hardened vs unhardened chip, {workload} workload",
             "seed": seed,
-            "workload": {"name": "inference", "seed": 0},
+            "workload": {"name": workload, "seed": 0},
             "chip": {"harden": [0, 1], "simulator": "verilator"},
             "fault": {"model": "flip"},
             "size": {"injections": injections},
@@ -39,7 +44,7 @@ def demo_spec(injections: int, seed: int) -> spec_mod.Spec:
 
 
 def main(args) -> int:
-    from orbithil.tools.campaign.cli import run_with_progress, wide_console
+    from orbithil.tools.campaign.cli import print_tables, run_with_progress
     from orbithil.tools.campaign.run import create
 
     console = make_console()
@@ -52,21 +57,21 @@ def main(args) -> int:
     if not args.resume:
         for stale in out.glob("campaign.sqlite*"):
             stale.unlink()
-    spec = demo_spec(args.injections, args.seed)
+    spec = demo_spec(args.injections, args.seed, args.workload)
     (out / "campaign.toml").write_text(
         "# the demo's campaign, as a spec you can edit and run with `orbithil campaign run`\n"
         + spec_mod.to_toml(spec)
     )
     console.print(
         f"\n[bold]SEU campaign[/]: {args.injections} single bit flips into each build "
-        "(HARDEN=0 and HARDEN=1), inference workload, Verilator. First run: builds the "
+        f"(HARDEN=0 and HARDEN=1), {args.workload} workload, Verilator. First run: builds the "
         "chip and lists its flip-flops with yosys (a minute or two, then cached)."
     )
     started = time.perf_counter()
     store = create(store_path, spec)
     with store:
         summary = run_with_progress(store, spec)
-        wide_console().print(report.terminal_table(report.summarise(store)))
+        print_tables(report.summarise(store))
         html = report.write_html(store, out / "report.html")
     console.print(
         f"{summary.done} injections in {summary.seconds:.0f} s "
@@ -81,6 +86,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the built-in demo (README's first command)")
     p.add_argument("--injections", type=int, default=4000, help="per build")
     p.add_argument("--seed", type=int, default=1, help="seed of the plan")
+    p.add_argument(
+        "--workload",
+        choices=DEMO_WORKLOADS,
+        default="inference",
+        help="what the chip runs: the small network (default) or the on-board digits model",
+    )
     p.add_argument("--resume", action="store_true", help="continue the last demo's store")
     p.add_argument(
         "--out",

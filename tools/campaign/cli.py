@@ -101,11 +101,12 @@ def run_main(args) -> int:
     with store:
         summary = run_with_progress(store, spec, args)
         counts = store.counts()
+        summaries = report.summarise(store)
         if args.json:
             print(json.dumps({
                 "store": str(store_path.resolve()), "ran": summary.done,
                 "seconds": summary.seconds, "rate": summary.done / max(summary.seconds, 1e-9),
-                **_status(counts),
+                **_status(counts), "answers": report.answers_json(summaries),
             }))  # fmt: skip
             return 0 if counts["done"] >= counts["planned"] else 1
         print(
@@ -115,8 +116,17 @@ def run_main(args) -> int:
         if counts["done"] < counts["planned"]:
             print(f"{counts['planned'] - counts['done']} injections still pending", file=sys.stderr)
             return 1
-        wide_console().print(report.terminal_table(report.summarise(store)))
+        print_tables(summaries)
     return 0
+
+
+def print_tables(summaries: list[report.BuildSummary], console: Console | None = None) -> None:
+    """The outcome table, and the answers table when a build's workload gives answers."""
+    console = console or wide_console()
+    console.print(report.terminal_table(summaries))
+    answers = report.answers_table(summaries)
+    if answers is not None:
+        console.print(answers)
 
 
 def run_with_progress(store: Store, spec, args=None, *, console: Console | None = None):
@@ -161,19 +171,23 @@ def _status(counts: dict) -> dict:
 def status_main(args) -> int:
     with Store(args.store) as store:
         counts = store.counts()
+        summaries = report.summarise(store)
     if args.json:
-        print(json.dumps(_status(counts)))
+        print(json.dumps({**_status(counts), "answers": report.answers_json(summaries)}))
         return 0
     rest = {k: v for k, v in counts.items() if k not in ("planned", "done")}
     share = counts["done"] / max(counts["planned"], 1)
     print(f"{counts['done']}/{counts['planned']} done ({share:.0%}); " +
           ", ".join(f"{k} {v}" for k, v in sorted(rest.items())))  # fmt: skip
+    answers = report.answers_table(summaries)
+    if answers is not None and counts["done"]:
+        wide_console().print(answers)
     return 0
 
 
 def report_main(args) -> int:
     with Store(args.store) as store:
-        wide_console().print(report.terminal_table(report.summarise(store)))
+        print_tables(report.summarise(store))
         out = Path(args.html or Path(args.store).with_suffix(".html"))
         report.write_html(store, out)
         print(f"report: {out.resolve()}")

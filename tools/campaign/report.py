@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from orbithil.payload.classify import Outcome
+from orbithil.payload.classify import (
+    ANSWERING_WORKLOADS,
+    SRAM_TARGET,
+    Observation,
+    Outcome,
+    misclassified,
+    resident_words,
+)
 from orbithil.tools.campaign import stats
 from orbithil.tools.campaign.store import Store
 
@@ -47,11 +54,14 @@ class BuildSummary:
     per_block: dict[str, Counter]
     bits: dict[str, int]
     planned: int
+    # what the upsets did to the workload's answer; None: the workload gives no answer
+    answers: stats.AnswerTally | None = None
 
     @classmethod
     def from_results(cls, harden: int, sim: str, workload: str, results) -> BuildSummary:
         """A summary of ``sim.inject.Result``s that never went through a store."""
         summary = cls(harden, sim, workload, 0, 0, Counter(), {}, {}, len(results))
+        sdc = []
         for r in results:
             if r.outcome == Outcome.TOOL_ERROR:
                 summary.tool_errors += 1
@@ -59,6 +69,11 @@ class BuildSummary:
             summary.n += 1
             summary.outcomes[r.outcome.value] += 1
             summary.per_block.setdefault(r.injection.block, Counter())[r.outcome.value] += 1
+            if r.outcome == Outcome.SDC:
+                sdc.append((r.injection.target, r.injection.word, r.misclassified))
+        known = all(changed is not None for _, _, changed in sdc)
+        if workload in ANSWERING_WORKLOADS and known:  # (a board's results do not say)
+            summary.answers = _tally(workload, summary.n, sdc)
         return summary
 
     def share(self, names, confidence=0.95) -> stats.Interval:
@@ -81,6 +96,29 @@ class BuildSummary:
                               self.stratified(DUE))  # fmt: skip
 
 
+def answer_tally(
+    workload: str, golden: Observation, n: int, sdc_results
+) -> stats.AnswerTally | None:
+    """What a build's upsets did to ``workload``'s answer: ``n`` counted results, and the
+    (target, word, observation) of those that were sdc. None if the workload has no answer."""
+    if workload not in ANSWERING_WORKLOADS:
+        return None
+    rows = [(t, w, misclassified(golden, obs, workload)) for t, w, obs in sdc_results]
+    return _tally(workload, n, rows)
+
+
+def _tally(workload: str, n: int, sdc: list[tuple[str, int | None, bool]]) -> stats.AnswerTally:
+    resident = resident_words(workload)
+    kept = [changed for target, word, changed in sdc if target == SRAM_TARGET and word in resident]
+    return stats.AnswerTally(
+        n=n,
+        sdc=len(sdc),
+        misclassified=sum(bool(changed) for _, _, changed in sdc),
+        sdc_resident=len(kept),
+        misclassified_resident=sum(bool(changed) for changed in kept),
+    )
+
+
 def summarise(store: Store) -> list[BuildSummary]:
     setups = {s["id"]: s for s in store.setups()}
     out = {}
@@ -101,7 +139,105 @@ def summarise(store: Store) -> list[BuildSummary]:
         summary.n += n
         summary.outcomes[outcome] += n
         summary.per_block.setdefault(block, Counter())[outcome] += n
+    answering = {sid for sid, s in setups.items() if s["workload"] in ANSWERING_WORKLOADS}
+    if answering:
+        goldens = store.goldens()
+        sdc: dict[int, list] = {sid: [] for sid in answering}
+        for sid, target, word, observation in store.results_of(Outcome.SDC.value):
+            if sid in answering:
+                sdc[sid].append((target, word, observation))
+        for sid in answering:
+            summary = out[sid]
+            summary.answers = answer_tally(summary.workload, goldens[sid], summary.n, sdc[sid])
     return [out[sid] for sid in sorted(out)]
+
+
+ANSWERS_TITLE = "answers changed per upset, by reliability policy (95% Wilson intervals)"
+ANSWERS_NOTE = (
+    "Per upset, on the item it hit. none: the hit run is delivered. rerun: an upset in a "
+    "resident word (the model's weights) repeats on the same chip and is delivered, any "
+    "other is outvoted (>=: a resident upset landing after its word was read can still "
+    "change the rerun). dmr, tmr: one chip's wrong output is outvoted (0 by the vote). "
+    "Assumes independent upsets, one per item (tools/campaign/stats.py policy_answers)."
+)
+
+
+def answers_rows(summaries: list[BuildSummary]) -> list[tuple[BuildSummary, stats.PolicyAnswer]]:
+    """(build, policy figures) for every build whose workload gives an answer."""
+    return [
+        (s, answer)
+        for s in summaries
+        if s.answers is not None
+        for answer in stats.policy_answers(s.answers)
+    ]
+
+
+def _answer_cell(answer: stats.PolicyAnswer, k: int) -> str:
+    if answer.by_vote:
+        return "0 (vote)"
+    if answer.n == 0:
+        return ""
+    i = answer.share(k)
+    bound = ">=" if answer.lower_bound else ""
+    return f"{bound}{k} {i.estimate:.1%} [{i.low:.1%},{i.high:.1%}]"
+
+
+def answers_table(summaries: list[BuildSummary], *, title: str = ANSWERS_TITLE):
+    """Per build and policy: upsets that deliver a changed output, a changed answer (the
+    class), and that the vote outvoted; None if no build's workload gives an answer."""
+    from rich.table import Table
+
+    rows = answers_rows(summaries)
+    if not rows:
+        return None
+    table = Table(title=title, caption=ANSWERS_NOTE, expand=False)
+    for column in ("build", "workload", "policy"):
+        table.add_column(column)
+    for column in ("upsets", "output changed", "answer changed", "outvoted"):
+        table.add_column(column, justify="right")
+    last = None
+    for s, a in rows:
+        first = s is not last
+        last = s
+        table.add_row(
+            f"HARDEN={s.harden}" if first else "",
+            s.workload if first else "",
+            a.policy,
+            str(a.n),
+            _answer_cell(a, a.output_changed),
+            _answer_cell(a, a.answer_changed),
+            str(a.outvoted) if a.outvoted else "",
+            end_section=a.policy == stats.POLICIES[-1],
+        )
+    return table
+
+
+def answers_json(summaries: list[BuildSummary]) -> list[dict]:
+    """The answers table as data: per build, its tally and each policy's figures."""
+    out = []
+    for s in summaries:
+        if s.answers is None:
+            continue
+        policies = {}
+        for a in stats.policy_answers(s.answers):
+            share = a.share(a.answer_changed)
+            policies[a.policy] = {
+                "output_changed": a.output_changed,
+                "answer_changed": a.answer_changed,
+                "answer_changed_share": share.estimate,
+                "answer_changed_low": share.low,
+                "answer_changed_high": share.high,
+                "outvoted": a.outvoted,
+                "by_vote": a.by_vote,
+                "lower_bound": a.lower_bound,
+            }
+        out.append({
+            "harden": s.harden, "sim": s.sim, "workload": s.workload, "upsets": s.answers.n,
+            "sdc": s.answers.sdc, "misclassified": s.answers.misclassified,
+            "sdc_resident": s.answers.sdc_resident,
+            "misclassified_resident": s.answers.misclassified_resident, "policies": policies,
+        })  # fmt: skip
+    return out
 
 
 def terminal_table(
@@ -327,6 +463,21 @@ def write_html(store: Store, path: Path) -> Path:
             f"<td>{_range(o.sdc_per_day)}</td><td>{_range(o.due_per_day)}</td>"
             f"<td>{s.tool_errors}</td></tr>"
         )
+    answer_rows = "".join(
+        f"<tr><td>HARDEN={s.harden}</td><td>{html.escape(s.workload)}</td><td>{a.policy}</td>"
+        f"<td>{a.n}</td><td>{html.escape(_answer_cell(a, a.output_changed))}</td>"
+        f"<td>{html.escape(_answer_cell(a, a.answer_changed))}</td>"
+        f"<td>{a.outvoted or ''}</td></tr>"
+        for s, a in answers_rows(summaries)
+    )
+    answers = ""
+    if answer_rows:
+        answers = f"""<h2>Answers changed, by reliability policy</h2>
+<p>Misclassified: an sdc whose predicted class (the argmax of the last layer) changed;
+the share of upsets that change the answer each policy delivers. {html.escape(ANSWERS_NOTE)}</p>
+<table><tr><th>build</th><th>workload</th><th>policy</th><th>upsets</th>
+<th>output changed</th><th>answer changed</th><th>outvoted</th></tr>{answer_rows}</table>
+"""
     counts = store.counts()
     title = html.escape(spec.get("name", "campaign"))
     page = f"""<!DOCTYPE html>
@@ -349,7 +500,7 @@ Shares are of injections, each a uniformly drawn (bit, cycle) of the chip; inter
 <table><tr><th>build</th><th>block</th><th>n</th>{"".join(f"<th>{o}</th>" for o in COUNTED)}</tr>
 {table}</table>
 <img alt="outcome shares per block" src="data:image/png;base64,{figs["shares"]}">
-<h2>Hardened against unhardened</h2>
+{answers}<h2>Hardened against unhardened</h2>
 <img alt="SDC and DUE per block" src="data:image/png;base64,{figs["sdc_due"]}">
 <h2>Convergence</h2>
 <img alt="SDC share convergence" src="data:image/png;base64,{figs["convergence"]}">

@@ -26,7 +26,7 @@ name = "inference-hardened-vs-not"
 seed = 1                      # seed of the plan: the same seed gives the same injections
 
 [workload]
-name = "inference"            # control | memory | inference
+name = "inference"            # control | memory | inference | digits
 seed = 0                      # seed of the workload's data (weights, inputs)
 
 [chip]

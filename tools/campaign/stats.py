@@ -7,6 +7,9 @@
   the exact one-sided bound when nothing was seen (about 3/n at 95%, the rule of three).
 - ``stratified``: an estimate over blocks weighted by their bit counts, with its interval.
 - ``in_orbit``: expected SDC and DUE events per day for a chip in a given environment.
+- ``policy_answers``: what one build's upsets do to the answer the payload delivers under
+  each reliability policy of ``payload.pool`` (none, rerun, dmr, tmr), composed from the
+  per-chip outcomes.
 """
 
 from __future__ import annotations
@@ -159,6 +162,102 @@ def in_orbit(bits: int, rate_per_bit_day: float | str, sdc: Interval, due: Inter
         return Interval(upsets * i.estimate, upsets * i.low, upsets * i.high)
 
     return OrbitRates(upsets, scale(sdc), scale(due))
+
+
+@dataclass(frozen=True)
+class AnswerTally:
+    """What one build's upsets did to a workload's answer on the chip they hit (counted
+    injections: tool errors excluded). ``resident``: the upset sat in an SRAM word the
+    model keeps between runs (``payload.classify.resident_words``)."""
+
+    n: int
+    sdc: int  # the output changed silently
+    misclassified: int  # of those, the predicted class changed
+    sdc_resident: int = 0
+    misclassified_resident: int = 0
+
+    def __post_init__(self) -> None:
+        if not (
+            0 <= self.misclassified <= self.sdc <= self.n
+            and 0 <= self.sdc_resident <= self.sdc
+            and 0 <= self.misclassified_resident <= min(self.misclassified, self.sdc_resident)
+        ):
+            raise ValueError(
+                "need 0 <= misclassified <= sdc <= n and the resident counts within them, got "
+                f"{self}"
+            )
+
+    def __add__(self, other: AnswerTally) -> AnswerTally:
+        return AnswerTally(
+            self.n + other.n,
+            self.sdc + other.sdc,
+            self.misclassified + other.misclassified,
+            self.sdc_resident + other.sdc_resident,
+            self.misclassified_resident + other.misclassified_resident,
+        )
+
+
+@dataclass(frozen=True)
+class PolicyAnswer:
+    """Per policy, of ``n`` upsets: how many deliver a changed output, a changed answer
+    (class), and how many the vote outvoted (a disagreement, maybe an extra run)."""
+
+    policy: str
+    n: int
+    output_changed: int
+    answer_changed: int
+    outvoted: int
+    by_vote: bool  # the delivered counts are 0 by the vote's construction, not by sampling
+    lower_bound: bool = False  # the delivered counts may be higher (see policy_answers)
+
+    def share(self, k: int, confidence: float = 0.95) -> Interval:
+        return wilson(k, self.n, confidence)
+
+
+POLICIES = ("none", "rerun", "dmr", "tmr")
+
+
+def policy_answers(tally: AnswerTally) -> list[PolicyAnswer]:
+    """The answer each policy delivers per upset, composed from the outcomes of the runs
+    the upsets hit (one chip's run each). The composition assumes:
+
+    1. an upset hits one run of one item on one chip and every other run of that item is
+       fault-free (upsets are independent and rare: two in one item are second order);
+    2. runs are deterministic (a fault-free run gives the golden output) and the pool
+       votes on whole outputs, so a changed output disagrees with golden ones even when
+       its class is right;
+    3. a detected or hung run delivers nothing: the pool fences the chip (a reset reloads
+       the model) and runs the item elsewhere, or fails it; never a wrong answer;
+    4. ``rerun`` runs the item again on the same chip: an upset in a resident word (the
+       model's weights and bias inputs) is read again, so the rerun repeats the faulty
+       output, the runs agree and it is delivered; any other upset is gone (the run's
+       inputs and outputs are rewritten), the runs disagree and a third run outvotes it.
+
+    So: ``none`` delivers the hit run (output changed: sdc; answer changed:
+    misclassified); ``rerun`` delivers the resident ones; ``dmr`` (the other chip
+    disagrees, a third decides) and ``tmr`` (two golden of three) deliver none and outvote
+    every sdc.
+
+    Per upset, the item it hit. Two effects are left out: a resident upset that landed
+    after the hit run had read its word (latent there) can still change a rerun, so
+    ``rerun``'s figures are lower bounds; and under ``none`` and ``rerun`` a resident
+    upset keeps changing later items on that chip until a reset (``dmr`` and ``tmr``
+    outvote each of them)."""
+    t = tally
+    return [
+        PolicyAnswer("none", t.n, t.sdc, t.misclassified, 0, by_vote=False),
+        PolicyAnswer(
+            "rerun",
+            t.n,
+            t.sdc_resident,
+            t.misclassified_resident,
+            t.sdc - t.sdc_resident,
+            by_vote=False,
+            lower_bound=True,
+        ),
+        PolicyAnswer("dmr", t.n, 0, 0, t.sdc, by_vote=True),
+        PolicyAnswer("tmr", t.n, 0, 0, t.sdc, by_vote=True),
+    ]
 
 
 def _check_counts(k: int, n: int) -> None:

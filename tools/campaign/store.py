@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from orbithil.errors import OrbithilError
-from orbithil.payload.classify import Observation, observation_to_dict
+from orbithil.payload.classify import Observation, observation_from_dict, observation_to_dict
 from orbithil.sim.faults import Injection, injection_from_dict, injection_to_dict
 
 SCHEMA_VERSION = 1
@@ -186,6 +186,24 @@ class Store:
             out[outcome] = n
             out["done"] += n
         return out
+
+    def goldens(self) -> dict[int, Observation]:
+        """Each setup's golden observation, by setup id."""
+        return {
+            sid: observation_from_dict(json.loads(golden))
+            for sid, golden in self.db.execute(
+                "SELECT id, golden FROM setup WHERE golden IS NOT NULL"
+            )
+        }
+
+    def results_of(self, outcome: str) -> Iterator[tuple[int, str, int | None, Observation]]:
+        """(setup id, target, word, observation) of every result with ``outcome``."""
+        for sid, target, word, observation in self.db.execute(
+            "SELECT p.setup_id, p.target, p.word, r.observation FROM result r JOIN plan p "
+            "ON p.id = r.plan_id WHERE r.outcome = ? ORDER BY r.plan_id",
+            (outcome,),
+        ):
+            yield sid, target, word, observation_from_dict(json.loads(observation))
 
     def rows(self) -> Iterator[tuple]:
         """(harden, sim, workload, block, target, word, bit, cycle, outcome, finished) per
