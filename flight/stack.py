@@ -60,6 +60,11 @@ class Config:
     chip_clock_hz: float = 100e6
     contact_passes: list = field(default_factory=list)  # [[start_s, end_s], ...]
     contact_period_s: float = 0.0
+    # ground stations ([[stations]]: name, lat, lon, alt_m, min_elevation_deg): contact
+    # windows from their passes over the orbit replace contact_passes ("default": a
+    # network of four real stations, payload.passes.DEFAULT_STATIONS)
+    stations: list | str = field(default_factory=list)
+    contact_hours: float = 48.0  # orbit time the pass plan covers; no contact after it
     store_depth: int = 2000
     keys_file: str = ""  # "" = ORBITHIL_TC_KEYS
     # the payload
@@ -109,7 +114,36 @@ def orbit_parts(config: Config):
         orbit = Orbit.default()
     clock = SimClock(config.time_factor, start=config.orbit_start_s)
     span = max(3 * orbit.period_s, config.orbit_start_s + 2 * orbit.period_s)
-    return clock, power, thermal, orbit.timeline(span_s=span)
+    return clock, power, thermal, orbit.timeline(span_s=span), orbit
+
+
+def contact_plan(config: Config, orbit) -> ContactPlan:
+    """The link's contact plan: from the stations' passes over the orbit when stations are
+    configured, else the hand-written ``contact_passes``."""
+    if not config.stations:
+        return ContactPlan(tuple(map(tuple, config.contact_passes)), config.contact_period_s)
+    from orbithil.payload.passes import DEFAULT_STATIONS, contact_windows, stations_from_data
+
+    if config.contact_passes:
+        raise ConfigError("give either stations or contact_passes, not both")
+    if config.stations == "default":
+        stations = DEFAULT_STATIONS
+    elif isinstance(config.stations, list):
+        stations = stations_from_data(config.stations)
+    else:
+        raise ConfigError(f"stations = {config.stations!r}: give [[stations]] tables or "
+                          '"default"')  # fmt: skip
+    if config.clock not in ("orbit", "wall"):
+        raise ConfigError("contact windows from passes need clock = 'orbit' or 'wall'")
+    windows = contact_windows(orbit, stations, config.orbit_start_s, config.contact_hours)
+    if config.clock == "wall":  # the wall clock starts at 0 with the orbit at its start
+        start, factor = config.orbit_start_s, config.time_factor
+        windows = [((a - start) / factor, (b - start) / factor) for a, b in windows]
+    if not windows:  # the network never sees the spacecraft (an empty plan: always up)
+        log.warning("no station sees the spacecraft in %g h: the link stays down",
+                    config.contact_hours)  # fmt: skip
+        windows = [(0.0, 0.0)]
+    return ContactPlan(tuple(windows), 0.0)
 
 
 def _as_chips(chips) -> list[tuple[str, object]]:
@@ -129,7 +163,7 @@ class FlightStack:
         self.bus = Bus()
         self.tm = Telemetry()
         self.payload: Payload | None = None
-        orbit_clock, power, thermal, timeline = orbit_parts(config)
+        orbit_clock, power, thermal, timeline, orbit = orbit_parts(config)
         self.clock = WallClock()
         if config.clock == "chip":
             self.clock = ChipClock(lambda: self.payload and self.payload.uptime_cycles,
@@ -141,6 +175,7 @@ class FlightStack:
         self.events = EventLog(self.bus, self.clock, self.tm)
         self.modes = ModeManager(self.events, self.tm)
         self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes)
+        self.orbit_clock = orbit_clock
         self.payload = Payload(
             self.chips, telemetry=self.tm, events=self.events, modes=self.modes,
             clock=orbit_clock, power_config=power, thermal_config=thermal, timeline=timeline,
@@ -156,8 +191,7 @@ class FlightStack:
             ccsds.Authenticator(keys), self.clock, self.tm, self.events,
             on_telecommand=self.dispatcher.dispatch, host=config.host,
             udp_port=config.udp_port, tcp_port=config.tcp_port, ground=ground,
-            contacts=ContactPlan(tuple(map(tuple, config.contact_passes)),
-                                 config.contact_period_s),
+            contacts=contact_plan(config, orbit),
             store_depth=config.store_depth,
         )  # fmt: skip
         self._events = self.bus.subscribe("tm/event", depth=256)
@@ -184,6 +218,7 @@ class FlightStack:
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(self.SWITCH_INTERVAL_S)
         self.payload.start()
+        self.orbit_clock.restart()  # the orbit begins at orbit_start_s now, not at build time
         self.link.start()
         self.scheduler.start()
         self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),

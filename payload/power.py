@@ -106,8 +106,13 @@ class SimClock:
         self._t0 = monotonic()
 
     def now(self) -> float:
-        """Simulated seconds: ``start`` plus ``factor`` times the wall time since creation."""
+        """Simulated seconds: ``start`` plus ``factor`` times the wall time since creation
+        (or the last ``restart``)."""
         return self.start + self.factor * (self._monotonic() - self._t0)
+
+    def restart(self) -> None:
+        """Be at ``start`` again now (e.g. when the stack that was built with it starts)."""
+        self._t0 = self._monotonic()
 
     def wall_s(self, sim_s: float) -> float:
         """The wall-clock seconds that ``sim_s`` simulated seconds take (to sleep for)."""

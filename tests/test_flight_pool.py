@@ -200,3 +200,22 @@ def test_housekeeping_carries_the_channels_of_the_chips_there_are(flight_stack):
     g = fs.ground
     g.wait_telemetry("CHIP1_STATE", lambda v: v == 0, timeout=5)
     assert "CHIP1_TEMP_C" in g.telemetry and "CHIP2_STATE" not in g.telemetry
+
+
+def test_station_passes_drive_the_contact_plan(flight_stack):
+    import time
+
+    from orbithil.payload.orbit import Orbit
+    from orbithil.payload.passes import DEFAULT_STATIONS, contact_windows
+
+    first = contact_windows(Orbit.default(), DEFAULT_STATIONS, 0.0, 24)[0]
+    factor = 40.0  # the pass begins 1 s (40 s of orbit) after the stack starts
+    fs = flight_stack("model://?harden=0", hk_period_ms=50, clock="orbit", stations="default",
+                      time_factor=factor, orbit_start_s=first[0] - 40.0)  # fmt: skip
+    link = fs.stack.link
+    assert not link.contacts.up(fs.stack.clock.now())
+    time.sleep(0.5)
+    assert fs.ground.packets["hk"] == 0  # no station sees the spacecraft yet
+    fs.ground.wait_telemetry("LINK_UP", lambda v: v == 1, timeout=10)  # the pass began
+    assert first[0] <= fs.stack.clock.now() < first[1]
+    assert fs.ground.wait_telemetry("TM_STORED", timeout=5) >= 0
