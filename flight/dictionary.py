@@ -100,6 +100,13 @@ class Channel:
     low: float | None = None  # limits: outside is reported red on the ground
     high: float | None = None
     doc: str = ""
+    values: tuple[str, ...] = ()  # an enumerated channel: the names of 0, 1, 2, ...
+
+    def value_name(self, value: float) -> str | None:
+        """The name of ``value`` on an enumerated channel (MODE 1: NOMINAL), else None."""
+        if self.values and float(value).is_integer() and 0 <= value < len(self.values):
+            return self.values[int(value)]
+        return None
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class Event:
 MODES = ("SAFE", "NOMINAL", "COMPUTE")
 POLICIES = ("none", "rerun", "dmr", "tmr")  # payload.pool.Policy
 CHIP_STATES = ("healthy", "fenced", "out")  # payload.pool.ChipState, by telemetry value
+CHIP_STATE_VALUES = (*CHIP_STATES, "throttled")  # CHIP<n>_STATE (3: flight/payload.py)
 MAX_CHIPS = 8  # chips of the payload pool with their own telemetry channels
 MAX_JOB_ITEMS = 256  # inferences per SUBMIT_JOB (its JOB_DONE event lists each class)
 _CHIP = Arg("chip", "u8", 0, MAX_CHIPS - 1, doc="chip of the pool, by its --chip order", default=0)
@@ -151,7 +159,7 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 CHANNELS: tuple[Channel, ...] = (
-    Channel(1, "MODE", "u32", doc="0 SAFE, 1 NOMINAL, 2 COMPUTE"),
+    Channel(1, "MODE", "u32", doc="0 SAFE, 1 NOMINAL, 2 COMPUTE", values=MODES),
     Channel(2, "DICT_HASH", "u32", doc="first 32 bits of the dictionary's SHA-256"),
     Channel(3, "UPTIME_S", "f64", "s"),
     Channel(10, "CHIP_HEALTHY", "bool"),
@@ -162,7 +170,10 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(15, "TMR_MISMATCH", "u32", "cycles", high=1000),
     Channel(16, "WDT_EXPIRIES", "u32", high=0),
     Channel(17, "JOB_COUNT", "u32"),
-    Channel(18, "ENERGY", "u32", "units"),
+    Channel(18, "ENERGY", "u32", "cycles x EPC",
+            doc="the chips' ENERGY counters summed: MAC-engine cycles x ENERGY_PER_CYCLE "
+                "(energy units per cycle, 1 in the default build; 32 bits per chip, "
+                "wrapping); ENERGY_J is in joules"),
     Channel(20, "SCRUB_PERIOD", "u32", "cycles"),
     Channel(21, "ECC_CORRECTED_RATE", "f64", "words/s", high=5),
     Channel(22, "INFERENCE_CLASS", "i64"),
@@ -181,10 +192,16 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(46, "LINK_UP", "bool"),
     Channel(47, "EVENTS_THROTTLED", "u32"),
     Channel(48, "FDIR_ACTIONS", "u32"),
+    Channel(49, "TM_CLIENTS_DROPPED", "u32", high=0,
+            doc="TCP ground clients dropped for not reading their telemetry"),
+    Channel(50, "GROUND_ENDPOINTS", "u32",
+            doc="grounds receiving telemetry: the configured address, the UDP senders of "
+                "authenticated telecommands within the lease, authenticated TCP clients"),
     # the payload pool
     Channel(60, "POOL_CHIPS", "u32", doc="chips in the pool"),
     Channel(61, "POOL_HEALTHY", "u32", low=1, doc="chips healthy and in service"),
-    Channel(62, "POLICY", "u32", doc="policy of new jobs: 0 none, 1 rerun, 2 dmr, 3 tmr"),
+    Channel(62, "POLICY", "u32", doc="policy of new jobs: 0 none, 1 rerun, 2 dmr, 3 tmr",
+            values=POLICIES),
     Channel(63, "JOBS_QUEUED", "u32", "items", doc="inferences waiting for a chip"),
     Channel(64, "JOBS_DEFERRED", "u32", "items",
             doc="inferences waiting because the power budget (or the mode) holds them"),
@@ -208,7 +225,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(88, "ENERGY_J", "f64", "J", doc="compute energy of all jobs so far"),
     *(channel for n in range(MAX_CHIPS) for channel in (
         Channel(100 + 10 * n, f"CHIP{n}_STATE", "u32",
-                doc=f"chip {n}: 0 healthy, 1 fenced, 2 out (operator), 3 throttled (heat)"),
+                doc=f"chip {n}: 0 healthy, 1 fenced, 2 out (operator), 3 throttled (heat)",
+                values=CHIP_STATE_VALUES),
         Channel(101 + 10 * n, f"CHIP{n}_RUNS", "u32", "runs"),
         Channel(102 + 10 * n, f"CHIP{n}_FAULTS", "u32", high=0),
         Channel(103 + 10 * n, f"CHIP{n}_DISAGREEMENTS", "u32", "runs", high=0),
@@ -252,6 +270,7 @@ EVENTS: tuple[Event, ...] = (
     Event(20, "JOBS_RESUMED", Severity.INFO, "compute resumed: {reason}"),
     Event(21, "POLICY_SET", Severity.INFO, "policy of new jobs: {policy}"),
     Event(22, "CHIP_THROTTLED", Severity.WARNING, "chip {chip} at {temp:.1f} C: throttled"),
+    Event(23, "TM_CLIENT_DROPPED", Severity.WARNING, "ground client {client} dropped: {why}"),
 )
 # fmt: on
 
