@@ -20,6 +20,9 @@ import pytest
 
 @dataclass
 class RunningStack:
+    """What ``flight_stack(...)`` returns: the running ``stack`` (flight.stack.FlightStack),
+    its ``ground`` client (flight.ground.Ground), the first ``chip`` and all ``chips``."""
+
     chip: object  # the first chip
     stack: object
     ground: object
@@ -28,8 +31,33 @@ class RunningStack:
 
 @pytest.fixture
 def flight_stack():
+    """A flight stack with a ground client: ``fs = flight_stack("model://", **config)``, then
+    ``fs.ground.command("SET_MODE", mode="NOMINAL")`` (waits for completion; raises
+    ``CommandRejected`` if it failed, ``TimeoutError`` if none came),
+    ``fs.ground.wait_telemetry("MODE", lambda v: v == 1, timeout=5)`` and
+    ``fs.ground.wait_event("JOB_DONE", timeout=30)``. ``pytest --fixtures -v``: all of it.
+
+    ``flight_stack(chip_url="model://?harden=1", **config)`` returns a RunningStack with
+    ``.stack``, ``.ground``, ``.chip``, ``.chips``. ``chip_url`` is a HAL URL
+    (``model://``, ``sim://verilator?harden=0``, a serial device) or a list of them (a
+    payload pool); ``config`` sets ``flight.stack.Config`` fields (``hk_period_ms=50``,
+    ``policy="dmr"``, ``tcp_port=0``, ...). The stack listens on a free port with a fresh
+    key (id 1); its telemetry goes to the ground client from the start. Everything started
+    is stopped after the test. The ground client (``flight.ground.Ground``):
+
+    - ``fs.ground.command("SET_MODE", mode="NOMINAL", timeout=10)`` sends and waits for
+      completion; raises ``flight.ground.CommandRejected`` (``.reason``) if the stack ran
+      it and it failed, ``TimeoutError`` if no completion came in time;
+    - ``fs.ground.wait_telemetry("MODE", lambda v: v == 1, timeout=5)`` returns the first
+      value meeting the predicate; ``fs.ground.telemetry`` holds the latest values;
+    - ``fs.ground.wait_event("JOB_DONE", lambda e: "job 1" in e.text, timeout=30,
+      since=n)`` returns an ``EventRecord`` (``.name``, ``.text``, ...); ``fs.ground.events``
+      holds them all.
+
+    A wait that times out says the last value (or event) it saw.
+    """
     from orbithil import hal
-    from orbithil.flight.ground import Ground
+    from orbithil.flight.ground import Ground, MemorySequence
     from orbithil.flight.stack import Config, FlightStack
 
     running: list[RunningStack] = []
@@ -47,7 +75,8 @@ def flight_stack():
             for _, chip in chips:
                 chip.close()
             raise
-        ground = Ground(stack.link.udp_address, key_id=1, key=key)
+        # a fresh key no other console has: numbers from 1, nothing written to disk
+        ground = Ground(stack.link.udp_address, key_id=1, key=key, sequence=MemorySequence())
         stack.link.ground = ground.sock.getsockname()  # telemetry flows before any command
         handle = RunningStack(chips[0][1], stack, ground, [chip for _, chip in chips])
         running.append(handle)

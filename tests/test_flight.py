@@ -157,10 +157,10 @@ def test_forged_replayed_and_malformed_telecommands_are_rejected_and_counted(fli
     unknown_key = ccsds.telecommand(9, secrets.token_bytes(32), 1, 1, b"")
     g.send_raw(unknown_key)
     # a good command, then the same bytes again (replay)
-    g.auth_seq += 1
-    good = ccsds.telecommand(1, g.key, g.auth_seq, COMMAND_BY_NAME["NOOP"].opcode, b"")
+    seq = g.next_sequence()
+    good = ccsds.telecommand(1, g.key, seq, COMMAND_BY_NAME["NOOP"].opcode, b"")
     g.send_raw(good)
-    g.wait_verification(g.auth_seq)
+    g.wait_verification(seq)
     g.send_raw(good)
     # malformed: garbage, a truncated packet, a telemetry APID, a bad length field
     g.send_raw(b"\x00\x01\x02")
@@ -223,7 +223,7 @@ def test_contact_windows_store_telemetry_and_count_losses(flight_stack):
 def test_telecommands_and_telemetry_over_tcp(flight_stack):
     fs = flight_stack("model://?harden=1", hk_period_ms=20, tcp_port=0)
     conn = socket.create_connection(fs.stack.link.tcp_address, timeout=5)
-    seq = fs.ground.auth_seq + 100
+    seq = fs.ground.next_sequence()
     set_mode = COMMAND_BY_NAME["SET_MODE"]
     args = set_mode.encode_args(mode="NOMINAL")
     conn.sendall(ccsds.telecommand(1, fs.ground.key, seq, set_mode.opcode, args))
