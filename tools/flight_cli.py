@@ -41,11 +41,42 @@ def _address(text: str) -> tuple[str, int]:
     return host, number
 
 
+REPL_WORDS = "TM (telemetry), HELP (this list), QUIT or EXIT (or Ctrl-D)"
+
+
+def _help_lines() -> list[str]:
+    from orbithil.flight.dictionary import COMMANDS
+    from orbithil.flight.ground import command_usage
+
+    lines = []
+    for c in COMMANDS:
+        where = f" (in {', '.join(c.modes)})" if c.modes else ""
+        lines.append(f"  {command_usage(c)}  -- {c.doc}{where}")
+    lines.append(f"  console: {REPL_WORDS}; arguments are name=value, enumerated values in any "
+                 "case; [name=...] may be left out (it has a default)")  # fmt: skip
+    return lines
+
+
+def _check_arg_names(command, given: dict) -> None:
+    """Unknown or missing arguments, said once with what the command takes."""
+    from orbithil.flight.ground import arg_usage
+
+    unknown = sorted(set(given) - {a.name for a in command.args})
+    missing = [a.name for a in command.args if a.default is None and a.name not in given]
+    if unknown or missing:
+        takes = " ".join(arg_usage(a) for a in command.args)
+        problems = ([f"unknown argument {', '.join(unknown)}"] if unknown else []) + (
+            [f"missing argument {', '.join(missing)}"] if missing else []
+        )
+        raise ValueError("; ".join(problems) + (f" (arguments: {takes})" if takes else
+                                                " (it takes no arguments)"))  # fmt: skip
+
+
 def ground_main(args) -> int:
     from orbithil.flight import ccsds
     from orbithil.flight.ccsds import Stage
-    from orbithil.flight.dictionary import CHANNEL_BY_NAME, COMMANDS
-    from orbithil.flight.ground import CommandRejected, Ground
+    from orbithil.flight.dictionary import CHANNEL_BY_NAME, COMMAND_BY_NAME
+    from orbithil.flight.ground import CommandRejected, Ground, show_value
 
     timeout = _seconds(args.timeout, "--timeout", zero_ok=False)
     watch = _seconds(args.watch, "--watch", zero_ok=True)
@@ -55,6 +86,7 @@ def ground_main(args) -> int:
         raise ConfigError(f"--key-id {args.key_id}: no such key; the keys have ids {sorted(keys)}")
     key_id = args.key_id if args.key_id is not None else min(keys)
     results: list[dict] = []
+    quitting = threading.Event()
     with Ground(stack, key_id=key_id, key=keys[key_id]) as g:
 
         def run(line: str) -> bool:
@@ -68,45 +100,49 @@ def ground_main(args) -> int:
             if not words:
                 return True
             name, pairs = words[0].upper(), words[1:]
+            if name in ("QUIT", "EXIT"):
+                quitting.set()
+                return True
             if name in ("TM", "TELEMETRY"):
                 if args.json:
                     return True  # the JSON object carries the telemetry
                 for k, v in sorted(g.telemetry.items()):
                     channel = CHANNEL_BY_NAME.get(k)
-                    shown = f"{int(v)}" if float(v).is_integer() else f"{v:.6g}"
-                    if k == "DICT_HASH":
-                        shown = f"{int(v):08x}"
                     out = channel is not None and (
                         (channel.high is not None and v > channel.high)
                         or (channel.low is not None and v < channel.low)
                     )
                     units = channel.units if channel else ""
-                    print(f"  {k:24} {shown:>14} {units:8}" + ("  OUT OF LIMITS" if out else ""))
+                    print(f"  {k:24} {show_value(k, v):>14} {units:8}"
+                          + ("  OUT OF LIMITS" if out else ""))  # fmt: skip
                 return True
             if name == "HELP":
-                for c in COMMANDS:
-                    args_ = " ".join(f"{a.name}=<{a.type}>" for a in c.args)
-                    print(f"  {c.name} {args_}  -- {c.doc}")
+                print("\n".join(_help_lines()))
                 return True
             record = {"command": name, "args": pairs}
             try:
+                command = COMMAND_BY_NAME.get(name)
+                if command is None:
+                    raise ValueError("no command of that name; HELP lists the commands")
                 if any("=" not in p for p in pairs):
                     raise ValueError(f"arguments are name=value, got {' '.join(pairs)!r}")
                 kwargs = dict(p.split("=", 1) for p in pairs)
-                seq = g.send(name, **kwargs)  # checked against the dictionary first
+                _check_arg_names(command, kwargs)
+                seq = g.send(name, **kwargs)  # values checked against the dictionary first
                 stage, reason = g.wait_verification(seq, timeout=timeout)
                 if stage is Stage.FAILED:
                     raise CommandRejected(name, reason)
             except ValueError as exc:  # an unknown command or an argument the dictionary refuses
                 record.update(status="refused", reason=str(exc))
             except CommandRejected as exc:  # the stack ran it and it failed
-                record.update(status="failed", reason=str(exc))
+                record.update(status="failed", reason=exc.reason)
             except TimeoutError:
                 record.update(
                     status="timeout",
                     reason=f"no completion within {timeout:g} s: the stack is not running at "
                     f"{stack[0]}:{stack[1]}, or it could not authenticate the command (wrong "
-                    "key or key id); the command may still run",
+                    "key or key id, or a sequence number it refused as a replay: another "
+                    "machine sending with this key id?); the command may still run",
                 )
             except OSError as exc:  # the network refused the packet (after TimeoutError,
                 record.update(status="unsent", reason=str(exc))  # which is an OSError too)
@@ -132,6 +168,8 @@ def ground_main(args) -> int:
             ok = True
             for line in args.send:
                 ok = run(line) and ok
+                if quitting.is_set():
+                    break
             if args.json:
                 time.sleep(watch)
                 events = [{"name": e.name, "text": e.text} for e in g.events]
@@ -143,8 +181,8 @@ def ground_main(args) -> int:
                 if watch:
                     run("tm")
             return EXIT_OK if ok else EXIT_FAILED
-        print("orbithil ground: commands by name (HELP lists them), TM shows telemetry, "
-              "Ctrl-D quits; events print as they arrive")  # fmt: skip
+        print(f"orbithil ground: commands by name; {REPL_WORDS}; events print as they "
+              "arrive; telemetry comes after the first command (NOOP will do)")  # fmt: skip
         stop = threading.Event()
 
         def live() -> None:  # events and a changed dictionary, as they arrive
@@ -157,12 +195,13 @@ def ground_main(args) -> int:
 
         threading.Thread(target=live, daemon=True).start()
         try:
-            while True:
+            while not quitting.is_set():
                 try:
                     line = input("ground> ")
                 except EOFError:
                     return 0
                 run(line)
+            return 0
         finally:
             stop.set()
 
@@ -279,12 +318,18 @@ def register(subparsers) -> None:
     g = subparsers.add_parser("ground", help="ground console: commands, telemetry, events")
     g.add_argument("--stack", default="127.0.0.1:47001", help="host:port of the flight stack")
     g.add_argument("--keys", help="key file; default ORBITHIL_TC_KEYS")
-    g.add_argument("--key-id", type=int, help="which key signs the commands (default: lowest id)")
+    g.add_argument(
+        "--key-id",
+        type=int,
+        help="which key signs the commands (default: lowest id); its sequence numbers are "
+        "kept per user in ORBITHIL_STATE_DIR (default ~/.local/state/orbithil), so give each "
+        "machine or operator its own key id",
+    )
     g.add_argument(
         "--send",
         action="append",
-        help='send one command and wait for it, e.g. "SET_MODE mode=NOMINAL" (repeatable); '
-        "exits 1 if any did not complete",
+        help='send one command and wait for it, e.g. "SET_MODE mode=NOMINAL" (repeatable; '
+        'also "HELP", "TM", "QUIT"); exits 1 if any did not complete',
     )
     g.add_argument("--watch", type=float, default=0.0, help="with --send: seconds to listen after")
     g.add_argument(
