@@ -1,0 +1,416 @@
+"""The ground server's core: the link to the flight stack, the archive writer, the live
+state the console shows, and signing telecommands for logged-in operators.
+
+Threads: the link's receive thread stamps each packet with its arrival time and queues it;
+the writer thread takes everything queued (one packet when idle, thousands under a burst:
+a group commit), decodes it once (tools/ground/archive.py), publishes it to the live state
+and the WebSocket subscribers, then commits it. The HTTP server (tools/ground/api.py) runs
+on its own asyncio loop and reads the live state and the archive.
+
+Telemetry reaches the server when the stack sends it here: either the stack's config names
+this address (``ground_host``/``ground_port`` in the flight config and ``--downlink`` here),
+or the stack answers the last authenticated telecommand's sender, and then the server claims
+the downlink with a NOOP at start and whenever telemetry has been quiet for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orbithil.flight import ccsds
+from orbithil.flight.dictionary import (
+    CHANNELS,
+    COMMAND_BY_NAME,
+    as_dict,
+    dictionary_hash,
+)
+from orbithil.flight.ground import Ground, canonical_args
+from orbithil.tools.ground.archive import Archive, Decoded, channel_name, decode_batch, now_us
+from orbithil.tools.ground.auth import Users
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 20_000  # packets per transaction at most (a burst commits in pieces)
+RETENTION_EVERY_S = 3600.0
+QUEUE_DEPTH = 1000  # WebSocket messages held per subscriber before the oldest are dropped
+
+
+def channel_enums() -> dict[str, tuple[str, ...]]:
+    """Value names of the enumerated channels (the dictionary's ``values``: MODE 1 is
+    NOMINAL)."""
+    return {c.name: tuple(c.values) for c in CHANNELS if getattr(c, "values", ())}
+
+
+def dictionary_document() -> dict:
+    """The dictionary as the API serves it: flight/dictionary.py's export, its hash, and
+    the value names of enumerated channels."""
+    return {"hash": dictionary_hash(), **as_dict(), "channel_enums": channel_enums()}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no NaN
+
+
+class ServerLink(Ground):
+    """``flight.ground.Ground`` (signing, sequence numbers, argument checking, the socket),
+    with each received packet handed on raw with its arrival time: the server decodes and
+    archives it once, in its writer thread."""
+
+    def __init__(
+        self,
+        stack: tuple[str, int],
+        *,
+        key_id: int,
+        key: bytes,
+        bind: tuple[str, int],
+        on_packet,
+        sequence=None,
+    ) -> None:
+        self.on_packet = on_packet  # set before Ground starts the receive thread
+        super().__init__(stack, key_id=key_id, key=key, bind=bind, sequence=sequence)
+
+    def _rx(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self.sock.recv(ccsds.MAX_PACKET)
+            except (TimeoutError, OSError):
+                continue
+            self.on_packet(time.time_ns() // 1000, raw)
+
+
+class Hub:
+    """WebSocket subscribers on the HTTP server's asyncio loop. Each has a bounded queue;
+    a subscriber that does not keep up loses its oldest messages (counted), never slows
+    the writer."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.subscribers: set[asyncio.Queue] = set()
+        self.dropped = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def publish_threadsafe(self, messages: list[dict]) -> None:
+        loop = self.loop
+        if loop is not None and self.subscribers:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(self._publish, messages)
+
+    def _publish(self, messages: list[dict]) -> None:
+        for q in list(self.subscribers):
+            for message in messages:
+                if q.full():
+                    q.get_nowait()
+                    self.dropped += 1
+                q.put_nowait(message)
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_DEPTH)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self.subscribers.discard(q)
+
+
+@dataclass
+class ServerConfig:
+    """What ``orbithil ground serve`` is told (validated by the CLI)."""
+
+    stack: tuple[str, int]
+    keys: dict[int, bytes]
+    archive: Path
+    key_id: int | None = None  # None: the lowest
+    downlink: tuple[str, int] = ("127.0.0.1", 0)  # where telemetry is received
+    retention_days: float = 30.0
+    session_hours: float = 8.0
+    claim_after_s: float = 5.0  # telemetry quiet this long: send a NOOP to claim it
+    keepalive_s: float = 600.0  # and a NOOP at least this often (the stack's lease: 1 h)
+    claim: bool = True
+    sequence: object = None  # flight.ground's SequenceCounter; None: the key's counter file
+
+
+@dataclass
+class CommandRecord:
+    seq: int
+    name: str
+    args: dict
+    user: str
+    sent_us: int
+    stages: list[dict] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        for stage in reversed(self.stages):
+            if stage["stage"] in ("COMPLETED", "FAILED"):
+                return stage["stage"]
+        return self.stages[-1]["stage"] if self.stages else "SENT"
+
+    def as_json(self) -> dict:
+        return {
+            "seq": self.seq,
+            "name": self.name,
+            "args": self.args,
+            "user": self.user,
+            "sent_us": self.sent_us,
+            "state": self.state,
+            "stages": self.stages,
+        }
+
+
+class GroundServer:
+    """Link, archive and live state; ``start``/``stop`` (or a ``with`` block)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.key_id = config.key_id if config.key_id is not None else min(config.keys)
+        self.archive = Archive(config.archive)
+        self.users = Users(self.archive)
+        self.hub = Hub()
+        self.latest: dict[str, tuple[int, int, float]] = {}  # name -> rx us, on-board us, value
+        self.events: collections.deque[dict] = collections.deque(maxlen=500)
+        self.commands: collections.OrderedDict[int, CommandRecord] = collections.OrderedDict()
+        self.stats: collections.Counter = collections.Counter()
+        self.last_rx_us = 0
+        self.last_fdir: dict | None = None
+        self.dict_mismatch = False
+        self.link: ServerLink | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._send_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._writer = threading.Thread(target=self._write, name="ground-archive", daemon=True)
+        self._stopping = threading.Event()
+        self._claim_interval = config.claim_after_s
+        self._last_claim = -math.inf
+        self._last_sent = -math.inf
+        self._last_retention = 0.0
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self.link = ServerLink(
+            self.config.stack,
+            key_id=self.key_id,
+            key=self.config.keys[self.key_id],
+            bind=self.config.downlink,
+            on_packet=self._received,
+            sequence=self.config.sequence,
+        )
+        self._writer.start()
+        log.info(
+            "ground server: stack %s:%d, downlink %s, archive %s",
+            *self.config.stack,
+            self.downlink_address,
+            self.config.archive,
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.link is not None:
+            self.link.close()
+        self._queue.put(None)
+        self._writer.join(10)
+
+    def __enter__(self) -> GroundServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def downlink_address(self) -> tuple[str, int]:
+        return self.link.sock.getsockname() if self.link else self.config.downlink
+
+    # --- packets in ---
+    def _received(self, rx_us: int, raw: bytes) -> None:
+        self._queue.put((rx_us, raw))
+
+    def _write(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                first = ()
+            self._maintain()
+            if first is None:
+                break
+            if first == ():
+                continue
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                decoded = decode_batch(batch)
+                self._publish(decoded)
+                self.archive.store(decoded)
+            except Exception:  # a full disk, a locked file: say so and keep the link up
+                log.exception("archiving %d packets failed", len(batch))
+                self.stats["archive_errors"] += 1
+            else:
+                self.stats["archived"] += len(decoded.packets)
+                self.stats["batches"] += 1
+            if stop:
+                break
+        self.archive.close()
+
+    def _maintain(self) -> None:
+        """Claim the downlink when telemetry is quiet (backing off while the stack does not
+        answer) and keep the stack's lease on this address; retention now and then."""
+        now = time.monotonic()
+        if self.config.claim and not self._stopping.is_set():
+            quiet = (now_us() - self.last_rx_us) / 1e6 if self.last_rx_us else math.inf
+            waited = now - self._last_claim
+            claim = quiet > self.config.claim_after_s and waited > self._claim_interval
+            if claim:
+                self._claim_interval = min(self._claim_interval * 2, 60.0)  # reset by a packet
+            if claim or now - self._last_sent > self.config.keepalive_s:
+                self._last_claim = now
+                try:
+                    self.send_command("(server)", "NOOP", {})
+                    self.stats["claims"] += 1
+                except OSError as exc:
+                    log.debug("claiming the downlink: %s", exc)
+        if self.config.retention_days and now - self._last_retention > RETENTION_EVERY_S:
+            self._last_retention = now
+            deleted = self.archive.retain(self.config.retention_days)
+            if any(deleted.values()):
+                log.info("retention (%g days) deleted %s", self.config.retention_days, deleted)
+
+    def _publish(self, d: Decoded) -> None:
+        messages: list[dict] = []
+        self.stats["packets"] += len(d.packets)
+        self.stats["malformed"] += len(d.malformed)
+        self.stats["dict_mismatch"] += d.dict_mismatch
+        if d.dict_mismatch:
+            self.dict_mismatch = True
+        with self._state_lock:
+            if d.packets:
+                self.last_rx_us = max(p[0] for p in d.packets)
+                self._claim_interval = self.config.claim_after_s
+            if d.samples:
+                values, rx_last = {}, 0
+                for channel_id, (rx, onboard, value) in d.samples.items():
+                    name = channel_name(channel_id)
+                    v = float(value[-1])
+                    self.latest[name] = (int(rx[-1]), int(onboard[-1]), v)
+                    values[name] = _finite(v)
+                    rx_last = max(rx_last, int(rx[-1]))
+                self.stats["housekeeping"] += len(next(iter(d.samples.values()))[0])
+                messages.append({"type": "telemetry", "rx_us": rx_last, "values": values})
+            for rx_us, onboard_us, _event_id, name, severity, text in d.events:
+                event = {
+                    "type": "event",
+                    "rx_us": rx_us,
+                    "onboard_us": onboard_us,
+                    "name": name,
+                    "severity": severity,
+                    "text": text,
+                }
+                self.events.append(event)
+                if name == "FDIR_TRIGGERED":
+                    self.last_fdir = event
+                messages.append(event)
+            self.stats["events"] += len(d.events)
+            for rx_us, _onboard_us, seq, opcode, stage, reason in d.verifications:
+                stage_name = ccsds.Stage(stage).name
+                record = self.commands.get(seq)
+                entry = {"stage": stage_name, "reason": reason, "rx_us": rx_us}
+                if record is not None:
+                    record.stages.append(entry)
+                messages.append(
+                    {
+                        "type": "verification",
+                        "seq": seq,
+                        "opcode": opcode,
+                        "command": record.name if record else None,
+                        **entry,
+                    }
+                )
+            self.stats["verifications"] += len(d.verifications)
+        if messages:
+            self.hub.publish_threadsafe(messages)
+
+    # --- telecommands out ---
+    def send_command(self, user: str, name: str, args: dict) -> CommandRecord:
+        """Check a command against the dictionary, sign it with the server's key and send
+        it. ValueError says what is wrong with the command; OSError if it cannot be sent."""
+        command = COMMAND_BY_NAME.get(str(name).strip().upper())
+        if command is None:
+            raise ValueError(f"no command {name!r}; commands: {', '.join(COMMAND_BY_NAME)}")
+        # what the stack will decode: enum names in the dictionary's spelling, defaults
+        # filled in, numbers as numbers (ValueError says what the dictionary refuses)
+        values = command.decode_args(command.encode_args(**canonical_args(command, args)))
+        with self._send_lock:
+            if self.link is None:
+                raise OSError("the server is not connected to a stack")
+            seq = self.link.send(command.name, **values)  # checked: enums in any case
+            self._last_sent = time.monotonic()
+            record = CommandRecord(seq, command.name, values, user, now_us())
+            with self._state_lock:
+                self.commands[seq] = record
+                while len(self.commands) > 1000:
+                    self.commands.popitem(last=False)
+        self.stats["commands"] += 1
+        self.archive.record_command(
+            user=user, key_id=self.key_id, seq=seq, name=command.name, args=json.dumps(values)
+        )
+        self.hub.publish_threadsafe([{"type": "command", **record.as_json()}])
+        return record
+
+    # --- what the console shows ---
+    def latest_json(self) -> dict:
+        with self._state_lock:
+            return {
+                name: {"rx_us": rx, "onboard_us": onboard, "value": _finite(value)}
+                for name, (rx, onboard, value) in sorted(self.latest.items())
+            }
+
+    def status_json(self) -> dict:
+        with self._state_lock:
+            mode = self.latest.get("MODE")
+            fdir_actions = self.latest.get("FDIR_ACTIONS")
+            return {
+                "stack": "{}:{}".format(*self.config.stack),
+                "downlink": "{}:{}".format(*self.downlink_address),
+                "key_id": self.key_id,
+                "archive": str(self.config.archive),
+                "last_rx_us": self.last_rx_us or None,
+                "now_us": now_us(),
+                "dict_mismatch": self.dict_mismatch,
+                "mode": _enum_name("MODE", mode[2]) if mode else None,
+                "fdir": {
+                    "actions": int(fdir_actions[2]) if fdir_actions else None,
+                    "last": self.last_fdir,
+                },
+                "stats": dict(self.stats),
+                "websocket_dropped": self.hub.dropped,
+                "backlog": self._queue.qsize(),
+            }
+
+
+def _enum_name(channel: str, value: float) -> str:
+    names = channel_enums().get(channel, ())
+    index = int(value)
+    return names[index] if 0 <= index < len(names) else str(index)
+
+
+__all__ = ["GroundServer", "ServerConfig", "ServerLink", "dictionary_document"]
