@@ -1,0 +1,555 @@
+// The orbithil ground console: log in, then live telemetry (limit colouring, plots), the
+// payload's pool and power, events, and commands built from the dictionary with their
+// verification stages. Everything comes from the server's API (/api/openapi.json); the
+// server signs telecommands, so no key is ever in the browser.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const child of children) node.append(child);
+  return node;
+};
+
+const PAYLOAD_KEYS = ["POOL_CHIPS", "POOL_HEALTHY", "POLICY", "SOC", "SOC_MIN", "SUNLIT",
+  "BATTERY_WH", "POWER_IN_W", "POWER_OUT_W", "TEMP_MAX_C", "JOBS_QUEUED", "JOBS_DEFERRED",
+  "JOBS_DONE", "ITEMS_DONE", "ITEMS_FAILED", "DISAGREEMENTS", "FENCES", "READMISSIONS"];
+const DEFAULT_PLOTS = ["SOC", "TEMP_MAX_C"];
+const STAGE_ORDER = ["SENT", "ACCEPTED", "STARTED", "COMPLETED", "FAILED"];
+
+const state = {
+  me: null,
+  dict: null,
+  channels: new Map(),   // name -> dictionary entry
+  enums: {},
+  values: new Map(),     // name -> {value, rx_us}
+  dirty: new Set(),
+  rows: new Map(),       // name -> <tr>
+  plots: new Map(),      // name -> {plot, box, value}
+  commands: new Map(),   // seq -> record
+  ws: null,
+  retryMs: 500,
+  renderPending: false,
+  pendingRx: [],         // rx_us of telemetry messages not yet on the page
+  statusTimer: null,
+  lastStatus: null,
+};
+// packet arrival at the server -> on the page, in ms (read by `orbithil bench ground`)
+window.orbithilLatency = [];
+
+class ApiError extends Error {
+  constructor(status, detail) { super(`${status}: ${detail}`); this.status = status; this.detail = detail; }
+}
+
+function detailText(data) {
+  if (!data) return "";
+  if (typeof data.detail === "string") return data.detail;
+  if (Array.isArray(data.detail)) return data.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+  return JSON.stringify(data);
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  let data = null;
+  if (response.status !== 204) {
+    try { data = await response.json(); } catch (_) { data = null; }
+  }
+  if (!response.ok) {
+    if (response.status === 401 && path !== "/api/login" && state.me) {
+      showLogin("Your session ended: log in again.");
+    }
+    throw new ApiError(response.status, detailText(data) || response.statusText);
+  }
+  return data;
+}
+
+// --- values -----------------------------------------------------------------------------
+function channelOf(name) { return state.channels.get(name); }
+
+function formatValue(name, value) {
+  if (value === null || value === undefined) return "—";
+  const names = state.enums[name];
+  if (names && Number.isInteger(value) && value >= 0 && value < names.length) return names[value];
+  const channel = channelOf(name);
+  if (name === "DICT_HASH") return (value >>> 0).toString(16).padStart(8, "0");
+  if (channel && channel.type === "bool") return value ? "yes" : "no";
+  if (Number.isInteger(value)) return String(value);
+  const abs = Math.abs(value);
+  return abs !== 0 && (abs < 1e-3 || abs >= 1e7) ? value.toExponential(4) : String(+value.toPrecision(6));
+}
+
+function outOfLimits(name, value) {
+  const channel = channelOf(name);
+  if (!channel || value === null) return false;
+  return (channel.high !== null && value > channel.high) || (channel.low !== null && value < channel.low);
+}
+
+function limitsText(channel) {
+  const low = channel.low, high = channel.high;
+  if (low === null && high === null) return "";
+  if (low === null) return `≤ ${high}`;
+  if (high === null) return `≥ ${low}`;
+  return `${low} .. ${high}`;
+}
+
+function applyTelemetry(values, rx_us) {
+  for (const [name, value] of Object.entries(values)) {
+    state.values.set(name, { value, rx_us });
+    state.dirty.add(name);
+    const plotted = state.plots.get(name);
+    if (plotted) plotted.plot.push(rx_us / 1e6, value);
+  }
+  state.pendingRx.push(rx_us);
+  scheduleRender();
+}
+
+function scheduleRender() {
+  if (state.renderPending) return;
+  state.renderPending = true;
+  requestAnimationFrame(render);
+}
+
+function render() {
+  state.renderPending = false;
+  const filter = $("tm-filter").value.trim().toUpperCase();
+  for (const name of state.dirty) {
+    const { value } = state.values.get(name);
+    let row = state.rows.get(name);
+    if (!row) row = addRow(name);
+    const cell = row.querySelector("td.value");
+    const text = formatValue(name, value);
+    if (cell.textContent !== text) {
+      cell.textContent = text;
+      cell.classList.remove("changed");
+      void cell.offsetWidth;  // restart the flash
+      cell.classList.add("changed");
+    }
+    const out = outOfLimits(name, value);
+    cell.classList.toggle("out", out);
+    cell.classList.toggle("in", !out && (channelOf(name)?.low !== null || channelOf(name)?.high !== null));
+    row.dataset.out = out ? "1" : "0";
+    row.hidden = filter !== "" && !name.includes(filter);
+    const plotted = state.plots.get(name);
+    if (plotted) plotted.value.textContent = `${text} ${channelOf(name)?.units || ""}`;
+  }
+  state.dirty.clear();
+  renderHeader();
+  renderPayload();
+  const now = Date.now() * 1000;
+  for (const rx of state.pendingRx) {
+    window.orbithilLatency.push((now - rx) / 1000);
+  }
+  if (window.orbithilLatency.length > 10000) window.orbithilLatency.splice(0, 5000);
+  state.pendingRx = [];
+}
+
+function addRow(name) {
+  const channel = channelOf(name) || { units: "", low: null, high: null, doc: "" };
+  const row = el("tr", { id: `tm-${name}`, "data-channel": name, title: channel.doc || "" },
+    el("td", {}, name), el("td", { class: "value" }, "—"), el("td", {}, channel.units || ""),
+    el("td", {}, limitsText(channel)));
+  row.addEventListener("click", () => togglePlot(name));
+  // keep the dictionary's order
+  const order = [...state.channels.keys()];
+  const index = order.indexOf(name);
+  const body = $("tm-table").tBodies[0];
+  let before = null;
+  for (const other of body.rows) {
+    if (order.indexOf(other.dataset.channel) > index) { before = other; break; }
+  }
+  body.insertBefore(row, before);
+  state.rows.set(name, row);
+  if (state.plots.has(name)) row.classList.add("plotted");
+  return row;
+}
+
+function value(name) { const v = state.values.get(name); return v ? v.value : null; }
+
+function renderHeader() {
+  const mode = value("MODE");
+  const modeBadge = $("mode");
+  modeBadge.textContent = `mode: ${mode === null ? "?" : formatValue("MODE", mode)}`;
+  modeBadge.className = "badge " + (mode === 0 ? "warn" : mode === null ? "" : "ok");
+  const actions = value("FDIR_ACTIONS");
+  const last = state.lastStatus?.fdir?.last;
+  const fdir = $("fdir");
+  fdir.textContent = `FDIR: ${actions === null ? "?" : actions} action${actions === 1 ? "" : "s"}` +
+    (last ? ` — last: ${last.text}` : "");
+  fdir.className = "badge " + (actions ? "bad" : actions === 0 ? "ok" : "");
+}
+
+function renderPayload() {
+  const power = $("power");
+  for (const name of PAYLOAD_KEYS) {
+    const v = value(name);
+    let item = power.querySelector(`[data-channel="${name}"]`);
+    if (!item) {
+      item = el("div", { "data-channel": name, title: channelOf(name)?.doc || "" },
+        el("span", {}, name), el("span", { class: "v" }, "—"));
+      power.append(item);
+    }
+    const units = channelOf(name)?.units || "";
+    item.querySelector(".v").textContent = v === null ? "—" : `${formatValue(name, v)}${units ? " " + units : ""}`;
+    item.classList.toggle("out", v !== null && outOfLimits(name, v));
+  }
+  let bar = power.querySelector(".soc");
+  if (!bar) { bar = el("div", { class: "soc", title: "battery state of charge" }, el("i")); power.append(bar); }
+  const soc = value("SOC");
+  bar.firstChild.style.width = `${Math.max(0, Math.min(1, soc || 0)) * 100}%`;
+
+  const chips = value("POOL_CHIPS");
+  const count = chips === null ? 0 : Math.min(8, chips);
+  const body = $("chips").tBodies[0];
+  while (body.rows.length > count) body.deleteRow(-1);
+  for (let n = 0; n < count; n++) {
+    let row = body.rows[n];
+    if (!row) {
+      row = body.insertRow();
+      row.id = `chip-${n}`;
+      for (let i = 0; i < 6; i++) row.insertCell();
+      row.cells[0].textContent = String(n);
+    }
+    const st = value(`CHIP${n}_STATE`);
+    const name = st === null ? "?" : formatValue(`CHIP${n}_STATE`, st);
+    row.cells[1].textContent = name;
+    row.cells[1].className = `state-${name}`;
+    const cells = [`CHIP${n}_TEMP_C`, `CHIP${n}_POWER_W`, `CHIP${n}_RUNS`, `CHIP${n}_FAULTS`];
+    cells.forEach((channel, i) => {
+      const v = value(channel);
+      row.cells[i + 2].textContent = v === null ? "—" : formatValue(channel, v);
+      row.cells[i + 2].className = v !== null && outOfLimits(channel, v) ? "out" : "";
+    });
+  }
+}
+
+async function pollStatus() {
+  try {
+    const status = await api("GET", "/api/status");
+    state.lastStatus = status;
+    const badge = $("link-state");
+    if (!status.last_rx_us) {
+      badge.textContent = "link: no telemetry yet";
+      badge.className = "badge warn";
+    } else {
+      const age = (status.now_us - status.last_rx_us) / 1e6;
+      badge.textContent = age < 5 ? "link: receiving" : `link: quiet ${age.toFixed(0)} s`;
+      badge.className = "badge " + (age < 5 ? "ok" : age < 30 ? "warn" : "bad");
+    }
+    $("dict-state").hidden = !status.dict_mismatch;
+    renderHeader();
+  } catch (error) {
+    if (error.status !== 401) $("link-state").textContent = "server: unreachable";
+  }
+}
+
+// --- plots ------------------------------------------------------------------------------
+function plotWindow() { return Number($("plot-window").value); }
+
+function savePlots() {
+  try { localStorage.setItem("orbithil.plots", JSON.stringify([...state.plots.keys()])); } catch (_) { /* private mode */ }
+}
+
+async function togglePlot(name) {
+  if (state.plots.has(name)) { removePlot(name); return; }
+  const channel = channelOf(name) || {};
+  const canvas = el("canvas", { "data-channel": name });
+  const shown = el("span", { class: "latest" }, "");
+  const close = el("button", { type: "button", title: "remove" }, "×");
+  const box = el("div", { class: "plot", id: `plot-${name}` },
+    el("header", {}, el("span", {}, `${name}${channel.units ? " (" + channel.units + ")" : ""}`), shown, close),
+    canvas);
+  close.addEventListener("click", () => removePlot(name));
+  $("plots").append(box);
+  const plot = new TimePlot(canvas, { windowS: plotWindow(), low: channel.low, high: channel.high, units: channel.units });
+  state.plots.set(name, { plot, box, value: shown });
+  state.rows.get(name)?.classList.add("plotted");
+  savePlots();
+  await loadHistory(name);
+}
+
+function removePlot(name) {
+  const plotted = state.plots.get(name);
+  if (!plotted) return;
+  plotted.box.remove();
+  state.plots.delete(name);
+  state.rows.get(name)?.classList.remove("plotted");
+  savePlots();
+}
+
+async function loadHistory(name) {
+  const plotted = state.plots.get(name);
+  if (!plotted) return;
+  try {
+    const h = await api("GET", `/api/telemetry/${encodeURIComponent(name)}/history?since=${plotWindow()}s&max_points=3000`);
+    const live = plotted.plot;
+    const lastArchived = h.rx_us.length ? h.rx_us[h.rx_us.length - 1] / 1e6 : -Infinity;
+    // archived samples, then what arrived live after them
+    const times = h.rx_us.map((t) => t / 1e6), values = h.values.slice();
+    for (let i = 0; i < live.t.length; i++) {
+      if (live.t[i] > lastArchived) { times.push(live.t[i]); values.push(live.v[i]); }
+    }
+    live.setData(times, values);
+  } catch (error) {
+    plotted.value.textContent = `history: ${error.message}`;
+  }
+}
+
+// --- events -----------------------------------------------------------------------------
+function addEvent(event, prepend = true) {
+  const time = new Date(event.rx_us / 1000).toISOString().slice(11, 23);
+  const item = el("li", { class: `sev-${event.severity}`, "data-event": event.name },
+    el("time", {}, time), el("span", { class: "name" }, event.name), event.text);
+  const list = $("event-list");
+  if (prepend) list.prepend(item); else list.append(item);
+  while (list.children.length > 300) list.lastChild.remove();
+}
+
+// --- commands ---------------------------------------------------------------------------
+function buildCommandForm() {
+  const select = $("cmd-name");
+  select.replaceChildren(...state.dict.commands.map((c) => el("option", { value: c.name }, c.name)));
+  select.addEventListener("change", buildArgs);
+  buildArgs();
+  $("cmd-form").addEventListener("submit", sendCommand);
+  $("cmd-role").textContent = state.me.role === "operator" ? ""
+    : `You are logged in as a viewer: the server refuses telecommands from viewers.`;
+}
+
+function currentCommand() { return state.dict.commands.find((c) => c.name === $("cmd-name").value); }
+
+function buildArgs() {
+  const command = currentCommand();
+  $("cmd-doc").textContent = command.doc + (command.modes.length ? ` (modes: ${command.modes.join(", ")})` : "");
+  $("cmd-error").textContent = "";
+  const box = $("cmd-args");
+  box.replaceChildren();
+  for (const arg of command.args) {
+    let input;
+    if (arg.type === "enum") {
+      input = el("select", { name: arg.name }, ...arg.values.map((v) => el("option", { value: v }, v)));
+      if (arg.default !== null) input.value = arg.default;
+    } else {
+      input = el("input", { name: arg.name, type: "number", min: arg.min, max: arg.max, step: 1, required: true,
+        value: arg.default ?? arg.min });
+    }
+    input.id = `arg-${arg.name}`;
+    box.append(el("label", { title: arg.doc || "" }, `${arg.name}`, input));
+  }
+}
+
+function checkArgs(command) {
+  const args = {}, problems = [];
+  for (const arg of command.args) {
+    const input = $(`arg-${arg.name}`);
+    input.classList.remove("bad");
+    if (arg.type === "enum") {
+      args[arg.name] = input.value;
+      continue;
+    }
+    const text = input.value.trim();
+    const number = Number(text);
+    if (text === "" || !Number.isInteger(number) || number < arg.min || number > arg.max) {
+      problems.push(`${arg.name}: an integer in ${arg.min}..${arg.max}`);
+      input.classList.add("bad");
+    } else {
+      args[arg.name] = number;
+    }
+  }
+  return { args, problems };
+}
+
+async function sendCommand(submit) {
+  submit.preventDefault();
+  const command = currentCommand();
+  const { args, problems } = checkArgs(command);
+  const error = $("cmd-error");
+  if (problems.length) { error.textContent = `not sent: ${problems.join("; ")}`; return; }
+  error.textContent = "";
+  $("cmd-send").disabled = true;
+  try {
+    const record = await api("POST", "/api/commands", { name: command.name, args });
+    upsertCommand(record);
+  } catch (failure) {
+    error.textContent = `${command.name} refused (${failure.status}): ${failure.detail}`;
+  } finally {
+    $("cmd-send").disabled = false;
+  }
+}
+
+function argsText(args) {
+  return Object.entries(args || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+function stateOf(record) {
+  let result = "SENT";
+  for (const s of record.stages) {
+    if (STAGE_ORDER.indexOf(s.stage) > STAGE_ORDER.indexOf(result)) result = s.stage;
+  }
+  return result;
+}
+
+function upsertCommand(record) {
+  const known = state.commands.get(record.seq);
+  if (known) {  // keep the stages already seen
+    const seen = new Set(known.stages.map((s) => s.stage));
+    for (const s of record.stages) if (!seen.has(s.stage)) known.stages.push(s);
+    Object.assign(known, { ...record, stages: known.stages });
+  } else {
+    state.commands.set(record.seq, { ...record, stages: [...(record.stages || [])] });
+  }
+  renderCommand(state.commands.get(record.seq));
+}
+
+function renderCommand(record) {
+  let item = $(`cmd-${record.seq}`);
+  if (!item) {
+    item = el("li", { id: `cmd-${record.seq}` });
+    $("cmd-list").prepend(item);
+    while ($("cmd-list").children.length > 100) $("cmd-list").lastChild.remove();
+  }
+  const current = stateOf(record);
+  item.dataset.state = current;
+  const stages = record.stages.map((s) => el("span", { class: `stage ${s.stage}`, title: s.reason || "" },
+    s.stage.toLowerCase() + (s.reason ? `: ${s.reason}` : "")));
+  item.replaceChildren(el("strong", {}, record.name), ` ${argsText(record.args)} `,
+    el("span", { class: "hint" }, `#${record.seq} by ${record.user}`), ...stages);
+}
+
+function onVerification(message) {
+  let record = state.commands.get(message.seq);
+  if (!record) {
+    if (!message.command) return;  // not one of this server's telecommands
+    record = { seq: message.seq, name: message.command, args: {}, user: "?", stages: [] };
+    state.commands.set(message.seq, record);
+  }
+  if (!record.stages.some((s) => s.stage === message.stage)) {
+    record.stages.push({ stage: message.stage, reason: message.reason, rx_us: message.rx_us });
+  }
+  renderCommand(record);
+}
+
+// --- the live stream --------------------------------------------------------------------
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}/api/stream`);
+  state.ws = ws;
+  ws.addEventListener("open", () => { state.retryMs = 500; });
+  ws.addEventListener("message", (message) => {
+    const data = JSON.parse(message.data);
+    switch (data.type) {
+      case "hello":
+        for (const [name, entry] of Object.entries(data.telemetry)) {
+          state.values.set(name, { value: entry.value, rx_us: entry.rx_us });
+          state.dirty.add(name);
+        }
+        scheduleRender();
+        break;
+      case "telemetry": applyTelemetry(data.values, data.rx_us); break;
+      case "event": addEvent(data); break;
+      case "command": upsertCommand(data); break;
+      case "verification": onVerification(data); break;
+      default: break;
+    }
+  });
+  ws.addEventListener("close", async () => {
+    if (state.ws !== ws || !state.me) return;
+    try {
+      await api("GET", "/api/me");
+    } catch (error) {
+      if (error.status === 401) return;  // showLogin ran
+    }
+    setTimeout(() => { if (state.ws === ws && state.me) connect(); }, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, 5000);
+  });
+}
+
+// --- log in and out ---------------------------------------------------------------------
+function showLogin(message = "") {
+  state.me = null;
+  if (state.ws) { const ws = state.ws; state.ws = null; ws.close(); }
+  clearInterval(state.statusTimer);
+  $("console").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("login-password").value = "";
+}
+
+async function login(submit) {
+  submit.preventDefault();
+  $("login-error").textContent = "";
+  $("login-submit").disabled = true;
+  try {
+    await api("POST", "/api/login", { username: $("login-user").value, password: $("login-password").value });
+    $("login-password").value = "";
+    await startConsole();
+  } catch (error) {
+    $("login-error").textContent = error.status === 401 ? "Wrong user name or password." : error.message;
+  } finally {
+    $("login-submit").disabled = false;
+  }
+}
+
+async function logout() {
+  try { await api("POST", "/api/logout"); } catch (_) { /* ended anyway */ }
+  showLogin("Logged out.");
+}
+
+async function startConsole() {
+  state.me = await api("GET", "/api/me");
+  if (!state.dict) {
+    state.dict = await api("GET", "/api/dictionary");
+    state.enums = state.dict.channel_enums || {};
+    for (const channel of state.dict.channels) {
+      if (channel.values && channel.values.length) state.enums[channel.name] = channel.values;
+      state.channels.set(channel.name, channel);
+    }
+    buildCommandForm();
+  }
+  $("cmd-role").textContent = state.me.role === "operator" ? ""
+    : "You are logged in as a viewer: the server refuses telecommands from viewers.";
+  $("who").textContent = `${state.me.user} (${state.me.role})`;
+  $("login").hidden = true;
+  $("console").hidden = false;
+  const latest = await api("GET", "/api/telemetry");
+  for (const [name, entry] of Object.entries(latest)) {
+    state.values.set(name, { value: entry.value, rx_us: entry.rx_us });
+    state.dirty.add(name);
+  }
+  scheduleRender();
+  $("event-list").replaceChildren();
+  for (const event of await api("GET", "/api/events?since=1d&limit=100")) addEvent(event);
+  for (const record of await api("GET", "/api/commands?limit=50")) upsertCommand(record);
+  let wanted = DEFAULT_PLOTS;
+  try { wanted = JSON.parse(localStorage.getItem("orbithil.plots")) || DEFAULT_PLOTS; } catch (_) { /* default */ }
+  for (const name of wanted) if (state.channels.has(name) && !state.plots.has(name)) togglePlot(name);
+  connect();
+  pollStatus();
+  clearInterval(state.statusTimer);
+  state.statusTimer = setInterval(pollStatus, 2000);
+}
+
+function init() {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  $("tm-filter").addEventListener("input", () => {
+    for (const name of state.values.keys()) state.dirty.add(name);
+    scheduleRender();
+  });
+  $("plot-window").addEventListener("change", () => {
+    for (const [name, plotted] of state.plots) { plotted.plot.setWindow(plotWindow()); loadHistory(name); }
+  });
+  setInterval(() => { for (const { plot } of state.plots.values()) plot.request(); }, 1000);
+  startConsole().catch((error) => showLogin(error.status === 401 ? "" : error.message));
+}
+
+document.addEventListener("DOMContentLoaded", init);
