@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orbithil.hal.icd import RW_REGISTERS
-from orbithil.payload.classify import classify
+from orbithil.payload.classify import classify, misclassified
 from orbithil.payload.workloads import run_on_chip
 from orbithil.sim.faults import FaultModel, Injection, TargetSpace
 from orbithil.sim.inject import Result, Setup, golden
@@ -74,7 +74,12 @@ def run_plan_on_chip(
         chip.reset(clear_memory=True)
         observation = run_on_chip(chip, setup.workload, setup.seed, before_step={step: flip})
         result = Result(
-            index, injection, classify(reference, observation), observation, {"step": step}
+            index,
+            injection,
+            classify(reference, observation),
+            observation,
+            {"step": step},
+            misclassified(reference, observation, setup.workload),
         )
         results.append(result)
         if on_result is not None:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from orbithil.payload.classify import Outcome
 from orbithil.sim.faults import FaultModel, TargetSpace
-from orbithil.tools.campaign.report import BuildSummary, terminal_table
+from orbithil.tools.campaign.report import BuildSummary, answers_table, terminal_table
 from orbithil.tools.console import console as make_console
 
 
@@ -92,7 +92,11 @@ def run_main(args) -> int:
             f"{args.model} on {where}, HARDEN={setup.harden}, workload {setup.workload}, "
             f"n={len(results)}, seed {args.seed}"
         )
-        make_console().print(terminal_table([summary], title=title, counts=True))
+        console = make_console()
+        console.print(terminal_table([summary], title=title, counts=True))
+        answers = answers_table([summary])
+        if answers is not None:  # the workload has an answer (a class) to change
+            console.print(answers)
         print(f"{len(results)} injections in {elapsed:.1f} s")
     tool_errors = counts.get(Outcome.TOOL_ERROR.value, 0)
     if tool_errors:
