@@ -29,6 +29,8 @@ def test_bench_payload_on_the_model_reports_every_figure_and_loses_no_job():
     for key in (
         "inferences_per_s_model_1",
         "inferences_per_s_model_2",
+        "inferences_per_s_model_2_pipelined",
+        "pipeline_over_shard_model",
         "scaling_2_over_1_model",
         "accuracy_float",
         "accuracy_int8",
