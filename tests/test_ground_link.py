@@ -230,7 +230,7 @@ def test_a_tcp_client_that_never_reads_is_dropped_and_stalls_nothing(flight_stac
             if link.clients_dropped:
                 break
             time.sleep(0.005)
-        assert link.clients_dropped == 1 and longest < 0.25, (link.clients_dropped, longest)
+        assert link.clients_dropped == 1 and longest < 1.0, (link.clients_dropped, longest)
         event = fs.ground.wait_event("TM_CLIENT_DROPPED", timeout=5)
         assert "not reading" in event.text
         fs.ground.wait_telemetry("TM_CLIENTS_DROPPED", lambda v: v == 1, timeout=5)
@@ -276,17 +276,18 @@ def test_tcp_clients_hear_telemetry_only_after_an_authenticated_telecommand(flig
 def test_unauthenticated_tcp_clients_make_way_and_time_out(flight_stack):
     fs = flight_stack(MODEL, hk_period_ms=20, tcp_port=0)
     link = fs.stack.link
-    link.max_clients, link.auth_timeout_s = 2, 1.0
+    link.max_clients = 2
     idle = socket.create_connection(link.tcp_address, timeout=5)
     member = TcpReader(link.tcp_address)
     try:
         member.sock.sendall(_telecommand(fs)[1])
         _wait(lambda: member.counts[APID_HK] >= 1, 5, "housekeeping to the member")
-        # every slot taken: a newcomer replaces the idle unauthenticated client, never the
-        # authenticated one; left unauthenticated, the newcomer is closed after 1 s
+        # every slot taken: a newcomer replaces the idle unauthenticated client (long before
+        # its 10 s to authenticate are up), never the authenticated one
         newcomer = socket.create_connection(link.tcp_address, timeout=5)
         try:
-            assert _closed_by_the_stack(idle)
+            assert _closed_by_the_stack(idle, timeout=5)
+            link.auth_timeout_s = 0.5  # left unauthenticated, the newcomer is closed
             assert _closed_by_the_stack(newcomer, timeout=5)
         finally:
             newcomer.close()
