@@ -367,10 +367,8 @@ class GroundLink:
             self.events.emit("TC_REJECTED", reason=str(exc), source=where)
             return
         with self._lock:
-            if isinstance(source, _Client):
-                if source.dead:
-                    return
-                if source.key_id is None:
+            if isinstance(source, _Client):  # (a dropped client's last command still runs)
+                if source.key_id is None and not source.dead:
                     log.info("ground client %s authenticated (key %d)", source.peer, tc.key_id)
                 source.key_id = tc.key_id
             else:
