@@ -243,7 +243,10 @@ class Archive:
                         f"schema {SCHEMA_VERSION}: use a new --archive file"
                     )
         except sqlite3.DatabaseError as exc:
-            raise ArchiveError(f"archive {self.path} is not a usable SQLite file: {exc}") from None
+            raise ArchiveError(
+                f"archive {self.path} is not a usable SQLite file ({exc}): give another "
+                "--archive path, or move this file away"
+            ) from None
         self._small: dict[int, int] | None = None  # channel -> samples in small segments
 
     # --- connections ---
@@ -258,7 +261,10 @@ class Archive:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA busy_timeout=10000")
             except sqlite3.DatabaseError as exc:
-                raise ArchiveError(f"cannot open archive {self.path}: {exc}") from None
+                raise ArchiveError(
+                    f"archive {self.path} is not a usable SQLite file ({exc}): give another "
+                    "--archive path, or move this file away"
+                ) from None
             self._local.db = db
         return db
 

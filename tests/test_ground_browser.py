@@ -1,0 +1,193 @@
+"""The ground console in a real browser: Playwright driving Debian's Chromium against
+`orbithil fly` (on the model) and `orbithil ground serve`, both run as a user runs them.
+
+An operator logs in, watches telemetry change live, has a bad argument caught in the page,
+sends a command and sees its verification stages to completion, while a second operator
+commands from the REPL with a key of their own; a viewer's command is refused by the
+server. A screenshot of the console is kept under pytest's tmp dir (its path is printed).
+
+Chromium comes from Debian (`apt-get install chromium`, done by scripts/bootstrap.sh);
+Playwright's own browser download is not used. Without Chromium the test is skipped, except
+in CI (CI=true), where it must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orbithil.tools.ground.archive import Archive
+from orbithil.tools.ground.auth import Users
+
+CHROMIUM = "/usr/bin/chromium"
+START_S = 60.0
+WAIT_MS = 15_000
+
+
+def chromium_or_skip():
+    """The Playwright module, or a skip saying what is missing (a failure in CI)."""
+    missing = []
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"no Chromium at {CHROMIUM} (apt-get install chromium; make setup does)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        sync_api = None
+        missing.append("the playwright package is not installed (pip install -e .[dev])")
+    if missing:
+        reason = "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser test must run in CI: {reason}")
+        pytest.skip(reason)
+    return sync_api
+
+
+def start(command: list[str], ready: Path, log: Path, env: dict) -> tuple[subprocess.Popen, dict]:
+    """Run an orbithil command that writes a ready file once up; (process, the file's JSON)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orbithil.tools.cli", *command],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + START_S
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{' '.join(command[:2])} did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    return process, json.loads(ready.read_text())
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_path):
+    sync_api = chromium_or_skip()
+    expect = sync_api.expect
+    expect.set_options(timeout=WAIT_MS)
+    env = {**os.environ, "ORBITHIL_STATE_DIR": str(tmp_path / "state")}
+    keys = tmp_path / "keys"
+    keys.write_text(f"1 {secrets.token_hex(32)}\n2 {secrets.token_hex(32)}\n")  # server, REPL
+    (tmp_path / "fly.toml").write_text("hk_period_ms = 200\n")
+    archive = tmp_path / "ground.sqlite"
+    users = Users(Archive(archive))
+    users.add("ada", "operator", "ada-password")
+    users.add("vic", "viewer", "vic-password")
+
+    processes = []
+    try:
+        fly, flying = start(
+            ["fly", "--chip", "model://", "--keys", str(keys), "--port", "0", "--config",
+             str(tmp_path / "fly.toml"), "--ready-file", str(tmp_path / "fly.json")],
+            tmp_path / "fly.json", tmp_path / "fly.log", env,
+        )  # fmt: skip
+        processes.append(fly)
+        stack = f"{flying['udp'][0]}:{flying['udp'][1]}"
+        serve, serving = start(
+            ["ground", "serve", "--stack", stack, "--keys", str(keys), "--key-id", "1",
+             "--archive", str(archive), "--http", "127.0.0.1:0", "--ready-file",
+             str(tmp_path / "serve.json")],
+            tmp_path / "serve.json", tmp_path / "serve.log", env,
+        )  # fmt: skip
+        processes.append(serve)
+
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1000})
+                page.set_default_timeout(WAIT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(serving["http"])
+
+                # logging in: a wrong password is refused, the right one opens the console
+                expect(page.locator("#login-form")).to_be_visible()
+                page.fill("#login-user", "ada")
+                page.fill("#login-password", "not-the-password")
+                page.click("#login-submit")
+                expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+                page.fill("#login-password", "ada-password")
+                page.click("#login-submit")
+                expect(page.locator("#who")).to_have_text("ada (operator)")
+
+                # telemetry changes live
+                uptime = page.locator("#tm-UPTIME_S td.value")
+                expect(uptime).not_to_have_text("—")
+                first = float(uptime.inner_text())
+                expect(uptime).not_to_have_text(uptime.inner_text())
+                assert float(uptime.inner_text()) > first
+                expect(page.locator("#mode")).to_have_text("mode: SAFE")
+                expect(page.locator("#link-state")).to_have_text("link: receiving")
+                expect(page.locator("#tm-MODE td.value")).to_have_text("SAFE")
+                expect(page.locator("#power [data-channel=POOL_CHIPS] .v")).to_have_text("1")
+                expect(page.locator("#chip-0 td").nth(1)).to_have_text("healthy")
+
+                # an argument outside the dictionary's range is caught in the page
+                page.select_option("#cmd-name", "SET_HK_PERIOD")
+                page.fill("#arg-ms", "5")
+                page.click("#cmd-send")
+                expect(page.locator("#cmd-error")).to_have_text(
+                    "not sent: ms: an integer in 10..60000"
+                )
+
+                # a command, with its verification stages as they arrive
+                page.select_option("#cmd-name", "SET_MODE")
+                page.select_option("#arg-mode", "NOMINAL")
+                page.click("#cmd-send")
+                done = page.locator("#cmd-list li[data-state=COMPLETED]", has_text="SET_MODE")
+                expect(done).to_have_count(1)
+                expect(done.locator(".stage")).to_have_text(["accepted", "started", "completed"])
+                expect(page.locator("#mode")).to_have_text("mode: NOMINAL")
+                expect(page.locator("#event-list")).to_contain_text("mode SAFE -> NOMINAL")
+
+                # a second operator commands from the REPL with their own key meanwhile
+                repl = subprocess.run(
+                    [sys.executable, "-m", "orbithil.tools.cli", "ground", "--stack", stack,
+                     "--keys", str(keys), "--key-id", "2", "--send", "SET_SCRUB period=128"],
+                    capture_output=True, text=True, timeout=60, env=env,
+                )  # fmt: skip
+                assert repl.returncode == 0, repl.stdout + repl.stderr
+                assert "SET_SCRUB: completed" in repl.stdout
+                expect(page.locator("#event-list")).to_contain_text(
+                    "scrubber period 128 cycles (commanded)"
+                )
+                expect(page.locator("#tm-SCRUB_PERIOD td.value")).to_have_text("128")
+                expect(uptime).not_to_have_text(uptime.inner_text())  # still live
+
+                shot = tmp_path / "ground-console.png"
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"\nscreenshot of the ground console: {shot}")
+
+                # a viewer's command is refused by the server
+                page.click("#logout")
+                expect(page.locator("#login-form")).to_be_visible()
+                page.fill("#login-user", "vic")
+                page.fill("#login-password", "vic-password")
+                page.click("#login-submit")
+                expect(page.locator("#who")).to_have_text("vic (viewer)")
+                expect(page.locator("#cmd-role")).to_contain_text("logged in as a viewer")
+                page.select_option("#cmd-name", "NOOP")
+                page.click("#cmd-send")
+                expect(page.locator("#cmd-error")).to_have_text(
+                    "NOOP refused (403): vic is a viewer: only operators send telecommands"
+                )
+                assert errors == []
+            finally:
+                browser.close()
+        assert shot.stat().st_size > 10_000
+    finally:
+        for process in reversed(processes):
+            stop(process)
