@@ -166,7 +166,9 @@ class Dispatcher:
             try:
                 handler(args)
             except Exception as exc:  # a failed command is reported, never fatal
-                self._fail(tc, command, f"{type(exc).__name__}: {exc}")
+                # a refusal says why; anything else also names what went wrong
+                why = str(exc) if isinstance(exc, CommandFailed) else f"{type(exc).__name__}: {exc}"
+                self._fail(tc, command, why)
                 return
             self.tm.add("CMD_COMPLETED")
             self._verify(tc, Stage.COMPLETED)

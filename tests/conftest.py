@@ -26,6 +26,19 @@ settings.register_profile(
 settings.load_profile("orbithil")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory):
+    """The ground's telecommand sequence counters (orbithil.settings state_dir) of this
+    run, in a temporary directory: tests never write into the user's state directory."""
+    previous = os.environ.get("ORBITHIL_STATE_DIR")
+    os.environ["ORBITHIL_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if previous is None:
+        os.environ.pop("ORBITHIL_STATE_DIR", None)
+    else:
+        os.environ["ORBITHIL_STATE_DIR"] = previous
+
+
 @pytest.fixture(params=["python", "c"])
 def codec_backend(request):
     """Each codec backend. The C one must be built: `make setup` builds it, so a missing

@@ -336,7 +336,7 @@ def test_console_messages_name_the_command_once_and_quit_stops(console):
     assert code == 1
     lines = err.splitlines()
     assert lines == [
-        "SET_MODE: failed: CommandFailed: mode SAFE -> COMPUTE is not allowed",
+        "SET_MODE: failed: mode SAFE -> COMPUTE is not allowed",
         "NOOP: refused: unknown argument timeout (it takes no arguments)",
         "FLY_TO_MARS: refused: no command of that name; HELP lists the commands",
     ], lines  # and nothing after quit
