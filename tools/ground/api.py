@@ -88,7 +88,7 @@ class CommandRequest(BaseModel):
     )
 
 
-class Stage(BaseModel):
+class StageRecord(BaseModel):
     stage: str = Field(description="ACCEPTED, STARTED, COMPLETED or FAILED")
     reason: str
     rx_us: int
@@ -101,7 +101,7 @@ class CommandState(BaseModel):
     user: str
     sent_us: int
     state: str = Field(description="SENT, ACCEPTED, STARTED, COMPLETED or FAILED")
-    stages: list[Stage]
+    stages: list[StageRecord]
 
 
 class History(BaseModel):
@@ -279,17 +279,14 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
     @app.get("/api/commands", response_model=list[CommandState], tags=["commands"])
     def commands(found: User, limit: Annotated[int, Query(ge=1, le=1000)] = 50):
         """Telecommands this server sent (newest last), with their verification stages."""
-        with server._state_lock:
-            records = list(server.commands.values())[-limit:]
-            return [r.as_json() for r in records]
+        return server.command_records(limit)
 
     @app.get("/api/commands/{seq}", response_model=CommandState, tags=["commands"])
     def command_state(found: User, seq: int):
         """One telecommand's verification stages, by its sequence number."""
-        with server._state_lock:
-            record = server.commands.get(seq)
-            if record is not None:
-                return record.as_json()
+        record = server.command_record(seq)
+        if record is not None:
+            return record
         stages = server.archive.verifications(seq)
         sent = [c for c in server.archive.commands(limit=1000) if c["seq"] == seq]
         if not stages and not sent:
@@ -351,6 +348,7 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
             return
         await websocket.accept()
         queue = server.hub.subscribe()
+        receiver: asyncio.Future | None = None
         try:
             await websocket.send_json(
                 {
@@ -381,7 +379,7 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
             pass
         finally:
             server.hub.unsubscribe(queue)
-            if "receiver" in locals() and not receiver.done():
+            if receiver is not None and not receiver.done():
                 receiver.cancel()
 
     # --- the console ---

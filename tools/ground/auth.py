@@ -82,9 +82,7 @@ class Users:
 
     def __init__(self, archive: Archive) -> None:
         self.archive = archive
-        # checking a password nobody has still costs one scrypt: how long a login takes
-        # does not tell which user names exist
-        self._dummy = hash_password(secrets.token_hex(8))
+        self._dummy: tuple[bytes, bytes, str] | None = None
 
     def add(self, name: str, role: Role | str, password: str, *, replace: bool = False) -> None:
         if not NAME.match(name):
@@ -136,6 +134,10 @@ class Users:
             .fetchone()
         )
         if row is None:
+            # checking a password nobody has still costs one scrypt: how long a login
+            # takes does not tell which user names exist
+            if self._dummy is None:
+                self._dummy = hash_password(secrets.token_hex(8))
             salt, digest, kdf = self._dummy
             check_password(password, salt, digest, kdf)
             return None

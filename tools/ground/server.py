@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from orbithil.tools.ground.auth import Users
 
 log = logging.getLogger(__name__)
 
+RECEIVE_BUFFER = 32 << 20  # bytes of packets the kernel holds for the link
 MAX_BATCH = 20_000  # packets per transaction at most (a burst commits in pieces)
 RETENTION_EVERY_S = 3600.0
 QUEUE_DEPTH = 1000  # WebSocket messages held per subscriber before the oldest are dropped
@@ -78,6 +80,10 @@ class ServerLink(Ground):
     ) -> None:
         self.on_packet = on_packet  # set before Ground starts the receive thread
         super().__init__(stack, key_id=key_id, key=key, bind=bind, sequence=sequence)
+        # a deeper receive buffer rides out a burst while the writer commits; the kernel
+        # caps SO_RCVBUF at net.core.rmem_max, which SO_RCVBUFFORCE may pass (as root)
+        with contextlib.suppress(AttributeError, OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RECEIVE_BUFFER)
 
     def _rx(self) -> None:
         while not self._stop.is_set():
@@ -183,6 +189,7 @@ class GroundServer:
         self.commands: collections.OrderedDict[int, CommandRecord] = collections.OrderedDict()
         self.stats: collections.Counter = collections.Counter()
         self.last_rx_us = 0
+        self.last_commit_s: float | None = None  # wall time (time.time()) of the last commit
         self.last_fdir: dict | None = None
         self.dict_mismatch = False
         self.link: ServerLink | None = None
@@ -268,6 +275,7 @@ class GroundServer:
             else:
                 self.stats["archived"] += len(decoded.packets)
                 self.stats["batches"] += 1
+                self.last_commit_s = time.time()
             if stop:
                 break
         self.archive.close()
@@ -359,16 +367,17 @@ class GroundServer:
         # what the stack will decode: enum names in the dictionary's spelling, defaults
         # filled in, numbers as numbers (ValueError says what the dictionary refuses)
         values = command.decode_args(command.encode_args(**canonical_args(command, args)))
-        with self._send_lock:
+        # sent under the state lock: the stack may answer before send() returns, and its
+        # verification must find the record (the writer publishes under the same lock)
+        with self._send_lock, self._state_lock:
             if self.link is None:
                 raise OSError("the server is not connected to a stack")
-            seq = self.link.send(command.name, **values)  # checked: enums in any case
+            seq = self.link.send(command.name, **values)
             self._last_sent = time.monotonic()
             record = CommandRecord(seq, command.name, values, user, now_us())
-            with self._state_lock:
-                self.commands[seq] = record
-                while len(self.commands) > 1000:
-                    self.commands.popitem(last=False)
+            self.commands[seq] = record
+            while len(self.commands) > 1000:
+                self.commands.popitem(last=False)
         self.stats["commands"] += 1
         self.archive.record_command(
             user=user, key_id=self.key_id, seq=seq, name=command.name, args=json.dumps(values)
@@ -377,6 +386,16 @@ class GroundServer:
         return record
 
     # --- what the console shows ---
+    def command_records(self, limit: int = 50) -> list[dict]:
+        """The last telecommands this server sent (newest last), with their stages."""
+        with self._state_lock:
+            return [r.as_json() for r in list(self.commands.values())[-limit:]]
+
+    def command_record(self, seq: int) -> dict | None:
+        with self._state_lock:
+            record = self.commands.get(seq)
+            return record.as_json() if record is not None else None
+
     def latest_json(self) -> dict:
         with self._state_lock:
             return {

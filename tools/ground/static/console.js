@@ -130,9 +130,11 @@ function render() {
     const text = formatValue(name, value);
     if (cell.textContent !== text) {
       cell.textContent = text;
-      cell.classList.remove("changed");
-      void cell.offsetWidth;  // restart the flash
-      cell.classList.add("changed");
+      // flash: alternate two classes with the same animation, so it restarts without
+      // forcing a layout per cell
+      const again = cell.classList.contains("changed");
+      cell.classList.toggle("changed", !again);
+      cell.classList.toggle("changed-again", again);
     }
     const out = outOfLimits(name, value);
     cell.classList.toggle("out", out);
