@@ -41,6 +41,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orbithil.tools.bench.payload",
         "the model on a pool of chips: inferences/s 1->2 chips, accuracy, policies, failover",
     ),
+    "ground": (
+        "orbithil.tools.bench.ground",
+        "ground server: archive ingest/s, a day's query, telemetry latency to the page",
+    ),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
