@@ -122,7 +122,12 @@ def test_the_packages_pyproject_installs_are_every_folder_with_code():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     wanted = {name for _, name, path in _modules() if path.name == "__init__.py"}
-    data = {"orbithil.fpga.rtl", "orbithil.fpga.board", "orbithil.sim.tb"}  # files, no code
+    data = {
+        "orbithil.fpga.rtl",
+        "orbithil.fpga.board",
+        "orbithil.sim.tb",
+        "orbithil.tools.ground.static",
+    }  # files, no code
     for name in data:
         folder = ROOT / name.split(".", 1)[1].replace(".", "/")
         assert folder.is_dir() and not list(folder.glob("*.py")), folder

@@ -276,7 +276,11 @@ def register(subparsers) -> None:
     q.set_defaults(func=query_main)
 
     u = actions.add_parser("user", help="console users: add, list, remove")
-    u.add_argument("action", choices=["add", "list", "remove"])
+    u.add_argument(
+        "action",
+        choices=["add", "list", "remove"],
+        help="add (password from the prompt or one line of stdin), list, remove",
+    )
     u.add_argument("name", nargs="?", help="user name (add, remove)")
     u.add_argument(
         "--role",
