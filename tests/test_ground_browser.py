@@ -3,8 +3,10 @@
 
 An operator logs in, watches telemetry change live, has a bad argument caught in the page,
 sends a command and sees its verification stages to completion, while a second operator
-commands from the REPL with a key of their own; a viewer's command is refused by the
-server. A screenshot of the console is kept under pytest's tmp dir (its path is printed).
+commands from the REPL with a key of their own; the server is killed (-9) and restarted
+and the page finds the archive, its session and the command history intact and telemetry
+live again; a viewer's command is refused by the server. A screenshot of the console is
+kept under pytest's tmp dir (its path is printed).
 
 Chromium comes from Debian (`apt-get install chromium`, done by scripts/bootstrap.sh);
 Playwright's own browser download is not used. Without Chromium the test is skipped, except
@@ -171,6 +173,29 @@ def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_p
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"\nscreenshot of the ground console: {shot}")
 
+                # the server killed and restarted: the archive and the session are intact
+                serve.kill()
+                serve.wait(10)
+                processes.remove(serve)
+                serve, serving = start(
+                    ["ground", "serve", "--stack", stack, "--keys", str(keys), "--key-id",
+                     "1", "--archive", str(archive), "--http", "127.0.0.1:0", "--ready-file",
+                     str(tmp_path / "serve2.json")],
+                    tmp_path / "serve2.json", tmp_path / "serve2.log", env,
+                )  # fmt: skip
+                processes.append(serve)
+                page.goto(serving["http"])  # still logged in: sessions live in the archive
+                expect(page.locator("#who")).to_have_text("ada (operator)")
+                restored = page.locator("#cmd-list li[data-state=COMPLETED]", has_text="SET_MODE")
+                expect(restored).to_have_count(1)
+                expect(page.locator("#event-list")).to_contain_text("mode SAFE -> NOMINAL")
+                expect(uptime).not_to_have_text("—")
+                expect(uptime).not_to_have_text(uptime.inner_text())  # live again
+                history = page.request.get(
+                    f"{serving['http']}/api/telemetry/UPTIME_S/history?since=10m&max_points=0"
+                ).json()["values"]
+                assert min(history) <= first < max(history)  # before the kill, and after
+
                 # a viewer's command is refused by the server
                 page.click("#logout")
                 expect(page.locator("#login-form")).to_be_visible()
@@ -188,6 +213,7 @@ def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_p
             finally:
                 browser.close()
         assert shot.stat().st_size > 10_000
+        assert Archive(archive).integrity_check() == "ok"
     finally:
         for process in reversed(processes):
             stop(process)

@@ -36,7 +36,14 @@ from orbithil.flight.dictionary import (
     dictionary_hash,
 )
 from orbithil.flight.ground import Ground, canonical_args
-from orbithil.tools.ground.archive import Archive, Decoded, channel_name, decode_batch, now_us
+from orbithil.tools.ground.archive import (
+    US,
+    Archive,
+    Decoded,
+    channel_name,
+    decode_batch,
+    now_us,
+)
 from orbithil.tools.ground.auth import Users
 
 log = logging.getLogger(__name__)
@@ -202,6 +209,23 @@ class GroundServer:
         self._last_claim = -math.inf
         self._last_sent = -math.inf
         self._last_retention = 0.0
+        self._restore()
+
+    def _restore(self) -> None:
+        """What the console showed before a restart, from the archive: the last commands
+        with their verification stages, and the last FDIR trigger."""
+        for row in self.archive.commands(limit=100):
+            record = CommandRecord(row["seq"], row["name"], json.loads(row["args"]), row["user"],
+                                   row["sent_us"])  # fmt: skip
+            record.stages = [
+                {"stage": v["stage"], "reason": v["reason"], "rx_us": v["rx_us"]}
+                for v in self.archive.verifications(row["seq"])
+                if v["rx_us"] >= row["sent_us"] - US  # not an older command's number
+            ]
+            self.commands[record.seq] = record
+        fdir = [e for e in self.archive.events(0, limit=1000) if e["name"] == "FDIR_TRIGGERED"]
+        if fdir:
+            self.last_fdir = {"type": "event", **fdir[-1]}
 
     # --- lifecycle ---
     def start(self) -> None:
