@@ -590,3 +590,16 @@ def test_killed_mid_ingest_and_restarted_the_archive_keeps_everything_committed(
         assert not (tmp_path / "second.json").exists()  # removed at a clean exit
     finally:
         stack.close()
+
+
+# --- the benchmark's pieces, at small sizes (nothing timed is asserted) ------------------
+def test_bench_ground_pieces_run_and_lose_nothing_at_a_gentle_rate(tmp_path):
+    from orbithil.tools.bench import BENCHMARKS
+    from orbithil.tools.bench import ground as bench
+
+    assert BENCHMARKS["ground"][0] == "orbithil.tools.bench.ground"
+    assert bench.archive_ingest(tmp_path, 2000, batch=500) > 0
+    rate, lost = bench.server_ingest(tmp_path, 2000, rate=5000)
+    assert rate > 0 and lost == 0
+    live = bench.latency(tmp_path, 1.0, browser=False)
+    assert live["ws_updates"] >= 5 and live["ws_latency_ms_median"] >= 0
