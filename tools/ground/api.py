@@ -32,10 +32,12 @@ import contextlib
 import importlib.resources
 import json
 import logging
+import math
 import socket
 import threading
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -247,9 +249,10 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         step = 1
         if max_points and len(series) > max_points:
             step = -(-len(series) // max_points)
-        values = [
-            float(v) if v == v and abs(v) != float("inf") else None for v in series.values[::step]
-        ]
+        picked = series.values[::step]
+        values = picked.tolist()
+        if not np.isfinite(picked).all():  # JSON has no NaN or infinity
+            values = [v if math.isfinite(v) else None for v in values]
         return History(
             channel=known.name,
             units=known.units,

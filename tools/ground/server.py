@@ -192,7 +192,6 @@ class GroundServer:
         self.users = Users(self.archive)
         self.hub = Hub()
         self.latest: dict[str, tuple[int, int, float]] = {}  # name -> rx us, on-board us, value
-        self.events: collections.deque[dict] = collections.deque(maxlen=500)
         self.commands: collections.OrderedDict[int, CommandRecord] = collections.OrderedDict()
         self.stats: collections.Counter = collections.Counter()
         self.last_rx_us = 0
@@ -208,7 +207,7 @@ class GroundServer:
         self._claim_interval = config.claim_after_s
         self._last_claim = -math.inf
         self._last_sent = -math.inf
-        self._last_retention = 0.0
+        self._last_retention = -math.inf
         self._restore()
 
     def _restore(self) -> None:
@@ -357,7 +356,6 @@ class GroundServer:
                     "severity": severity,
                     "text": text,
                 }
-                self.events.append(event)
                 if name == "FDIR_TRIGGERED":
                     self.last_fdir = event
                 messages.append(event)
