@@ -603,3 +603,60 @@ def test_bench_ground_pieces_run_and_lose_nothing_at_a_gentle_rate(tmp_path):
     assert rate > 0 and lost == 0
     live = bench.latency(tmp_path, 1.0, browser=False)
     assert live["ws_updates"] >= 5 and live["ws_latency_ms_median"] >= 0
+
+
+# --- station passes -------------------------------------------------------------------------
+def test_the_passes_endpoint_gives_what_pass_plan_gives_for_the_same_window(ground_server):
+    from orbithil.payload.orbit import Orbit
+    from orbithil.payload.passes import DEFAULT_STATIONS, pass_plan
+
+    _, _server, url = ground_server
+    with httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/api/passes").status_code == 401
+    client = GroundClient(url)
+    client.login("vic", "vic-password")  # a viewer may see the passes
+    got = client.passes(hours=6)
+    orbit = Orbit.default()
+    assert got["satellite"] == orbit.name and got["hours"] == 6
+    assert got["start_s"] <= got["now_s"] < got["start_s"] + 60  # from now, minute-aligned
+    assert abs(got["now_s"] - (time.time() - orbit.epoch.timestamp())) < 60
+    assert got["tle_age_days"] == pytest.approx(got["now_s"] / 86400, abs=1e-3)
+    assert got["stale"] is True  # the bundled ISS TLE is from 2018
+    plan = pass_plan(orbit, DEFAULT_STATIONS, got["start_s"], 6)
+    assert [s["name"] for s in got["stations"]] == [s.name for s in DEFAULT_STATIONS]
+    for station in got["stations"]:
+        want = plan.passes[station["name"]]
+        assert [p["rise_s"] for p in station["passes"]] == pytest.approx(
+            [p.rise_s for p in want], abs=1e-3
+        )
+        assert [p["set_s"] for p in station["passes"]] == pytest.approx(
+            [p.set_s for p in want], abs=1e-3
+        )
+    assert [t for w in got["windows"] for t in (w["start_s"], w["end_s"])] == pytest.approx(
+        [t for w in plan.windows for t in (w.start_s, w.end_s)], abs=1e-3
+    )
+    assert got["windows"], "the ISS sees one of four stations within 6 h"
+    nxt = got["next_window"]
+    assert nxt == next(w for w in got["windows"] if w["end_s"] > got["now_s"])
+    assert got["next_in_s"] == pytest.approx(max(0.0, nxt["start_s"] - got["now_s"]), abs=1e-3)
+    with pytest.raises(ApiError) as bad:
+        client.passes(hours=0)
+    assert bad.value.status == 422
+
+
+def test_serve_takes_stations_and_a_tle(tmp_path):
+    from orbithil.payload.passes import load_stations
+
+    (tmp_path / "st.toml").write_text('[[stations]]\nname = "Here"\nlat = 10\nlon = 20\n')
+    args = build_parser().parse_args(
+        ["ground", "serve", "--archive", "a", "--stations", str(tmp_path / "st.toml")]
+    )
+    assert [s.name for s in load_stations(args.stations)] == ["Here"] and args.tle is None
+
+
+def test_ground_usage_does_not_make_the_sub_command_look_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["ground", "--help"])
+    usage = capsys.readouterr().out.split("\n\n")[0]
+    assert "ACTION ..." not in usage.replace("ACTION --help", "")
+    assert "--server URL" in usage and "{serve,query,user}" in usage

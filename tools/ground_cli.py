@@ -52,6 +52,11 @@ def serve_main(args) -> int:
     if not 0 < args.session_hours <= 24 * 30:
         raise ConfigError("--session-hours: give a number of hours in (0, 720]")
     http = _host_port(args.http, "--http")
+    from orbithil.payload.passes import load_stations
+    from orbithil.tools.passes_cli import _orbit
+
+    stations = load_stations(args.stations) if args.stations else ()
+    orbit = _orbit(args.tle) if args.tle else None
     config = ServerConfig(
         stack=stack,
         keys=keys,
@@ -61,6 +66,9 @@ def serve_main(args) -> int:
         retention_days=args.retention_days,
         session_hours=args.session_hours,
         claim=not args.no_claim,
+        orbit=orbit,
+        stations=stations,
+        tle=str(args.tle or ""),
     )
     try:
         sock = bind_http(*http)
@@ -201,6 +209,15 @@ def register(subparsers) -> None:
         title="ground segment (without one of these: the console REPL)",
         metavar="ACTION",
         dest="ground_action",
+        required=False,
+    )
+    # argparse writes an optional sub-command into the usage line as if it were required
+    # ("... ACTION ..."): say both forms instead
+    prog = ground.prog
+    ground.usage = (
+        f"{prog} [--server URL [--user NAME] | --stack HOST:PORT --keys FILE] "
+        f"[--send LINE ...] [options]\n       {prog} {{serve,query,user}} ... "
+        f"(see {prog} ACTION --help)"
     )
     shared = argparse.ArgumentParser(add_help=False)
     # default SUPPRESS: the REPL parser's own values (given before the name) stay
@@ -254,6 +271,18 @@ def register(subparsers) -> None:
         "--no-claim",
         action="store_true",
         help="never send a NOOP to make the stack send telemetry here",
+    )
+    s.add_argument(
+        "--stations",
+        metavar="FILE",
+        help="TOML file of [[stations]] tables for the console's passes (name, lat, lon, "
+        "alt_m, min_elevation_deg); default: Svalbard, Wallops, Malindi, Hartebeesthoek",
+    )
+    s.add_argument(
+        "--tle",
+        metavar="FILE",
+        help="the spacecraft's TLE (two lines, or a name line and two); default: the bundled "
+        "ISS element set (from 2018: passes from it show the geometry, not real times)",
     )
     s.add_argument(
         "--ready-file", help="write the URLs and ports as JSON here once serving (removed at exit)"

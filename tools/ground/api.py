@@ -22,6 +22,7 @@ server.
 | GET /api/events | user | archived events |
 | GET /api/commands, GET /api/commands/{seq} | user | telecommands sent, verification stages |
 | POST /api/commands | operator | check, sign and send a telecommand; its sequence number |
+| GET /api/passes | user | station passes and contact windows over the next hours (TLE) |
 | WS /api/stream | user | telemetry, events, commands and verification stages as they arrive |
 """
 
@@ -45,6 +46,7 @@ from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
 from orbithil import __version__
+from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import CHANNEL_BY_NAME
 from orbithil.tools.ground.archive import ArchiveError, iso, now_us, parse_time
 from orbithil.tools.ground.auth import Role, Session
@@ -277,6 +279,19 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         for row in rows:
             row["time"] = iso(row["rx_us"])
         return rows
+
+    @app.get("/api/passes", tags=["passes"])
+    async def passes(
+        found: User,
+        hours: Annotated[float, Query(gt=0, le=24 * 7, description="hours ahead")] = 24.0,
+    ) -> dict:
+        """Each station's passes and the merged contact windows from now over ``hours``,
+        from the spacecraft's TLE (times in seconds since the TLE epoch and UTC;
+        ``tle_age_days`` and ``stale`` say how far now is from the TLE's epoch)."""
+        try:
+            return await asyncio.to_thread(server.passes_json, hours)
+        except ConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     # --- commanding ---
     @app.get("/api/commands", response_model=list[CommandState], tags=["commands"])

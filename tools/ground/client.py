@@ -96,6 +96,10 @@ class GroundClient:
     def events(self, *, since: str = "1d", limit: int = 200) -> list[dict]:
         return self._request("GET", "/api/events", params={"since": since, "limit": limit})
 
+    def passes(self, *, hours: float = 24.0) -> dict:
+        """Each station's passes and the contact windows over the next ``hours``."""
+        return self._request("GET", "/api/passes", params={"hours": hours})
+
     # --- commanding ---
     def send(self, name: str, **args) -> dict:
         """Send a telecommand (checked and signed by the server); its record with ``seq``."""

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from orbithil.flight import ccsds
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 RECEIVE_BUFFER = 32 << 20  # bytes of packets the kernel holds for the link
 MAX_BATCH = 20_000  # packets per transaction at most (a burst commits in pieces)
 RETENTION_EVERY_S = 3600.0
+STALE_TLE_DAYS = 14.0  # an older TLE gives the geometry, not times to point an antenna by
 QUEUE_DEPTH = 1000  # WebSocket messages held per subscriber before the oldest are dropped
 
 
@@ -152,6 +154,9 @@ class ServerConfig:
     keepalive_s: float = 600.0  # and a NOOP at least this often (the stack's lease: 1 h)
     claim: bool = True
     sequence: object = None  # flight.ground's SequenceCounter; None: the key's counter file
+    orbit: object = None  # payload.orbit.Orbit of the spacecraft; None: Orbit.default() (ISS)
+    stations: tuple = ()  # payload.passes.Station network; empty: passes.DEFAULT_STATIONS
+    tle: str = ""  # where the TLE came from (shown by /api/passes); "": the bundled one
 
 
 @dataclass
@@ -208,6 +213,8 @@ class GroundServer:
         self._last_claim = -math.inf
         self._last_sent = -math.inf
         self._last_retention = -math.inf
+        self._orbit = None
+        self._passes_cache: dict = {}
         self._restore()
 
     def _restore(self) -> None:
@@ -407,6 +414,66 @@ class GroundServer:
         self.hub.publish_threadsafe([{"type": "command", **record.as_json()}])
         return record
 
+    # --- station passes ---
+    def passes_json(self, hours: float = 24.0, *, now: float | None = None) -> dict:
+        """Every station's passes and the merged contact windows over the next ``hours``
+        from ``now`` (Unix seconds; default the wall clock), from the spacecraft's TLE.
+        Times are seconds since the TLE epoch (``*_s``) and UTC (``*_utc``); ``now_s`` is
+        now on that clock. ``tle_age_days`` says how old the element set is: SGP4 still
+        propagates an old one, but its positions drift by kilometres per day of age, so a
+        ``stale`` plan (more than 14 days) shows the geometry, not when to point an antenna.
+        A plan is cached for a minute per ``hours``."""
+        from orbithil.payload import passes as passes_mod
+        from orbithil.payload.orbit import Orbit
+
+        if self._orbit is None:
+            self._orbit = self.config.orbit or Orbit.default()
+        orbit = self._orbit
+        stations = tuple(self.config.stations) or passes_mod.DEFAULT_STATIONS
+        now = time.time() if now is None else now
+        epoch = orbit.epoch.timestamp()
+        key = (round(float(hours), 6), int(now // 60))
+        with self._state_lock:
+            cached = self._passes_cache.get(key)
+        if cached is None:
+            start_s = math.floor(now / 60) * 60 - epoch  # minute-aligned: cacheable
+            plan = passes_mod.pass_plan(orbit, stations, start_s, hours)
+            cached = {
+                "satellite": orbit.name,
+                "tle": self.config.tle or "bundled (Orbit.default(): the ISS)",
+                "epoch_utc": passes_mod.utc(orbit, [0.0])[0],
+                "start_s": plan.start_s,
+                "end_s": plan.end_s,
+                "start_utc": passes_mod.utc(orbit, [plan.start_s])[0],
+                "end_utc": passes_mod.utc(orbit, [plan.end_s])[0],
+                "hours": float(hours),
+                "stations": [
+                    {**s.as_dict(), "passes": [p.as_dict(orbit) for p in plan.passes[s.name]]}
+                    for s in plan.stations
+                ],
+                "windows": [w.as_dict(orbit) for w in plan.windows],
+                "contact_s": round(plan.contact_s, 3),
+                "longest_gap_s": round(plan.longest_gap_s, 3),
+            }
+            with self._state_lock:
+                self._passes_cache = {key: cached}
+        now_s = now - epoch
+        age_days = now_s / 86400.0
+        upcoming = [w for w in cached["windows"] if w["end_s"] > now_s]
+        following = upcoming[0] if upcoming else None
+        return {
+            **cached,
+            "now_s": round(now_s, 3),
+            "now_utc": _iso_utc(now),
+            "tle_age_days": round(age_days, 3),
+            "stale": abs(age_days) > STALE_TLE_DAYS,
+            "in_contact": bool(following and following["start_s"] <= now_s),
+            "next_window": following,
+            "next_in_s": (
+                None if following is None else round(max(0.0, following["start_s"] - now_s), 3)
+            ),
+        }
+
     # --- what the console shows ---
     def command_records(self, limit: int = 50) -> list[dict]:
         """The last telecommands this server sent (newest last), with their stages."""
@@ -446,6 +513,10 @@ class GroundServer:
                 "websocket_dropped": self.hub.dropped,
                 "backlog": self._queue.qsize(),
             }
+
+
+def _iso_utc(unix_s: float) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _enum_name(channel: str, value: float) -> str:
