@@ -1,12 +1,12 @@
 """The ground console in a real browser: Playwright driving Debian's Chromium against
 `orbithil fly` (on the model) and `orbithil ground serve`, both run as a user runs them.
 
-An operator logs in, watches telemetry change live, has a bad argument caught in the page,
-sends a command and sees its verification stages to completion, while a second operator
-commands from the REPL with a key of their own; the server is killed (-9) and restarted
-and the page finds the archive, its session and the command history intact and telemetry
-live again; a viewer's command is refused by the server. A screenshot of the console is
-kept under pytest's tmp dir (its path is printed).
+An operator logs in, watches telemetry change live, sees the station passes' timeline, has
+a bad argument caught in the page, sends a command and sees its verification stages to
+completion, while a second operator commands from the REPL with a key of their own; the
+server is killed (-9) and restarted and the page finds the archive, its session and the
+command history intact and telemetry live again; a viewer's command is refused by the
+server. A screenshot of the console is kept under pytest's tmp dir (its path is printed).
 
 Chromium comes from Debian (`apt-get install chromium`, done by scripts/bootstrap.sh);
 Playwright's own browser download is not used. Without Chromium the test is skipped, except
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -136,6 +137,18 @@ def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_p
                 expect(page.locator("#tm-MODE td.value")).to_have_text("SAFE")
                 expect(page.locator("#power [data-channel=POOL_CHIPS] .v")).to_have_text("1")
                 expect(page.locator("#chip-0 td").nth(1)).to_have_text("healthy")
+
+                # the station passes over the next hours: a bar per pass, now marked, the
+                # next contact's countdown; the bundled 2018 TLE is said to be stale
+                expect(page.locator("#pass-next")).to_contain_text(
+                    re.compile(r"(next contact: .+ in \d+(h\d\d)?m\d\ds)|(in contact: .+ ends in)")
+                )
+                expect(page.locator("#pass-timeline .pass-row")).to_have_count(5)  # 4 + merged
+                assert page.locator("#pass-timeline .pass-bar").count() >= 1
+                expect(page.locator("#pass-timeline .pass-now").first).to_be_visible()
+                expect(page.locator("#pass-stale")).to_contain_text("days old")
+                countdown = page.locator("#pass-next").inner_text()
+                expect(page.locator("#pass-next")).not_to_have_text(countdown)  # it ticks
 
                 # an argument outside the dictionary's range is caught in the page
                 page.select_option("#cmd-name", "SET_HK_PERIOD")

@@ -38,6 +38,7 @@ const state = {
   pendingRx: [],         // rx_us of telemetry messages not yet on the page
   statusTimer: null,
   lastStatus: null,
+  passes: null,          // {data: /api/passes, fetchedMs}
 };
 // packet arrival at the server -> on the page, in ms (read by `orbithil bench ground`)
 window.orbithilLatency = [];
@@ -535,9 +536,92 @@ async function startConsole() {
   try { wanted = JSON.parse(localStorage.getItem("orbithil.plots")) || DEFAULT_PLOTS; } catch (_) { /* default */ }
   for (const name of wanted) if (state.channels.has(name) && !state.plots.has(name)) togglePlot(name);
   connect();
+  loadPasses();
   pollStatus();
   clearInterval(state.statusTimer);
   state.statusTimer = setInterval(pollStatus, 2000);
+}
+
+// --- passes: a bar per pass on a track per station over the next hours, now marked ---
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}h${pad(m)}m${pad(r)}s` : `${m}m${pad(r)}s`;
+}
+
+function passesNow() {  // seconds since the TLE epoch, now
+  const p = state.passes;
+  return p.data.now_s + (Date.now() - p.fetchedMs) / 1000;
+}
+
+async function loadPasses() {
+  try {
+    const data = await api("GET", `/api/passes?hours=${$("pass-hours").value}`);
+    state.passes = { data, fetchedMs: Date.now() };
+    renderPasses();
+  } catch (error) {
+    $("pass-next").textContent = `passes: ${error.message}`;
+  }
+}
+
+function passBar(start_s, end_s, title, high) {
+  const { start_s: t0, end_s: t1 } = state.passes.data;
+  const span = t1 - t0;
+  const left = Math.max(0, (start_s - t0) / span), right = Math.min(1, (end_s - t0) / span);
+  const bar = el("div", { class: high ? "pass-bar high" : "pass-bar", title });
+  bar.style.left = `${(left * 100).toFixed(3)}%`;
+  bar.style.width = `${(Math.max(0, right - left) * 100).toFixed(3)}%`;
+  return bar;
+}
+
+function renderPasses() {
+  const { data } = state.passes;
+  const rows = [];
+  const track = (label, bars, cls = "") => {
+    const t = el("div", { class: "pass-track" }, ...bars, el("div", { class: "pass-now" }));
+    rows.push(el("div", { class: `pass-row ${cls}`.trim() }, el("span", { class: "label", title: label }, label), t));
+  };
+  for (const station of data.stations) {
+    track(`${station.name} (${station.passes.length})`, station.passes.map((p) => passBar(
+      p.rise_s, p.set_s,
+      `${station.name}: ${p.rise_utc} to ${p.set_utc} UTC, ${duration(p.duration_s)}, max elevation ${p.max_elevation_deg.toFixed(1)} deg`,
+      p.max_elevation_deg >= 30)));
+  }
+  track("contact", data.windows.map((w) => passBar(
+    w.start_s, w.end_s, `${w.stations.join(", ")}: ${w.start_utc} to ${w.end_utc} UTC, ${duration(w.duration_s)}`,
+    true)), "contacts");
+  $("pass-timeline").replaceChildren(...rows);
+  $("pass-axis").textContent = `${data.start_utc} to ${data.end_utc} UTC; ${data.windows.length} contacts, `
+    + `${duration(data.contact_s)} in contact, longest gap ${duration(data.longest_gap_s)}; ${data.satellite}`;
+  const stale = $("pass-stale");
+  stale.hidden = !data.stale;
+  stale.textContent = data.stale ? `The TLE is ${Math.round(data.tle_age_days)} days old (epoch ${data.epoch_utc}): `
+    + "the passes show the geometry, not times to rely on. Give the server a current TLE (--tle)." : "";
+  tickPasses();
+}
+
+function tickPasses() {
+  if (!state.passes) return;
+  const { data } = state.passes;
+  const now = passesNow();
+  if (now > data.end_s - 60) { loadPasses(); return; }
+  const frac = Math.min(1, Math.max(0, (now - data.start_s) / (data.end_s - data.start_s)));
+  for (const marker of document.querySelectorAll("#pass-timeline .pass-now")) {
+    marker.style.left = `calc(${(frac * 100).toFixed(3)}% - 1px)`;
+  }
+  const next = $("pass-next");
+  const current = data.windows.find((w) => w.start_s <= now && now < w.end_s);
+  const coming = data.windows.find((w) => w.start_s > now);
+  next.classList.toggle("contact", Boolean(current));
+  if (current) {
+    next.textContent = `in contact: ${current.stations.join(", ")}, ends in ${duration(current.end_s - now)}`;
+  } else if (coming) {
+    next.textContent = `next contact: ${coming.stations.join(", ")} in ${duration(coming.start_s - now)} `
+      + `(${coming.start_utc} UTC, ${duration(coming.duration_s)}, max elevation ${coming.max_elevation_deg.toFixed(1)} deg)`;
+  } else {
+    next.textContent = `no contact in the next ${data.hours} h`;
+  }
 }
 
 function init() {
@@ -551,6 +635,9 @@ function init() {
     for (const [name, plotted] of state.plots) { plotted.plot.setWindow(plotWindow()); loadHistory(name); }
   });
   setInterval(() => { for (const { plot } of state.plots.values()) plot.request(); }, 1000);
+  $("pass-hours").addEventListener("change", loadPasses);
+  setInterval(tickPasses, 1000);
+  setInterval(() => { if (state.me && state.passes) loadPasses(); }, 300_000);
   startConsole().catch((error) => showLogin(error.status === 401 ? "" : error.message));
 }
 
