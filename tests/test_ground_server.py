@@ -660,3 +660,66 @@ def test_ground_usage_does_not_make_the_sub_command_look_required(capsys):
     usage = capsys.readouterr().out.split("\n\n")[0]
     assert "ACTION ..." not in usage.replace("ACTION --help", "")
     assert "--server URL" in usage and "{serve,query,user}" in usage
+
+
+# --- the REPL through the server ------------------------------------------------------------
+def ground_via_server(url: str, user: str, password: str, *lines: str, extra=()):
+    env = {**os.environ, "ORBITHIL_GROUND_PASSWORD": password}
+    env.pop("ORBITHIL_TC_KEYS", None)  # no keys needed: the server signs
+    command = [sys.executable, "-m", "orbithil.tools.cli", "ground", "--server", url]
+    command += ["--user", user, *extra]
+    for line in lines:
+        command += ["--send", line]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_repl_commands_through_the_server_without_keys(ground_server):
+    fs, server, url = ground_server
+    done = ground_via_server(url, "ada", "ada-password", "SET_MODE mode=nominal")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SET_MODE: completed" in done.stdout
+    assert fs.ground.wait_telemetry("MODE", lambda v: v == 1, timeout=10)
+    assert [r["user"] for r in server.command_records() if r["name"] == "SET_MODE"] == ["ada"]
+
+    as_json = ground_via_server(
+        url, "ada", "ada-password", "NOOP", "SET_HK_PERIOD ms=5", extra=["--json", "--watch", "0.5"]
+    )
+    assert as_json.returncode == 1, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert [c["status"] for c in report["commands"]] == ["completed", "refused"]
+    assert "ms" in report["commands"][1]["reason"] and "(422)" in report["commands"][1]["reason"]
+    assert report["telemetry"]["MODE"] == 1
+
+    failed = ground_via_server(url, "ada", "ada-password", "SET_MODE mode=NOMINAL")  # already
+    assert failed.returncode in (0, 1)  # the stack decides; the REPL reports it either way
+    assert "SET_MODE: " in failed.stdout + failed.stderr
+
+
+def test_through_the_server_a_viewer_is_refused_with_the_reason_and_exit_1(ground_server):
+    _, server, url = ground_server
+    refused = ground_via_server(url, "vic", "vic-password", "NOOP")
+    assert refused.returncode == 1
+    assert (
+        "NOOP: refused: the server refused it (403): vic is a viewer: only operators send "
+        "telecommands" in refused.stderr
+    )
+    assert all(r["user"] != "vic" for r in server.command_records())  # nothing sent
+    wrong = ground_via_server(url, "vic", "not-vics-password", "NOOP")
+    assert wrong.returncode == 2 and "login as vic refused (wrong user name or password)" in (
+        wrong.stderr
+    )
+
+
+def test_the_repl_through_the_server_reads_the_password_from_stdin(ground_server):
+    _, _server, url = ground_server
+    env = {k: v for k, v in os.environ.items() if k != "ORBITHIL_GROUND_PASSWORD"}
+    done = subprocess.run(
+        [sys.executable, "-m", "orbithil.tools.cli", "ground", "--server", url, "--user", "ada"],
+        input="ada-password\nNOOP\ntm\nquit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NOOP: completed" in done.stdout and "MODE" in done.stdout

@@ -72,6 +72,124 @@ def _check_arg_names(command, given: dict) -> None:
                                                 " (it takes no arguments)"))  # fmt: skip
 
 
+class _ServerConsole:
+    """What the console REPL uses of ``flight.ground.Ground`` (send, wait_verification,
+    telemetry, events, dict_mismatch), through a ground server's API: the server checks and
+    signs each command, so this side holds no key. A request the server refuses raises
+    ValueError with its status and reason (a viewer's command: 403)."""
+
+    def __init__(self, client) -> None:
+        from orbithil.tools.ground.archive import now_us
+
+        self.client = client
+        self._events: list = []
+        self._since_us = now_us()  # events from now on, as the direct console shows them
+        self._seen_ids: set[int] = set()
+        self._polled = -math.inf
+        self._mismatch = False
+
+    def __enter__(self) -> _ServerConsole:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):  # a session that ended already
+            self.client.logout()
+        self.client.close()
+
+    def _call(self, method, *args, **kwargs):
+        import httpx
+
+        from orbithil.tools.ground.client import ApiError
+
+        try:
+            return method(*args, **kwargs)
+        except httpx.HTTPError as exc:  # the server is gone, or did not answer in time
+            raise OSError(f"{self.client.url}: {exc or type(exc).__name__}") from None
+        except ApiError as exc:
+            if exc.status == 503:
+                raise OSError(f"the server could not send it: {exc.detail}") from None
+            raise ValueError(f"the server refused it ({exc.status}): {exc.detail}") from None
+
+    def send(self, name: str, **args) -> int:
+        return int(self._call(self.client.send, name, **args)["seq"])
+
+    def wait_verification(self, seq: int, *, timeout: float = 10.0):
+        from orbithil.flight.ccsds import Stage
+
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self._call(self.client.command_state, seq)
+            if record["state"] in ("COMPLETED", "FAILED"):
+                final = next(s for s in reversed(record["stages"]) if s["stage"] == record["state"])
+                return Stage[record["state"]], final["reason"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"telecommand {seq}: {record['state']} after {timeout:g} s")
+            time.sleep(0.05)
+
+    @property
+    def telemetry(self) -> dict[str, float]:
+        latest = self._call(self.client.latest)
+        return {k: (math.nan if v["value"] is None else v["value"]) for k, v in latest.items()}
+
+    @property
+    def events(self) -> list:
+        """Events the server received since this console started (polled at most 2/s)."""
+        from types import SimpleNamespace
+
+        if time.monotonic() - self._polled >= 0.5:
+            self._polled = time.monotonic()
+            rows = self._call(self.client.events, since=f"{self._since_us / 1e6:.6f}", limit=10_000)
+            for row in rows:
+                if row["id"] not in self._seen_ids:
+                    self._seen_ids.add(row["id"])
+                    self._events.append(SimpleNamespace(name=row["name"], text=row["text"]))
+            self._mismatch = bool(self._call(self.client.status).get("dict_mismatch"))
+        return self._events
+
+    @property
+    def dict_mismatch(self) -> bool:
+        return self._mismatch
+
+
+def _server_console(args) -> _ServerConsole:
+    """Log in to the ground server of ``--server`` (password: ORBITHIL_GROUND_PASSWORD, the
+    prompt, or one line of standard input)."""
+    import getpass
+
+    import httpx
+
+    from orbithil.tools.ground.client import ApiError, GroundClient
+
+    url = args.server.strip()
+    if "://" not in url:
+        url = "http://" + url
+    user = args.user or os.environ.get("ORBITHIL_GROUND_USER") or getpass.getuser()
+    password = os.environ.get("ORBITHIL_GROUND_PASSWORD")
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {user} at {url}: ")
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                raise ConfigError(
+                    "no password: set ORBITHIL_GROUND_PASSWORD or give it as the first line "
+                    "of standard input"
+                )
+            password = line.rstrip("\r\n")
+    client = GroundClient(url, timeout=10.0)
+    try:
+        client.login(user, password)
+    except ApiError as exc:
+        client.close()
+        raise ConfigError(f"--server {url}: login as {user} refused ({exc.detail})") from None
+    except (httpx.HTTPError, OSError) as exc:  # connection refused, timeout, a bad URL
+        client.close()
+        raise ConfigError(f"--server {url}: cannot reach it ({exc})") from None
+    return _ServerConsole(client)
+
+
 def ground_main(args) -> int:
     from orbithil.flight import ccsds
     from orbithil.flight.ccsds import Stage
@@ -80,14 +198,37 @@ def ground_main(args) -> int:
 
     timeout = _seconds(args.timeout, "--timeout", zero_ok=False)
     watch = _seconds(args.watch, "--watch", zero_ok=True)
-    stack = _address(args.stack)
-    keys = ccsds.load_keys(args.keys)
-    if args.key_id is not None and args.key_id not in keys:
-        raise ConfigError(f"--key-id {args.key_id}: no such key; the keys have ids {sorted(keys)}")
-    key_id = args.key_id if args.key_id is not None else min(keys)
     results: list[dict] = []
     quitting = threading.Event()
-    with Ground(stack, key_id=key_id, key=keys[key_id]) as g:
+    if getattr(args, "server", None):
+        if args.keys or args.key_id is not None:
+            raise ConfigError("--server: the server signs the commands; give no --keys/--key-id")
+        link = _server_console(args)
+        where = f"the server {link.client.url}"
+        unreachable = (
+            f"no completion within {timeout:g} s: the server sent it, but the stack did not "
+            "answer (is it running, and does the server hear it? see its /api/status); the "
+            "command may still run"
+        )
+    else:
+        if getattr(args, "user", None):
+            raise ConfigError("--user: only with --server (the server's login)")
+        stack = _address(args.stack)
+        keys = ccsds.load_keys(args.keys)
+        if args.key_id is not None and args.key_id not in keys:
+            raise ConfigError(
+                f"--key-id {args.key_id}: no such key; the keys have ids {sorted(keys)}"
+            )
+        key_id = args.key_id if args.key_id is not None else min(keys)
+        link = Ground(stack, key_id=key_id, key=keys[key_id])
+        where = f"{stack[0]}:{stack[1]}"
+        unreachable = (
+            f"no completion within {timeout:g} s: the stack is not running at "
+            f"{stack[0]}:{stack[1]}, or it could not authenticate the command (wrong "
+            "key or key id, or a sequence number it refused as a replay: another "
+            "machine sending with this key id?); the command may still run"
+        )
+    with link as g:
 
         def run(line: str) -> bool:
             """Run one console line; False when a command did not complete."""
@@ -137,13 +278,7 @@ def ground_main(args) -> int:
             except CommandRejected as exc:  # the stack ran it and it failed
                 record.update(status="failed", reason=exc.reason)
             except TimeoutError:
-                record.update(
-                    status="timeout",
-                    reason=f"no completion within {timeout:g} s: the stack is not running at "
-                    f"{stack[0]}:{stack[1]}, or it could not authenticate the command (wrong "
-                    "key or key id, or a sequence number it refused as a replay: another "
-                    "machine sending with this key id?); the command may still run",
-                )
+                record.update(status="timeout", reason=unreachable)
             except OSError as exc:  # the network refused the packet (after TimeoutError,
                 record.update(status="unsent", reason=str(exc))  # which is an OSError too)
             else:
@@ -181,14 +316,19 @@ def ground_main(args) -> int:
                 if watch:
                     run("tm")
             return EXIT_OK if ok else EXIT_FAILED
-        print(f"orbithil ground: commands by name; {REPL_WORDS}; events print as they "
-              "arrive; telemetry comes after the first command (NOOP will do)")  # fmt: skip
+        print(f"orbithil ground ({where}): commands by name; {REPL_WORDS}; events print as "
+              "they arrive; telemetry comes after the first command (NOOP will do)")  # fmt: skip
         stop = threading.Event()
 
         def live() -> None:  # events and a changed dictionary, as they arrive
             warned = False
             while not stop.wait(0.2):
-                show_events()
+                try:
+                    show_events()
+                except (OSError, ValueError) as exc:  # through a server that went away
+                    print(f"warning: {exc}", file=sys.stderr)
+                    stop.wait(5)
+                    continue
                 if g.dict_mismatch and not warned:
                     print("warning: the stack's dictionary differs from this one (hash)")
                     warned = True
@@ -317,6 +457,19 @@ def register(subparsers) -> None:
 
     g = subparsers.add_parser("ground", help="ground console: commands, telemetry, events")
     g.add_argument("--stack", default="127.0.0.1:47001", help="host:port of the flight stack")
+    g.add_argument(
+        "--server",
+        metavar="URL",
+        help="go through a ground server (orbithil ground serve), e.g. http://127.0.0.1:8080: "
+        "it signs the commands, so no --keys; password from ORBITHIL_GROUND_PASSWORD, the "
+        "prompt, or the first line of standard input",
+    )
+    g.add_argument(
+        "--user",
+        metavar="NAME",
+        help="with --server: the user to log in as (default ORBITHIL_GROUND_USER or your "
+        "login name)",
+    )
     g.add_argument("--keys", help="key file; default ORBITHIL_TC_KEYS")
     g.add_argument(
         "--key-id",
