@@ -180,6 +180,18 @@ def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_p
                     "scrubber period 128 cycles (commanded)"
                 )
                 expect(page.locator("#tm-SCRUB_PERIOD td.value")).to_have_text("128")
+                # and ada from the REPL through the server (it signs: no keys on that side)
+                via = subprocess.run(
+                    [sys.executable, "-m", "orbithil.tools.cli", "ground", "--server",
+                     serving["http"], "--user", "ada", "--send", "SET_SCRUB period=512"],
+                    capture_output=True, text=True, timeout=60,
+                    env={**env, "ORBITHIL_GROUND_PASSWORD": "ada-password"},
+                )  # fmt: skip
+                assert via.returncode == 0, via.stdout + via.stderr
+                assert "SET_SCRUB: completed" in via.stdout
+                by_repl = page.locator("#cmd-list li[data-state=COMPLETED]", has_text="SET_SCRUB")
+                expect(by_repl).to_have_count(1)  # the page sees the server's command live
+                expect(page.locator("#tm-SCRUB_PERIOD td.value")).to_have_text("512")
                 expect(uptime).not_to_have_text(uptime.inner_text())  # still live
 
                 shot = tmp_path / "ground-console.png"
