@@ -652,6 +652,21 @@ def test_serve_takes_stations_and_a_tle(tmp_path):
         ["ground", "serve", "--archive", "a", "--stations", str(tmp_path / "st.toml")]
     )
     assert [s.name for s in load_stations(args.stations)] == ["Here"] and args.tle is None
+    keys = tmp_path / "keys"
+    keys.write_text(f"1 {os.urandom(32).hex()}\n")
+    (tmp_path / "bad.toml").write_text("not toml [")
+    base = ["ground", "serve", "--keys", str(keys), "--archive", str(tmp_path / "a.sqlite")]
+    base += ["--http", "127.0.0.1:0"]
+    for extra, said in (
+        (["--stations", str(tmp_path / "bad.toml")], "is not readable TOML"),
+        (["--tle", str(tmp_path / "missing.tle")], "does not exist"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "orbithil.tools.cli", *base, *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 2 and said in run.stderr, run.stderr
+    assert not (tmp_path / "a.sqlite").exists()  # refused before anything was made
 
 
 def test_ground_usage_does_not_make_the_sub_command_look_required(capsys):
