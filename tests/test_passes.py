@@ -362,3 +362,10 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("orbithil: error: ") and message.format(**files) in err
     assert err.count("\n") == 1
+
+
+def test_ground_passes_is_the_same_command_under_ground(capsys):
+    assert main(["passes", "--hours", "6", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(["ground", "passes", "--hours", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == alone

@@ -216,7 +216,7 @@ def register(subparsers) -> None:
     prog = ground.prog
     ground.usage = (
         f"{prog} [--server URL [--user NAME] | --stack HOST:PORT --keys FILE] "
-        f"[--send LINE ...] [options]\n       {prog} {{serve,query,user}} ... "
+        f"[--send LINE ...] [options]\n       {prog} {{serve,query,user,passes}} ... "
         f"(see {prog} ACTION --help)"
     )
     shared = argparse.ArgumentParser(add_help=False)
@@ -324,6 +324,12 @@ def register(subparsers) -> None:
         help="add: set a new password and role for an existing user",
     )
     u.set_defaults(func=_user_checked)
+
+    from orbithil.tools import passes_cli
+
+    passes_cli.add_arguments(
+        actions.add_parser("passes", help=passes_cli.HELP, description=passes_cli.__doc__)
+    )
 
 
 def _user_checked(args) -> int:

@@ -134,12 +134,15 @@ def passes(args) -> int:
     return 0
 
 
+HELP = "ground-station passes and contact windows from the spacecraft's TLE"
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "passes",
-        help="ground-station passes and contact windows from the spacecraft's TLE",
-        description=__doc__,
-    )
+    add_arguments(subparsers.add_parser("passes", help=HELP, description=__doc__))
+
+
+def add_arguments(p) -> None:
+    """The options of ``orbithil passes`` (also ``orbithil ground passes``)."""
     p.add_argument(
         "--hours",
         type=float,
