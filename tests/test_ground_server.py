@@ -674,7 +674,7 @@ def test_ground_usage_does_not_make_the_sub_command_look_required(capsys):
         main(["ground", "--help"])
     usage = capsys.readouterr().out.split("\n\n")[0]
     assert "ACTION ..." not in usage.replace("ACTION --help", "")
-    assert "--server URL" in usage and "{serve,query,user}" in usage
+    assert "--server URL" in usage and "{serve,query,user,passes}" in usage
 
 
 # --- the REPL through the server ------------------------------------------------------------
