@@ -2,13 +2,24 @@
 
 Started by ``sim.backend``: listens on 127.0.0.1 (an ephemeral port, written to the file
 named by ORBITHIL_BRIDGE_PORT_FILE), accepts one connection, then moves bytes both ways.
-Simulated time advances in steps: short while bytes are moving, doubling while the link
-is quiet (so an idle chip keeps running without Python waking per byte). Once the chip
-has answered every frame the host sent, it is waiting for the host: the bridge then
-sleeps in ``select`` until the host's next bytes come (at once) or a wait runs out (1 ms,
-doubling to 20 ms), and only then moves the chip on by a step. So a chip nobody talks to
-costs a few percent of a core, not a whole one (its clock runs slower meanwhile: UPTIME,
-the watchdog and the scrubber advance about 0.12 M cycles a second instead of ~2.6 M).
+Python wakes as seldom as it can without delaying a byte anyone waits for (a wake-up costs
+about as much CPU as simulating the 80 cycles of two byte times, which is how often the
+bridge used to wake while bytes moved):
+
+- bytes queued to the chip: one step over all of them (they are certain to go out);
+- the chip sending a frame: one step to the earliest time its closing delimiter can land
+  (its header gives the length, ``ChipFrames.certain``), then a wake-up on that byte; the
+  host gets the frame in one piece (half a frame and then a pause would look to it like
+  a lost delimiter on a slow simulator such as Icarus);
+- the chip owing an answer (computing, nothing moving): a wake-up on its first byte, or
+  after 64 byte times to look at the host's socket;
+- the chip has answered every frame the host sent, so it waits for the host: the bridge
+  then sleeps in ``select`` until the host's next bytes come (at once) or a wait runs out
+  (1 ms, doubling to 20 ms), and only then moves the chip on by a step (2 byte times,
+  doubling to 64). So a chip nobody talks to costs a few percent of a core, not a whole
+  one (its clock runs slower meanwhile: UPTIME, the watchdog and the scrubber advance
+  about 0.12 M cycles a second instead of ~2.6 M).
+
 The test ends, and the simulator with it, when the host closes the connection or never
 connects.
 """
@@ -21,13 +32,22 @@ import socket
 import time
 
 import cocotb
-from cocotb.triggers import Timer
+from cocotb.triggers import First, Timer
 
+from orbithil.hal.codec.frame_format import (
+    CRC_LEN,
+    FEC_PARITY,
+    FEC_VERSION,
+    HEADER_LEN,
+    MAX_ENCODED,
+    MIN_BODY,
+)
 from orbithil.sim.tb_link import RING, TbLink, params
 
 ACCEPT_TIMEOUT_S = 120.0
 IDLE_WAIT_S = (0.001, 0.02)  # first and longest wait for the host while nothing is owed
-RESYNC_S = 0.2  # unanswered and quiet this long: the chip dropped a frame, nothing is owed
+RESYNC_S = 0.2  # quiet this long: a frame the chip owes or began is not coming (dropped, stuck)
+_HEAD = 2 * HEADER_LEN  # encoded bytes that always hold a frame's decoded header
 
 
 class FrameCount:
@@ -44,6 +64,79 @@ class FrameCount:
             if run or (i == 0 and self._open):
                 self.frames += 1
         self._open = bool(runs[-1]) or (len(runs) == 1 and self._open)
+
+
+class ChipFrames:
+    """The frame the chip is sending, as far as it came: how many more of its bytes are
+    certain to come. The chip sends ``00 | COBS(body) | 00`` (fpga/rtl/frame_tx.v) at most
+    one byte per byte time, and a body's header gives its length, so once a frame has
+    begun, its closing delimiter cannot land sooner than ``certain - 1`` byte times."""
+
+    def __init__(self) -> None:
+        self._head = bytearray()  # the first encoded bytes of the current run
+        self._run = 0  # encoded bytes in the current run (since the last delimiter)
+        self._leading = False  # the last byte was a delimiter after an empty run
+        self._body: int | None = None  # the current frame's body length, once decoded
+
+    def feed(self, data: bytes) -> None:
+        runs = data.split(b"\0")
+        self._extend(runs[0])
+        for run in runs[1:]:
+            # A delimiter after an empty run opens a frame (the chip sends one ahead of
+            # every frame); one after bytes closes the frame they were.
+            leading = self._run == 0
+            self.abandon()
+            self._leading = leading
+            self._extend(run)
+
+    def abandon(self) -> None:
+        """Expect nothing more of the current frame (the chip stopped in the middle)."""
+        self._head.clear()
+        self._run = 0
+        self._leading = False
+        self._body = None
+
+    @property
+    def certain(self) -> int:
+        """Bytes of the current frame, closing delimiter included, still certain to come
+        (0: no frame under way)."""
+        if self._run == 0:
+            return MIN_BODY + 2 if self._leading else 0  # a code byte, a body, a delimiter
+        body = self._body or MIN_BODY
+        return max(min(body + 1, MAX_ENCODED) - self._run, 0) + 1
+
+    def _extend(self, run: bytes) -> None:
+        if not run:
+            return
+        self._run += len(run)
+        if self._body is None and len(self._head) < _HEAD:
+            self._head += run[: _HEAD - len(self._head)]
+            header = cobs_prefix(self._head, HEADER_LEN)
+            if header is not None:
+                version, _, _, length = header
+                parity = FEC_PARITY if version == FEC_VERSION else 0
+                self._body = HEADER_LEN + length + CRC_LEN + parity
+
+
+def cobs_prefix(encoded: bytes | bytearray, n: int) -> bytes | None:
+    """The first ``n`` bytes COBS-decoded from the start of ``encoded`` (the bytes after
+    a delimiter), or None while too few have come to tell."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        if i >= len(encoded):
+            return None
+        code = encoded[i]
+        group = encoded[i + 1 : i + code]
+        out += group
+        if len(out) >= n:
+            break
+        if len(group) < code - 1:
+            return None
+        i += code
+        if code != 0xFF:
+            out.append(0)  # a group that ends before the run does ends at a zero
+    return bytes(out[:n])
 
 
 @cocotb.test()
@@ -65,15 +158,18 @@ async def bridge(dut):
         server.close()
     conn.setblocking(False)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    min_step = 2 * link.byte_ns
-    # The longest idle step bounds how long a host's bytes wait in the socket: 64 byte
-    # times is ~1 ms of wall time at Verilator's speed (256 made resends wait ~4 ms), and
-    # a chip that still owes an answer runs at full speed (a wake-up per 2,500 cycles).
-    max_step = 64 * link.byte_ns
-    step = min_step
+    byte_ns = link.byte_ns
+    min_step = 2 * byte_ns
+    # The longest step while nothing is certain to move bounds how long a host's bytes
+    # wait in the socket: 64 byte times is ~1 ms of wall time at Verilator's speed (256
+    # made resends wait ~4 ms); a chip's answer ends such a step at once.
+    max_step = 64 * byte_ns
+    chip_sent = dut.rxq_len.value_change  # the chip's next byte has landed in rxq
+    idle_step = min_step
     wait = IDLE_WAIT_S[0]
     sent, answered = FrameCount(), FrameCount()  # frames from the host, and from the chip
-    backlog = b""
+    sending = ChipFrames()
+    backlog = unsent = b""  # bytes for the chip that do not fit its queue; for the host
     started = last_traffic = time.monotonic()
     while True:
         try:
@@ -91,25 +187,44 @@ async def bridge(dut):
         room = RING - 64 - in_flight
         if backlog and room > 0:
             link.send_bytes(backlog[:room])
+            in_flight += min(len(backlog), room)
             backlog = backlog[room:]
         out = link.take_received()
         answered.feed(out)
-        if out:
+        sending.feed(out)
+        now = time.monotonic()
+        if data or out or in_flight > 0:
+            idle_step, wait, last_traffic = min_step, IDLE_WAIT_S[0], now
+        elif now - last_traffic > RESYNC_S:  # what the chip owes or began is not coming
+            answered.frames = sent.frames
+            sending.abandon()
+        coming = sending.certain
+        # The host gets whole frames: the bytes of a frame under way wait here for its
+        # closing delimiter (a host takes half a frame and then silence for a lost
+        # delimiter, and a step over the rest may be long on a slow simulator).
+        unsent += out
+        held = len(unsent) - unsent.rfind(b"\0") - 1 if coming else 0
+        if held > MAX_ENCODED:  # no frame is that long: these bytes are not one
+            held = 0
+        if len(unsent) > held:
             try:
-                conn.sendall(out)
+                conn.sendall(unsent[: len(unsent) - held])
             except OSError:
                 break
-        busy = data or out or backlog or in_flight > 0
-        now = time.monotonic()
-        if busy:
-            step, wait, last_traffic = min_step, IDLE_WAIT_S[0], now
+            unsent = unsent[len(unsent) - held :]
+        moving = [n for n in (in_flight, coming - 1) if n > 0]
+        if moving:  # bytes certain to move: step over them (a full queue implies moving)
+            step, watch = min(moving) * byte_ns, coming == 1
         else:
-            step = min(step * 2, max_step)
-            if answered.frames < sent.frames and now - last_traffic > RESYNC_S:
-                answered.frames = sent.frames
-            if answered.frames >= sent.frames:  # the chip waits for the host: so do we
+            if coming or answered.frames < sent.frames:  # the chip owes bytes
+                step, watch = max_step, True
+            else:  # the chip waits for the host: so do we
                 if select.select([conn], [], [], wait)[0]:
-                    step = min_step  # the host's bytes are here: take them at once
+                    continue  # the host's bytes are here: take them at once
                 wait = min(wait * 2, IDLE_WAIT_S[1])
-        await Timer(step, "ns")
+                step, watch, idle_step = idle_step, False, min(idle_step * 2, max_step)
+        if watch:
+            await First(Timer(step, "ns"), chip_sent)
+        else:
+            await Timer(step, "ns")
     conn.close()

@@ -1,4 +1,5 @@
-"""The sim:// backend's lifecycle: ready handshake, a killed simulator, no orphans."""
+"""The sim:// backend's lifecycle: ready handshake, a killed simulator, no orphans; and how
+far its bridge may step the simulator while the chip sends a frame."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import textwrap
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orbithil import hal
+from orbithil.hal import codec
+from orbithil.hal.codec.frame_format import CRC_LEN, FEC_PARITY, FEC_VERSION, HEADER_LEN
+from orbithil.sim.bridge import ChipFrames
 
 pytestmark = pytest.mark.sim
 
@@ -106,3 +112,40 @@ def test_a_thousand_commands_to_the_rtl_over_a_corrupting_link_all_come_back_rig
         assert chip.telemetry()["FRAMES_BAD"] > 0  # the chip saw damaged frames too
         # the link turned FEC on (auto): the chip took version-2 frames, the host repaired
         assert stats.fec_requests > 0 and chip.link.deframer.bytes_corrected > 0
+
+
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.integers(0, 255),
+            st.integers(0, 255),
+            st.binary(max_size=251) | st.lists(st.sampled_from(b"\x00\x01\xff"), max_size=251),
+            st.sampled_from([1, FEC_VERSION]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    chunk=st.integers(1, 40),
+)
+def test_the_bridge_expects_no_more_of_a_chip_frame_than_is_left_to_come(frames, chunk):
+    """The bridge moves the simulator on by the bytes of the chip's frame that are certain
+    to come, in one step: never more than are left of it (at a frame's end, none), and all
+    of them but COBS's extra code bytes once the frame's header has come."""
+    wires = [
+        codec.frame_encode(seq, cmd, bytes(payload), version=version)
+        for seq, cmd, payload, version in frames
+    ]
+    stream = b"".join(wires)
+    ends = [sum(len(w) for w in wires[: i + 1]) for i in range(len(wires))]
+    sending = ChipFrames()
+    for start in range(0, len(stream), chunk):
+        sending.feed(stream[start : start + chunk])
+        pos = min(start + chunk, len(stream))
+        k = next(i for i, end in enumerate(ends) if end >= pos)
+        left = ends[k] - pos
+        assert 0 <= sending.certain <= left
+        _, _, payload, version = frames[k]
+        if pos - (ends[k] - len(wires[k])) > 1 + 2 * HEADER_LEN and left:  # its header came
+            body = HEADER_LEN + len(payload) + CRC_LEN + (FEC_PARITY if version == 2 else 0)
+            cobs_codes = len(wires[k]) - 2 - body
+            assert sending.certain == left - (cobs_codes - 1)
