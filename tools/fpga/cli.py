@@ -20,7 +20,8 @@ def _builds(choice: str) -> list[int]:
 
 
 def synth_main(args) -> int:
-    console = make_console()
+    # with --json, stdout carries the JSON alone: progress and errors go to stderr
+    console = make_console(stderr=args.json)
     results = []
     for harden in _builds(args.harden):
         console.print(f"synthesising HARDEN={harden} for the iCE40 UP5K (yosys, nextpnr) ...")
