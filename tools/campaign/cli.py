@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rich.table import Table
 from orbithil.errors import ConfigError, OrbithilError
 from orbithil.tools.campaign import report, stats
 from orbithil.tools.campaign import spec as spec_mod
-from orbithil.tools.campaign.store import Store
+from orbithil.tools.campaign.store import Store, StoreError, sqlite_problem
 from orbithil.tools.console import console as make_console
 
 
@@ -169,7 +170,7 @@ def _status(counts: dict) -> dict:
 
 
 def status_main(args) -> int:
-    with Store(args.store) as store:
+    with Store(args.store, readonly=True) as store:
         counts = store.counts()
         summaries = report.summarise(store)
     if args.json:
@@ -186,7 +187,7 @@ def status_main(args) -> int:
 
 
 def report_main(args) -> int:
-    with Store(args.store) as store:
+    with Store(args.store, readonly=True) as store:
         print_tables(report.summarise(store))
         out = Path(args.html or Path(args.store).with_suffix(".html"))
         report.write_html(store, out)
@@ -256,6 +257,9 @@ def handle_errors(func):
     def wrapped(args) -> int:
         try:
             return func(args)
+        except sqlite3.Error as exc:
+            # a store that opened but fails later (damaged past its first pages, a full disk)
+            raise StoreError(sqlite_problem(Path(getattr(args, "store", "store")), exc)) from None
         except ValueError as exc:
             if isinstance(exc, OrbithilError):
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -47,22 +48,71 @@ class StoreError(OrbithilError, RuntimeError):
     pass
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+OWN_TABLES = {"meta", "setup", "plan", "result"}
+
+
 class Store:
-    def __init__(self, path: Path | str, *, create: bool = False) -> None:
+    """A campaign store. ``create``: make it if missing (a new file, an empty file or an
+    SQLite database without tables). ``readonly``: only read (status and reports), which
+    also works on a store the user cannot write. Anything but a campaign store (another
+    program's database, a truncated or non-SQLite file) is refused with a ``StoreError``
+    and left exactly as it was."""
+
+    def __init__(self, path: Path | str, *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(
                 f"no campaign store at {self.path}; `orbithil campaign run SPEC --store "
                 f"{self.path}` makes one"
             )
-        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
-        self.db.executescript(SCHEMA)
+        fresh = _check_file(self.path, create=create)
+        if not readonly and not fresh and not os.access(self.path, os.W_OK):
+            raise StoreError(
+                f"{self.path} is read-only and a campaign writes its results into it; make it "
+                f"writable (chmod u+w {self.path}) or give another store path"
+            )
+        try:
+            if readonly:
+                self.db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                    isolation_level=None,
+                )  # fmt: skip
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._open(readonly=readonly)
+        except BaseException as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self.db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(sqlite_problem(self.path, exc)) from None
+            raise
+
+    def _open(self, *, readonly: bool) -> None:
+        tables = {
+            name
+            for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if tables and not tables >= OWN_TABLES:
+            raise StoreError(
+                f"{self.path} is an SQLite database of another program (tables: "
+                f"{', '.join(sorted(tables))}), not a campaign store; it was left as it was. "
+                "Give the path of a store `orbithil campaign run` made, or a new path"
+            )
+        if readonly:
+            if not tables:
+                raise StoreError(
+                    f"{self.path} holds no campaign yet (an empty database); "
+                    f"`orbithil campaign run SPEC --store {self.path}` starts one"
+                )
+        else:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            self.db.executescript(SCHEMA)
         version = self.meta("schema_version")
-        if version is None:
+        if version is None and not readonly:
             self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) != SCHEMA_VERSION:
+        elif version is None or int(version) != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has store schema {version}; this orbithil reads {SCHEMA_VERSION}"
             )
@@ -223,3 +273,46 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+
+def _check_file(path: Path, *, create: bool) -> bool:
+    """Refuse what cannot be a store before SQLite touches it; True for a new store (a
+    missing or empty file, when ``create``)."""
+    if not path.exists():
+        return True
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; a campaign store is a file, e.g. {path}/c.sqlite")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"{path} cannot be read: {exc.strerror}") from None
+    if not head:
+        if create:
+            return True
+        raise StoreError(
+            f"{path} is an empty file, not a campaign store; `orbithil campaign run SPEC "
+            f"--store {path}` makes one"
+        )
+    if head != SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not an SQLite file, so not a campaign store; it was left as it was. "
+            "Give the path of a store `orbithil campaign run` made, or a new path"
+        )
+    return False
+
+
+def sqlite_problem(path: Path, exc: sqlite3.Error) -> str:
+    """What an SQLite error on the store at ``path`` means to a user, and what to do."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"{path} cannot be written ({text}); make it and its folder writable, or give "
+            "another store path"
+        )
+    if "full" in text:
+        return f"{path} cannot be written: {text}; free some space and run again to resume"
+    return (
+        f"{path} cannot be read as a campaign store ({text}): it may be truncated or "
+        "damaged; give another store path (a damaged store cannot be resumed)"
+    )

@@ -1,0 +1,117 @@
+"""The campaign store without a simulator: a resume runs exactly what has no result, and
+anything that is not a campaign store is refused with a clear error and left untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+
+import pytest
+
+from orbithil.payload.classify import Observation
+from orbithil.sim.faults import FaultModel, Injection
+from orbithil.tools import cli
+from orbithil.tools.campaign import spec as spec_mod
+from orbithil.tools.campaign.store import Store, StoreError
+
+SETUP = {"harden": 0, "sim": "verilator", "workload": "control", "seed": 0}
+
+
+def _injections(n: int) -> list[Injection]:
+    return [Injection("u_regs.r0", None, (i % 32,), 10 + i, FaultModel.FLIP, "u_regs")
+            for i in range(n)]  # fmt: skip
+
+
+def make_store(path, n: int = 6, done: tuple[int, ...] = ()) -> None:
+    """A planned store of ``n`` injections (one build), with results for plan ids ``done``."""
+    spec = spec_mod.parse({"size": {"injections": n}, "chip": {"harden": [0]}})
+    with Store(path, create=True) as store:
+        store.write_plan(spec.to_dict(), [(SETUP, {"u_regs": 32}, 100, Observation(),
+                                          _injections(n))])  # fmt: skip
+        for plan_id in done:
+            store.add_result(plan_id, "masked", Observation(), {"cycles": 1})
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_status_reads_a_store_it_cannot_write(tmp_path, capsys):
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=4, done=(1,))
+    os.chmod(path, 0o444)
+    assert cli.main(["campaign", "status", str(path)]) == 0
+    assert "1/4 done" in capsys.readouterr().out
+
+
+def test_run_refuses_a_read_only_store_with_the_fix(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes read-only files")
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=4)
+    os.chmod(path, 0o444)
+    with pytest.raises(StoreError, match=r"is read-only .* chmod u\+w"):
+        Store(path)
+
+
+def _foreign_db(path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+    db.execute("INSERT INTO contacts VALUES ('ada', '123')")
+    db.commit()
+    db.close()
+
+
+def _empty(path) -> None:
+    path.write_bytes(b"")
+
+
+def _text(path) -> None:
+    path.write_text("name = 'not a store'\n")
+
+
+def _truncated(path) -> None:
+    full = path.parent / "whole" / "c.sqlite"
+    full.parent.mkdir()
+    make_store(full, n=300)
+    path.write_bytes(full.read_bytes()[:1500])
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_foreign_db, "an SQLite database of another program (tables: contacts)"),
+        (_empty, "is an empty file, not a campaign store"),
+        (_text, "is not an SQLite file"),
+        (_truncated, "cannot be read as a campaign store"),
+    ],
+    ids=["other-program", "empty", "not-sqlite", "truncated"],
+)
+@pytest.mark.parametrize("action", ["status", "report", "run"])
+def test_what_is_not_a_store_is_refused_and_left_untouched(tmp_path, capsys, make, reason, action):
+    path = tmp_path / "x.sqlite"
+    make(path)
+    before = _digest(path)
+    argv = {"status": ["status", str(path)], "report": ["report", str(path)],
+            "run": ["run", "--store", str(path)]}[action]  # fmt: skip
+    assert cli.main(["campaign", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orbithil: error: ") and reason in err, err
+    assert "Traceback" not in err
+    assert _digest(path) == before
+    # nothing added beside it (reading a WAL file may leave SQLite's empty -wal and -shm)
+    beside = {p.name for p in tmp_path.iterdir() if p.name.startswith("x.")} - {"x.sqlite"}
+    assert beside <= {"x.sqlite-wal", "x.sqlite-shm"}
+    assert not beside or (tmp_path / "x.sqlite-wal").stat().st_size == 0
+
+
+def test_a_new_spec_is_not_planned_into_another_programs_database(tmp_path):
+    path = tmp_path / "x.sqlite"
+    _foreign_db(path)
+    spec = spec_mod.parse({"size": {"injections": 3}, "chip": {"harden": [0]}})
+    from orbithil.tools.campaign.run import create
+
+    with pytest.raises(StoreError, match="another program"):
+        create(path, spec)
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
