@@ -37,6 +37,17 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_pending_is_exactly_the_planned_injections_without_a_result(tmp_path):
+    make_store(tmp_path / "c.sqlite", n=6, done=(1, 3, 4))
+    with Store(tmp_path / "c.sqlite") as store:
+        pending = store.pending()
+        assert [pid for pid, _ in pending[1]] == [2, 5, 6]  # what a resume must still run
+        assert [inj.cycle for _, inj in pending[1]] == [11, 14, 15]
+        assert store.counts() == {"planned": 6, "done": 3, "masked": 3}
+        assert store.add_result(3, "sdc", Observation(), {}) is False  # kept as it was
+        assert store.counts()["masked"] == 3
+
+
 def test_status_reads_a_store_it_cannot_write(tmp_path, capsys):
     path = tmp_path / "c.sqlite"
     make_store(path, n=4, done=(1,))
