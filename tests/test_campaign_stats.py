@@ -95,6 +95,11 @@ def test_example_spec_loads_and_round_trips(tmp_path):
         ('[fault]\nmodel = "laser"', r"fault\.model = 'laser' .* one of flip, mbu, stuck"),
         ("[size]\ninjections = 10\nmargin = 0.01", "injections or margin, not both"),
         ("[size]\nmargin = 2", r"size\.margin = 2 is not allowed"),
+        (
+            "[size]\ninjections = 100000000000",
+            r"size\.injections = 100000000000 is not allowed; use an integer from 1 to 1,000,000",
+        ),
+        ("[size]\ninjections = 0", r"size\.injections = 0 is not allowed"),
         ("[chips]\nharden = [1]", r"unknown section \[chips\]; sections: \[workload\]"),
         ("[run]\nworkerz = 2", r"run\.workerz: unknown key; \[run\] takes executor, workers"),
         ('[run]\nscheduler = "localhost"', r"tcp://host:port"),
@@ -107,3 +112,14 @@ def test_spec_errors_name_key_value_and_allowed(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(spec_mod.SpecError, match=message):
         spec_mod.load(path)
+
+
+def test_a_size_the_fault_space_or_the_planner_cannot_hold_is_refused():
+    spec = spec_mod.parse({"size": {"injections": 500}}, source="c.toml")
+    spec_mod.check_size(spec, 500, 10_000, "HARDEN=0")  # fits: no error
+    with pytest.raises(spec_mod.SpecError, match=r"injections = 500 is more than the 400 faults"):
+        spec_mod.check_size(spec, 500, 400, "HARDEN=0")
+    narrow = spec_mod.parse({"size": {"margin": 1e-6}}, source="c.toml")
+    n = stats.sample_size(1e-6, 0.95, 10**15)
+    with pytest.raises(spec_mod.SpecError, match=r"margin = 1e-06 needs .* ask for a wider"):
+        spec_mod.check_size(narrow, n, 10**15, "HARDEN=1")

@@ -30,7 +30,7 @@ from orbithil.sim.faults import (
     injection_from_dict,
     injection_to_dict,
 )
-from orbithil.tools.campaign.spec import Spec
+from orbithil.tools.campaign.spec import Spec, check_size
 from orbithil.tools.campaign.stats import sample_size
 from orbithil.tools.campaign.store import Store, StoreError
 
@@ -61,6 +61,7 @@ def plan_builds(spec: Spec) -> list[BuildPlan]:
             n = spec.injections
         else:
             n = sample_size(spec.margin, spec.confidence, population)
+        check_size(spec, n, population, f"HARDEN={setup.harden}")
         plans.append(BuildPlan(setup, space, golden, population, n))
     return plans
 

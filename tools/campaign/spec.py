@@ -16,6 +16,10 @@ from orbithil.sim.harness import SIMULATORS
 from orbithil.tools.campaign.stats import ORBIT_PRESETS
 
 EXECUTORS = ("local", "dask")
+# Injections per build, at most: the whole plan is drawn and stored before anything runs
+# (a million take about 0.5 GB while planned), and at ~15 injections/s a million is already
+# most of a day per build on two cores.
+MAX_INJECTIONS = 1_000_000
 
 EXAMPLE = """\
 # An orbithil fault-injection campaign. Run it with
@@ -112,7 +116,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "stuck_cycles": "an integer >= 1",
     },
     "size": {
-        "injections": "an integer >= 1",
+        "injections": f"an integer from 1 to {MAX_INJECTIONS:,} (per build)",
         "margin": "a number in (0, 0.5]",
         "confidence": "a number in (0, 1)",
     },
@@ -202,7 +206,12 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
     if "injections" in size and "margin" in size:
         raise SpecError(f"{source}: [size] takes injections or margin, not both")
     margin = get("size", "margin", None, lambda v: is_num(v) and 0 < v <= 0.5)
-    injections = get("size", "injections", None if margin else 500, lambda v: is_int(v) and v >= 1)
+    injections = get(
+        "size",
+        "injections",
+        None if margin else 500,
+        lambda v: is_int(v) and 1 <= v <= MAX_INJECTIONS,
+    )
     rate = get(
         "orbit",
         "rate",
@@ -247,6 +256,22 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
         orbit_rate=rate,
         source=source,
     )
+
+
+def check_size(spec: Spec, n: int, population: int, build: str) -> None:
+    """Refuse a build's sample size that cannot be planned: more than MAX_INJECTIONS (a
+    margin too narrow) or more than its fault space has faults."""
+    asked = f"margin = {spec.margin:g}" if spec.injections is None else f"injections = {n:,}"
+    if n > MAX_INJECTIONS:
+        raise SpecError(
+            f"{spec.source or '<spec>'}: size.{asked} needs {n:,} injections for {build}, more "
+            f"than the {MAX_INJECTIONS:,} a campaign plans per build; ask for a wider margin"
+        )
+    if n > population:
+        raise SpecError(
+            f"{spec.source or '<spec>'}: size.{asked} is more than the {population:,} faults "
+            f"(bit, cycle) {build} has; use injections <= {population:,}"
+        )
 
 
 def to_toml(spec: Spec) -> str:
