@@ -157,3 +157,94 @@ def test_the_demo_runs_and_ends_with_the_table_and_report(tmp_path):
     path = Path(report_line[0].split(":", 1)[1].strip())
     assert path.exists() and path.read_text().count("data:image/png;base64,") == 5
     assert path.parent == out_dir  # the demo wrote where it was told, not into a checkout
+
+
+def _campaign_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("campaign") and t.is_alive()]
+
+
+def _spy_on_engine_results(monkeypatch) -> list:
+    """Every result an engine process handed over, whether or not it was stored."""
+    from orbithil.sim import inject
+
+    delivered, run_plan = [], inject.run_plan
+
+    def spy(setup, items, **kwargs):
+        on_result = kwargs.pop("on_result")
+
+        def record(result):
+            delivered.append(result.index)
+            on_result(result)
+
+        return run_plan(setup, items, on_result=record, **kwargs)
+
+    monkeypatch.setattr(inject, "run_plan", spy)
+    return delivered
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_every_finished_result(tmp_path, monkeypatch):
+    spec = spec_mod.parse({"workload": {"name": "control"}, "chip": {"harden": [0, 1]},
+                           "size": {"injections": 60},
+                           "run": {"workers": 2, "chunk": 30}})  # fmt: skip
+    delivered = _spy_on_engine_results(monkeypatch)
+    seen = []
+
+    def ctrl_c_after_three(outcome: str) -> None:
+        seen.append(outcome)
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # as SIGINT arrives in the main thread
+
+    with create(tmp_path / "c.sqlite", spec) as store:
+        with pytest.raises(KeyboardInterrupt):
+            execute(store, spec, on_result=ctrl_c_after_three)
+        assert not _campaign_threads()  # the workers ended before execute returned
+        stored = store.counts()["done"]
+        assert stored == len(set(delivered))  # every finished result was kept
+        assert 3 <= stored < 30  # and the workers stopped within their first chunk
+        execute(store, spec)  # resumes: only what is missing
+        assert store.counts()["done"] == 120
+    assert len(delivered) == 120  # nothing ran twice
+
+
+def test_a_full_disk_stops_the_campaign_with_a_clear_error_and_keeps_the_results(tmp_path):
+    spec = spec_mod.parse({"workload": {"name": "control"}, "chip": {"harden": [0]},
+                           "size": {"injections": 40},
+                           "run": {"workers": 2, "chunk": 20}})  # fmt: skip
+    path = tmp_path / "c.sqlite"
+    with create(path, spec) as store:
+        pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+        store.db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLITE_FULL soon
+        with pytest.raises(StoreError, match=r"database or disk is full; free some space .* kept"):
+            execute(store, spec)
+        assert not _campaign_threads()
+        kept = store.counts()["done"]
+        assert kept < 40
+    with Store(path) as store:  # space again: the resume finishes the rest
+        execute(store, spec)
+        assert store.counts()["done"] == 40
+
+
+def test_sigint_on_campaign_run_exits_130_saying_what_was_kept(tmp_path):
+    spec_path = tmp_path / "c.toml"
+    spec_path.write_text(_spec_text(400, chunk=100))
+    store_path = tmp_path / "c.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run", str(spec_path),
+         "--store", str(store_path)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if store_path.exists() and len(_results(store_path)) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    kept = len(_results(store_path))
+    assert 2 <= kept < 800, kept
+    assert f"interrupted: {kept}/800 injections done, every finished one kept" in err
+    assert f"orbithil campaign run --store {store_path}` resumes" in err
+    assert "Traceback" not in err

@@ -100,7 +100,10 @@ def run_main(args) -> int:
         store = Store(store_path)
         spec = spec_mod.Spec.from_dict(store.meta("spec"))
     with store:
-        summary = run_with_progress(store, spec, args)
+        try:
+            summary = run_with_progress(store, spec, args)
+        except KeyboardInterrupt:
+            return interrupted(store, f"orbithil campaign run --store {store_path}")
         counts = store.counts()
         summaries = report.summarise(store)
         if args.json:
@@ -119,6 +122,20 @@ def run_main(args) -> int:
             return 1
         print_tables(summaries)
     return 0
+
+
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
+
+
+def interrupted(store: Store, resume: str) -> int:
+    """Ctrl-C during a run: say what was kept and how to go on."""
+    counts = store.counts()
+    print(
+        f"interrupted: {counts['done']}/{counts['planned']} injections done, every finished "
+        f"one kept in {store.path}; `{resume}` resumes",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
 
 
 def print_tables(summaries: list[report.BuildSummary], console: Console | None = None) -> None:

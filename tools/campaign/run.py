@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import queue
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from orbithil.sim.faults import (
 )
 from orbithil.tools.campaign.spec import Spec, check_size
 from orbithil.tools.campaign.stats import sample_size
-from orbithil.tools.campaign.store import Store, StoreError
+from orbithil.tools.campaign.store import Store, StoreError, sqlite_problem
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,13 @@ def execute(
 
     def commit(plan_id: int, outcome: str, observation, info: dict) -> None:
         t = time.perf_counter()
-        added = store.add_result(plan_id, outcome, observation, info)
+        try:
+            added = store.add_result(plan_id, outcome, observation, info)
+        except sqlite3.Error as exc:  # a full disk, a store removed or made read-only
+            raise StoreError(
+                f"{sqlite_problem(store.path, exc)}; the campaign stopped, the "
+                f"{stats.done} results of this run before it are kept"
+            ) from None
         stats.store_seconds += time.perf_counter() - t
         if added:
             stats.done += 1
@@ -177,35 +185,7 @@ def execute(
     if work and executor == "local":
         for setup in by_setup.values():
             inject.golden(setup)  # built and cached once, before the workers start
-        n_workers = workers or spec.worker_count
-        failures: list[BaseException] = []
-
-        def worker(setup: inject.Setup, chunk) -> None:
-            try:
-                for attempt in (1, 2):  # a failed worker's chunk is retried once
-                    try:
-                        inject.run_plan(setup, chunk, on_result=results.put)
-                        return
-                    except inject.EngineError as exc:
-                        if attempt == 2:
-                            failures.append(exc)  # reported after the others finish
-            except BaseException as exc:
-                failures.append(exc)
-            finally:
-                results.put(None)
-
-        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="campaign") as pool:
-            for setup, chunk in work:
-                pool.submit(worker, setup, chunk)
-            finished = 0
-            while finished < len(work):
-                item = results.get()
-                if item is None:
-                    finished += 1
-                    continue
-                commit(item.index, item.outcome.value, item.observation, item.info)
-        if failures:
-            raise failures[0]
+        _execute_local(work, workers or spec.worker_count, results, commit)
     elif work:
         _execute_dask(
             work,
@@ -215,6 +195,84 @@ def execute(
         )
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+class _Stopped(Exception):
+    """Raised in a worker thread to end its engine process once the campaign stops."""
+
+
+STOP_GRACE_S = 60.0  # after Ctrl-C, the longest wait for running engines to hand over
+
+
+def _execute_local(work, n_workers: int, results: queue.Queue, commit) -> None:
+    """Worker threads, one engine process each, committing in this thread as results
+    come. On Ctrl-C (or a store that cannot be written) the workers are told to stop: no
+    chunk starts, a running engine is ended at its next result, and every result that
+    finished is committed before the exception goes on."""
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def deliver(result) -> None:
+        results.put(result)  # a finished result is kept, even when stopping
+        if stop.is_set():
+            raise _Stopped
+
+    def worker(setup: inject.Setup, chunk) -> None:
+        try:
+            for attempt in (1, 2):  # a failed worker's chunk is retried once
+                if stop.is_set():
+                    return
+                try:
+                    inject.run_plan(setup, chunk, on_result=deliver)
+                    return
+                except inject.EngineError as exc:
+                    if attempt == 2:
+                        failures.append(exc)  # reported after the others finish
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            results.put(None)
+
+    pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="campaign")
+    futures = []
+    try:
+        futures = [pool.submit(worker, setup, chunk) for setup, chunk in work]
+        finished = 0
+        while finished < len(work):
+            item = results.get()
+            if item is None:
+                finished += 1
+                continue
+            commit(item.index, item.outcome.value, item.observation, item.info)
+    except BaseException as exc:
+        stop.set()
+        for future in futures:
+            future.cancel()  # chunks not started never start
+        storing = not isinstance(exc, StoreError)  # a store that failed takes nothing more
+        deadline = time.monotonic() + STOP_GRACE_S
+        while True:
+            running = not all(f.done() for f in futures)
+            if running and time.monotonic() > deadline:
+                break
+            try:
+                item = results.get(timeout=0.05)
+            except queue.Empty:
+                if running:
+                    continue
+                break
+            if item is not None and storing:
+                try:
+                    commit(item.index, item.outcome.value, item.observation, item.info)
+                except StoreError:
+                    storing = False
+        raise
+    finally:
+        # joined when every chunk ended (always, but for an engine past STOP_GRACE_S)
+        pool.shutdown(wait=all(f.done() for f in futures), cancel_futures=True)
+    if failures:
+        raise failures[0]
 
 
 def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
