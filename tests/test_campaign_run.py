@@ -48,34 +48,33 @@ def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_pat
     store_path = tmp_path / "c.sqlite"
     cmd = [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run"]
     env = dict(os.environ)
+    # Each run is killed the moment the store holds its kill point's count (seeded points
+    # spread over the 180 injections): killed mid-run however fast the machine is, since
+    # the count is watched, not a clock. A run that finishes first ends the loop.
     rng = np.random.default_rng(20261124)
+    points = sorted(int(k) for k in rng.choice(np.arange(1, 170), size=3, replace=False))
     kills, seen = 0, []
-    first = True
-    while kills < 3:
-        args = [*cmd, str(spec_path), "--store", str(store_path)] if first else [
+    for point in points:
+        args = [*cmd, str(spec_path), "--store", str(store_path)] if not kills else [
             *cmd, "--store", str(store_path)]  # fmt: skip
         proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
-        # wait until this run has committed something new, then kill it at a random moment
         deadline = time.monotonic() + 300
-        before = len(_results(store_path)) if store_path.exists() else 0
         while proc.poll() is None and time.monotonic() < deadline:
-            if store_path.exists() and len(_results(store_path)) > before:
+            if store_path.exists() and len(_results(store_path)) >= point:
                 break
-            time.sleep(0.05)
-        time.sleep(float(rng.uniform(0, 0.5)))
+            time.sleep(0.01)
         if proc.poll() is not None:
-            break  # it finished before we killed it
+            break  # it finished before its kill point
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-        first = False
         seen.append(len(_results(store_path)))
         # a second process reads status while nothing (or something) runs
         status = subprocess.run([*cmd[:-1], "status", str(store_path)], env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert f"{seen[-1]}/180 done" in status.stdout, status.stdout + status.stderr
-    assert kills == 3 and seen[-1] < 180, seen
+    assert kills >= 1 and seen[-1] < 180, (points, seen)
     done = subprocess.run([*cmd, "--store", str(store_path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
