@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,8 +23,63 @@ settings.register_profile(
     deadline=None,
     max_examples=300,
     suppress_health_check=[HealthCheck.too_slow],
+    database=None,  # no .hypothesis/ in the checkout: derandomized examples need no store
 )
 settings.load_profile("orbithil")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# written by the tools that run the tests themselves, never by a test
+TOOL_CACHES = {".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__", ".venv", ".git"}
+
+
+def checkout_outputs(root: Path = ROOT) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under ``root``/build (where `make demo` puts the
+    user's results) and of every other entry at the top of ``root``: what a test must
+    never create, change or remove."""
+    seen = {}
+    for entry in root.iterdir():
+        if entry.name not in TOOL_CACHES:
+            st = entry.lstat()
+            seen[entry.name] = (st.st_size if entry.is_file() else 0, st.st_mtime_ns)
+    build = root / "build"
+    if build.is_dir():
+        for path in build.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                seen[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    seen.pop("build", None)  # the folder's own mtime moves with any file in it
+    return seen
+
+
+def changed_outputs(before: dict, after: dict) -> list[str]:
+    """What differs between two ``checkout_outputs``: added, removed or changed names."""
+    return sorted(
+        [f"added {k}" for k in after.keys() - before.keys()]
+        + [f"removed {k}" for k in before.keys() - after.keys()]
+        + [f"changed {k}" for k in before.keys() & after.keys() if before[k] != after[k]]
+    )
+
+
+_CHECKOUT = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session):
+    session.stash[_CHECKOUT] = checkout_outputs()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """`make test` after `make demo` must leave build/demo (and the checkout) as it was:
+    a test that writes there fails the run."""
+    if _CHECKOUT not in session.stash:
+        return
+    changed = changed_outputs(session.stash[_CHECKOUT], checkout_outputs())
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests wrote into the checkout (only pytest's tmp dirs are theirs): "
+        if reporter is not None:
+            reporter.write_line("\n" + message + ", ".join(changed), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -23,9 +23,10 @@ def _injections(n: int) -> list[Injection]:
             for i in range(n)]  # fmt: skip
 
 
-def make_store(path, n: int = 6, done: tuple[int, ...] = ()) -> None:
-    """A planned store of ``n`` injections (one build), with results for plan ids ``done``."""
-    spec = spec_mod.parse({"size": {"injections": n}, "chip": {"harden": [0]}})
+def make_store(path, n: int = 6, done: tuple[int, ...] = (), spec=None) -> None:
+    """A planned store of ``n`` injections (one build), with results for plan ids ``done``;
+    ``spec`` is the spec it records (default: one of ``n`` injections)."""
+    spec = spec or spec_mod.parse({"size": {"injections": n}, "chip": {"harden": [0]}})
     with Store(path, create=True) as store:
         store.write_plan(spec.to_dict(), [(SETUP, {"u_regs": 32}, 100, Observation(),
                                           _injections(n))])  # fmt: skip

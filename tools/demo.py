@@ -13,9 +13,11 @@ self-contained HTML report.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+from orbithil.errors import ConfigError
 from orbithil.tools import doctor
 from orbithil.tools.campaign import report
 from orbithil.tools.campaign import spec as spec_mod
@@ -43,21 +45,64 @@ def demo_spec(injections: int, seed: int, workload: str = "inference") -> spec_m
     )
 
 
+def _keep_or_replace(store_path: Path, spec: spec_mod.Spec, *, force: bool) -> None:
+    """A demo store of the same options is continued (a finished one is only reported
+    again); one from other options, or any other file there, is replaced only with
+    ``--force``: a user's results are never lost to a second run."""
+    if not store_path.exists():
+        return
+    if not force:
+        from orbithil.tools.campaign.store import Store, StoreError
+
+        try:
+            with Store(store_path, readonly=True) as store:
+                held = store.meta("spec") or {}
+        except StoreError as exc:
+            raise DemoError(
+                f"{exc}; the demo keeps it: pass --force to replace it, or --out DIR for "
+                "another folder"
+            ) from None
+        wanted = json.loads(json.dumps(spec.to_dict()))
+        if held | {"source": ""} == wanted | {"source": ""}:
+            return  # the same demo: continued or reported again
+        raise DemoError(
+            f"{store_path} holds a demo of other options ({_describe(held)}; asked: "
+            f"{_describe(wanted)}); run with those options to continue it, --force to replace "
+            "it, or --out DIR for another folder"
+        )
+    for stale in store_path.parent.glob(store_path.name + "*"):
+        stale.unlink()
+
+
+def _describe(spec: dict) -> str:
+    return (
+        f"{spec.get('injections')} injections per build, workload {spec.get('workload')}, "
+        f"seed {spec.get('seed')}"
+    )
+
+
+def _same_options(args) -> list[str]:
+    return [f"--injections {args.injections}", f"--seed {args.seed}",
+            f"--workload {args.workload}", f"--out {args.out}"]  # fmt: skip
+
+
+class DemoError(ConfigError):
+    """The demo would replace results a user made."""
+
+
 def main(args) -> int:
-    from orbithil.tools.campaign.cli import print_tables, run_with_progress
+    from orbithil.tools.campaign.cli import interrupted, print_tables, run_with_progress
     from orbithil.tools.campaign.run import create
 
     console = make_console()
+    out = Path(args.out).resolve()
+    spec = demo_spec(args.injections, args.seed, args.workload)
+    store_path = out / "campaign.sqlite"
+    _keep_or_replace(store_path, spec, force=args.force)
     if doctor.main(argparse.Namespace(json=False)) != 0:
         console.print("[red]the machine is missing tools the demo needs (see above)[/]")
         return 1
-    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    store_path = out / "campaign.sqlite"
-    if not args.resume:
-        for stale in out.glob("campaign.sqlite*"):
-            stale.unlink()
-    spec = demo_spec(args.injections, args.seed, args.workload)
     (out / "campaign.toml").write_text(
         "# the demo's campaign, as a spec you can edit and run with `orbithil campaign run`\n"
         + spec_mod.to_toml(spec)
@@ -70,7 +115,10 @@ def main(args) -> int:
     started = time.perf_counter()
     store = create(store_path, spec)
     with store:
-        summary = run_with_progress(store, spec)
+        try:
+            summary = run_with_progress(store, spec)
+        except KeyboardInterrupt:
+            return interrupted(store, "orbithil demo " + " ".join(_same_options(args)))
         print_tables(report.summarise(store))
         html = report.write_html(store, out / "report.html")
     console.print(
@@ -92,7 +140,13 @@ def register(subparsers) -> None:
         default="inference",
         help="what the chip runs: the small network (default) or the on-board digits model",
     )
-    p.add_argument("--resume", action="store_true", help="continue the last demo's store")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a store in --out made with other options (kept without it)",
+    )
+    # older spelling: continuing a store of the same options is what the demo always does
+    p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--out",
         default=str(DEMO_DIR),
