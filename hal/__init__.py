@@ -3,6 +3,7 @@ a behavioural model. ``hal.open(url)`` returns a Chip; every failure is a ``HalE
 
 from orbithil.hal.chip import Chip, Telemetry
 from orbithil.hal.errors import (
+    ArgumentError,
     BackendError,
     ChipFault,
     CobsError,
@@ -15,6 +16,7 @@ from orbithil.hal.errors import (
 from orbithil.hal.open import open
 
 __all__ = [
+    "ArgumentError",
     "BackendError",
     "Chip",
     "ChipFault",

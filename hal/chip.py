@@ -6,12 +6,13 @@ only ``HalError`` subclasses. Blocks larger than a frame are split here.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 
 from orbithil.hal import protocol as p
-from orbithil.hal.errors import ChipFault, HalError
+from orbithil.hal.errors import ArgumentError, ChipFault, HalError
 from orbithil.hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
 from orbithil.hal.link import FrameLink
 
@@ -52,13 +53,24 @@ class Telemetry:
         return bool(self.status >> 5 & 1)
 
 
+def _int_in(value, low: int, high: int, what: str) -> int:
+    """``value`` as an int in low..high, else an ArgumentError naming ``what`` and the range."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ArgumentError(f"{what} {value!r} is not an integer; use {low}..{high}") from None
+    if not low <= number <= high:
+        raise ArgumentError(f"{what} {number} is out of range; use {low}..{high}")
+    return number
+
+
 def _reg_addr(reg: int | str) -> int:
     if isinstance(reg, str):
         try:
             return REG[reg].addr
         except KeyError:
-            raise ValueError(f"no register {reg!r}; registers: {', '.join(REG)}") from None
-    return int(reg)
+            raise ArgumentError(f"no register {reg!r}; registers: {', '.join(REG)}") from None
+    return _int_in(reg, 0, 0xFF, "register address")
 
 
 class Chip:
@@ -126,14 +138,15 @@ class Chip:
 
     def write_reg(self, reg: int | str, value: int) -> int:
         """Write a register; returns the value read back (0 for write-only strobes)."""
-        if not 0 <= int(value) < 1 << 32:
-            raise ValueError(f"register value must be in 0..2**32-1, got {value}")
-        return p.parse_reg(self.call(p.write_reg(_reg_addr(reg), int(value)), 5))[1]
+        value = _int_in(value, 0, 0xFFFF_FFFF, "register value")
+        return p.parse_reg(self.call(p.write_reg(_reg_addr(reg), value), 5))[1]
 
     def _check_block(self, addr: int, count: int) -> None:
         words = self.identity.mem_words
-        if count < 0 or addr < 0 or addr + count > words:
-            raise ValueError(
+        addr = _int_in(addr, 0, words - 1, "word address")
+        count = _int_in(count, 0, words, "word count")
+        if addr + count > words:
+            raise ArgumentError(
                 f"words {addr}..{addr + count - 1} are outside the chip's 0..{words - 1}"
             )
 
@@ -158,7 +171,12 @@ class Chip:
             self.call(p.write_mem(addr + start, chunk), 3)
 
     def run_job(self, w_addr: int, x_addr: int, y_addr: int, rows: int, cols: int) -> int:
-        """Run a MAC job on operands already in memory; returns its cycle count."""
+        """Run a MAC job on operands already in memory; returns its cycle count. Fields that
+        do not fit the RUN_JOB frame are refused here; the chip judges the rest (BAD_ARG)."""
+        for name, value in (("w_addr", w_addr), ("x_addr", x_addr), ("y_addr", y_addr)):
+            _int_in(value, 0, 0xFFFF, f"run_job {name}")
+        _int_in(rows, 0, 0xFF, "run_job rows")
+        _int_in(cols, 0, 0xFF, "run_job cols")
         status, cycles = p.parse_job(
             self.call(
                 p.run_job(w_addr, x_addr, y_addr, rows, cols), 5, timeout_s=self.link.timeout_s * 4
@@ -177,15 +195,15 @@ class Chip:
         weights = np.asarray(weights)
         x = np.asarray(x)
         if weights.ndim != 2 or x.ndim != 1 or weights.shape[1] != x.shape[0]:
-            raise ValueError(
+            raise ArgumentError(
                 f"shapes {weights.shape} @ {x.shape} do not make a matrix-vector product"
             )
         rows, cols = weights.shape
         if not (1 <= rows <= 64 and 4 <= cols <= 64 and cols % 4 == 0):
-            raise ValueError(f"matrix {rows}x{cols}: rows 1..64, cols 4..64 and a multiple of 4")
+            raise ArgumentError(f"matrix {rows}x{cols}: rows 1..64, cols 4..64 and a multiple of 4")
         for name, arr in (("weights", weights), ("x", x)):
             if arr.dtype.kind not in "ui" or arr.min() < -128 or arr.max() > 127:
-                raise ValueError(f"{name} must be int8 values (-128..127)")
+                raise ArgumentError(f"{name} must be int8 values (-128..127)")
         w_words = p.pack_int8(weights)
         x_addr = base + len(w_words)
         y_addr = x_addr + cols // 4
@@ -206,6 +224,8 @@ class Chip:
             self.write_mem(0, np.zeros(self.identity.mem_words, dtype=np.uint32))
 
     def scrub(self, period: int) -> None:
+        """Cycles between scrubber steps (0 turns the scrubber off)."""
+        period = _int_in(period, 0, 0xFFFF_FFFF, "scrub period (cycles between steps, 0 = off)")
         self.call(p.scrub(period), 4)
 
     def kick(self) -> None:
@@ -218,6 +238,15 @@ class Chip:
         """Debug SEU: ``kind`` "reg" (register address, TMR copy) or "mem" (word, codeword bit)."""
         kinds = {"reg": 0, "mem": 1}
         if kind not in kinds:
-            raise ValueError(f"kind must be 'reg' or 'mem', got {kind!r}")
-        index = _reg_addr(index) if kind == "reg" else int(index)
+            raise ArgumentError(f"inject kind must be 'reg' or 'mem', got {kind!r}")
+        harden = self.identity.harden
+        if kind == "reg":
+            index = _reg_addr(index)
+            bit = _int_in(bit, 0, 31, "inject bit of a register")
+            copy = _int_in(copy, 0, 2 if harden else 0, "inject TMR copy")
+        else:
+            index = _int_in(index, 0, self.identity.mem_words - 1, "inject memory word")
+            width = 39 if harden else 32  # the stored codeword: data and SECDED check bits
+            bit = _int_in(bit, 0, width - 1, "inject bit of a memory word")
+            copy = _int_in(copy, 0, 0xFF, "inject copy (ignored for memory)")
         self.call(p.inject(kinds[kind], index, bit, copy), 5)

@@ -31,6 +31,12 @@ class FrameError(HalError, ValueError):
         self.data = data
 
 
+class ArgumentError(HalError, ValueError):
+    """An argument of a Chip call that the chip cannot take (a field too wide for its
+    frame, a word or bit the chip does not have); the message says what is valid. Nothing
+    was sent."""
+
+
 class LinkTimeout(HalError):
     """No answer within the deadline (after every retry); ``attempts`` and ``waited_s``."""
 

@@ -229,3 +229,31 @@ def test_a_failed_synchronisation_is_tried_again_before_the_next_request():
     port.drop = 0.0
     assert second.write_reg("SCRATCH0", 222) == 222  # synchronised first, so executed
     assert first.read_reg("SCRATCH0") == 222
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.inject("mem", 10**6, 99), r"inject memory word 1000000 .* use 0\.\.2047"),
+        (lambda c: c.inject("mem", 5, 99), r"inject bit of a memory word 99 .* use 0\.\.38"),
+        (lambda c: c.inject("reg", "SCRATCH0", 32), r"inject bit of a register 32 .* 0\.\.31"),
+        (lambda c: c.inject("reg", "SCRATCH0", 1, 3), r"inject TMR copy 3 .* use 0\.\.2"),
+        (lambda c: c.inject("reg", 300, 1), r"register address 300 .* use 0\.\.255"),
+        (lambda c: c.inject("flop", 1, 1), r"inject kind must be 'reg' or 'mem', got 'flop'"),
+        (lambda c: c.inject("mem", 1.5, 1), r"inject memory word 1\.5 is not an integer"),
+        (lambda c: c.scrub(-1), r"scrub period .* -1 is out of range; use 0\.\.4294967295"),
+        (lambda c: c.scrub(2**40), r"scrub period .* use 0\.\.4294967295"),
+        (lambda c: c.write_reg("SCRATCH0", -1), r"register value -1 .* 0\.\.4294967295"),
+        (lambda c: c.read_reg(256), r"register address 256 is out of range"),
+        (lambda c: c.read_mem(-1, 2), r"word address -1 is out of range; use 0\.\.2047"),
+        (lambda c: c.run_job(70000, 0, 0, 1, 4), r"run_job w_addr 70000 .* use 0\.\.65535"),
+        (lambda c: c.run_job(0, 0, 0, 300, 4), r"run_job rows 300 .* use 0\.\.255"),
+    ],
+)
+def test_chip_arguments_out_of_range_are_hal_errors_saying_what_is_valid(call, message):
+    with hal.open("model://") as chip:
+        chip.arm_injection()
+        with pytest.raises(hal.ArgumentError, match=message) as info:
+            call(chip)
+        assert isinstance(info.value, hal.HalError) and isinstance(info.value, ValueError)
+        assert chip.telemetry()["STATUS"] >> 5 & 1  # nothing was sent: still armed
