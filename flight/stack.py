@@ -12,6 +12,7 @@ pytest plug-in starts one per test. A single chip may be given as itself.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 import tomllib
@@ -28,6 +29,7 @@ from orbithil.flight.dictionary import (
     CHANNELS,
     DICT_HASH32,
     MAX_CHIPS,
+    POLICIES,
 )
 from orbithil.flight.link import ContactPlan, GroundLink
 from orbithil.flight.payload import Payload, PayloadRefused
@@ -89,7 +91,73 @@ class Config:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def __post_init__(self) -> None:
+        """Every setting is checked once, here (at load, or when a test or the pytest
+        plug-in builds one): a bad value is refused with what is allowed, instead of
+        failing in a rate group over and over once the stack runs."""
+        for name, (check, allowed) in _CHECKS.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise ConfigError(f"{name} = {value!r} is not allowed; use {allowed}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _int_range(low: int, high: int):
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+def _is_pass(p) -> bool:
+    return isinstance(p, list | tuple) and len(p) == 2 and all(map(_is_num, p)) and p[0] <= p[1]
+
+
+# setting -> (check, what is allowed)
+_CHECKS = {
+    "host": (lambda v: isinstance(v, str) and v != "", "an address to bind, e.g. 127.0.0.1"),
+    "udp_port": (_int_range(0, 65535), "a port 0..65535 (0: any free port)"),
+    "tcp_port": (lambda v: v is None or _int_range(0, 65535)(v), "a port 0..65535"),
+    "ground_host": (lambda v: isinstance(v, str), 'a host name or address, or ""'),
+    "ground_port": (_int_range(0, 65535), "a port 0..65535 (0: none)"),
+    "hk_period_ms": (_int_range(1, 60_000), "an integer 1..60000 (milliseconds)"),
+    "chip_poll_ms": (_int_range(1, 60_000), "an integer 1..60000 (milliseconds)"),
+    "scrub_period": (_int_range(0, 0xFFFF_FFFF), "cycles 0..4294967295 (0: off)"),
+    "clock": (lambda v: v in ("wall", "chip", "orbit"), '"wall", "chip" or "orbit"'),
+    "chip_clock_hz": (lambda v: _is_num(v) and v > 0, "a number of hertz > 0"),
+    "contact_passes": (
+        lambda v: isinstance(v, list | tuple) and all(map(_is_pass, v)),
+        "a list of [start_s, end_s] pairs of numbers with start_s <= end_s",
+    ),
+    "contact_period_s": (lambda v: _is_num(v) and v >= 0, "seconds >= 0 (0: no repeat)"),
+    "stations": (
+        lambda v: v == "default" or (isinstance(v, list) and all(isinstance(t, dict) for t in v)),
+        '[[stations]] tables (name, lat, lon, alt_m, min_elevation_deg) or "default"',
+    ),
+    "contact_hours": (lambda v: _is_num(v) and 0 < v <= 24 * 366, "hours in (0, 8784]"),
+    "store_depth": (_int_range(1, 10_000_000), "packets 1..10000000"),
+    "keys_file": (lambda v: isinstance(v, str), 'a path, or "" for ORBITHIL_TC_KEYS'),
+    "policy": (lambda v: v in POLICIES, " | ".join(POLICIES)),
+    "pipeline": (lambda v: isinstance(v, bool), "true or false"),
+    "wdt_cycles": (_int_range(1, 0xFFFF_FFFF), "cycles 1..4294967295"),
+    "time_factor": (lambda v: _is_num(v) and 0 < v <= 1e6, "a factor in (0, 1000000]"),
+    "orbit_start_s": (_is_num, "seconds since the TLE epoch (a finite number)"),
+    "tle": (
+        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+        "the TLE's lines (two, or a name and two) as strings",
+    ),
+    "power": (lambda v: isinstance(v, dict), "a [power] table"),
+    "thermal": (lambda v: isinstance(v, dict), "a [thermal] table"),
+}
 
 
 def orbit_parts(config: Config):

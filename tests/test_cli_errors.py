@@ -195,3 +195,26 @@ def test_piped_tables_are_not_cut_to_80_columns():
     assert max(widths) > 100  # the table keeps its width when piped
     assert sys.executable in done.stdout.replace("\n", "")  # a long path, on one line
     assert any(sys.executable in line for line in done.stdout.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ('contact_passes = "x"', "contact_passes = 'x' is not allowed; use a list of [start_s"),
+        ("contact_passes = [[2.0, 1.0]]", "contact_passes = [[2.0, 1.0]] is not allowed"),
+        ("chip_poll_ms = -1", "chip_poll_ms = -1 is not allowed; use an integer 1..60000"),
+        ("hk_period_ms = 0", "hk_period_ms = 0 is not allowed"),
+        ('policy = "best"', "policy = 'best' is not allowed; use none | rerun | dmr | tmr"),
+        ('clock = "sundial"', "clock = 'sundial' is not allowed"),
+        ("time_factor = nan", "time_factor = nan is not allowed"),
+        ("udp_port = 70000", "udp_port = 70000 is not allowed; use a port 0..65535"),
+        ('pipeline = "yes"', "pipeline = 'yes' is not allowed; use true or false"),
+        ("stations = 3", "stations = 3 is not allowed"),
+    ],
+)
+def test_a_bad_flight_config_value_is_refused_at_load(tmp_path, keys, setting, fragment):
+    config = tmp_path / "fly.toml"
+    config.write_text(setting + "\n")
+    done = orbithil("fly", "--chip", "model://", "--keys", str(keys), "--config", str(config),
+                    timeout=60)  # fmt: skip
+    user_error(done, f"{config}: {fragment}")
