@@ -127,3 +127,17 @@ def test_a_new_spec_is_not_planned_into_another_programs_database(tmp_path):
     with pytest.raises(StoreError, match="another program"):
         create(path, spec)
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error(tmp_path):
+    import socket
+
+    from orbithil.errors import ConfigError
+    from orbithil.tools.campaign.run import connect_scheduler
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:"
+                       r"\d+ within 2 s .* --executor local"):  # fmt: skip
+        connect_scheduler(address, timeout_s=2)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from orbithil.errors import ConfigError
 from orbithil.payload.classify import observation_from_dict, observation_to_dict
 from orbithil.sim import inject
 from orbithil.sim.faults import (
@@ -275,12 +276,30 @@ def _execute_local(work, n_workers: int, results: queue.Queue, commit) -> None:
         raise failures[0]
 
 
+SCHEDULER_CONNECT_S = 10.0  # a scheduler that does not answer within this is unreachable
+
+
+def connect_scheduler(address: str, *, timeout_s: float = SCHEDULER_CONNECT_S):
+    """A Dask client of the scheduler at ``address``; a ConfigError saying
+    so (not an OSError traceback) when it cannot be reached within ``timeout_s``."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} s "
+            f"({type(exc).__name__}: {exc}); start one there (`dask scheduler`), fix the "
+            "address, or run with --executor local"
+        ) from None
+
+
 def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
     if scheduler:
-        client = Client(scheduler, timeout="30s")
+        client = connect_scheduler(scheduler)
     else:
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
