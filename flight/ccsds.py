@@ -28,13 +28,17 @@ from pathlib import Path
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
 
 from orbithil.errors import ConfigError
-from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY
+from orbithil.flight.dictionary import APID_EVENT, APID_HK, APID_TC, APID_VERIFY, COMMANDS
 
 HEADER = 6
 MAC_LEN = 32
 TC_FIXED = struct.Struct(">BIH")  # key id, auth sequence, opcode
 REPLAY_WINDOW = 64
 MAX_PACKET = 65542
+# The longest telecommand any command of the dictionary makes (arguments are fixed-size):
+# anything longer is refused as malformed before its MAC is computed, and a TCP stream
+# announcing one is not read on into a 64 KiB buffer.
+MAX_TC = HEADER + TC_FIXED.size + max(struct.calcsize(c.fmt) for c in COMMANDS) + MAC_LEN
 
 
 class Stage(IntEnum):
@@ -194,6 +198,9 @@ class Authenticator:
         self._seen: dict[int, int] = {}  # bitmask of the window below the highest
 
     def check(self, raw: bytes) -> Telecommand:
+        if len(raw) > MAX_TC:
+            raise TcRejected(f"malformed: {len(raw)} bytes is longer than the longest "
+                             f"telecommand ({MAX_TC} bytes)", "malformed")  # fmt: skip
         try:
             header, data = unpack(raw)
         except (PacketError, ValueError) as exc:

@@ -348,23 +348,41 @@ class GroundLink:
         except OSError:
             chunk = b""
         if not chunk:
+            if client.rx:  # a telecommand cut short by the close: refused and counted
+                n = ccsds.packet_length(client.rx)
+                self._refuse(f"malformed: truncated: {len(client.rx)} bytes of a "
+                             f"{n or '?'}-byte packet when the connection closed",
+                             "malformed", client)  # fmt: skip
             with self._lock:
                 self._drop_locked(client, "disconnected")
             return
         client.rx += chunk
-        while (n := ccsds.packet_length(client.rx)) is not None and len(client.rx) >= n:
+        while (n := ccsds.packet_length(client.rx)) is not None:
+            if n > ccsds.MAX_TC:  # refused unread; the stream cannot be followed past it
+                longest = ccsds.MAX_TC
+                self._refuse(f"malformed: a {n}-byte packet is longer than the longest "
+                             f"telecommand ({longest} bytes)", "malformed", client)  # fmt: skip
+                with self._lock:
+                    self._drop_locked(client, "sent an oversized packet")
+                return
+            if len(client.rx) < n:
+                break
             raw = bytes(client.rx[:n])
             del client.rx[:n]
             self._handle(raw, client)
+
+    def _refuse(self, reason: str, kind: str, source: tuple | _Client) -> None:
+        """A refused telecommand: counted by kind and logged as an event."""
+        self.tm.add({"auth": "TC_REJECTED_AUTH", "replay": "TC_REJECTED_REPLAY"}.get(
+            kind, "TC_REJECTED_MALFORMED"))  # fmt: skip
+        where = source.peer if isinstance(source, _Client) else f"{source[0]}:{source[1]}"
+        self.events.emit("TC_REJECTED", reason=reason, source=where)
 
     def _handle(self, raw: bytes, source: tuple | _Client) -> None:
         try:
             tc = self.auth.check(raw)
         except TcRejected as exc:
-            self.tm.add({"auth": "TC_REJECTED_AUTH", "replay": "TC_REJECTED_REPLAY"}.get(
-                exc.kind, "TC_REJECTED_MALFORMED"))  # fmt: skip
-            where = source.peer if isinstance(source, _Client) else f"{source[0]}:{source[1]}"
-            self.events.emit("TC_REJECTED", reason=str(exc), source=where)
+            self._refuse(str(exc), exc.kind, source)
             return
         with self._lock:
             if isinstance(source, _Client):  # (a dropped client's last command still runs)

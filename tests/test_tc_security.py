@@ -1,11 +1,14 @@
 """Telecommand security against oracles written here, not with the module that checks:
 the MAC recomputed with the standard library's hmac over literal bytes, the replay
-window at its exact boundary."""
+window at its exact boundary, and oversized and truncated telecommands refused and
+counted (UDP and TCP)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
+import struct
 
 import pytest
 
@@ -64,3 +67,38 @@ def test_the_replay_window_is_exactly_64_behind_the_highest():
     auth.check(_signed(237))
     with pytest.raises(ccsds.TcRejected, match="already used"):
         auth.check(_signed(300))
+
+
+def test_an_oversized_telecommand_is_malformed_before_its_mac_is_checked():
+    longest = ccsds.MAX_TC
+    body = BODY + b"\x00" * (longest - len(HEADER) - len(BODY) - ccsds.MAC_LEN + 1)
+    header = HEADER[:4] + struct.pack(">H", len(body) + ccsds.MAC_LEN - 1)
+    packet = header + body + hmac.new(KEY, header + body, hashlib.sha256).digest()
+    assert len(packet) == longest + 1
+    with pytest.raises(ccsds.TcRejected, match=f"longer than the longest telecommand "
+                       rf"\({longest} bytes\)") as info:  # fmt: skip
+        ccsds.Authenticator({7: KEY}).check(packet)
+    assert info.value.kind == "malformed"
+
+
+def test_oversized_and_truncated_telecommands_are_refused_and_counted(flight_stack):
+    fs = flight_stack("model://?harden=1", hk_period_ms=20, tcp_port=0)
+    g = fs.ground
+    g.wait_telemetry("MODE", timeout=5)
+    good = ccsds.telecommand(1, g.key, g.next_sequence(), 0, b"")
+    # UDP: an oversized datagram with a consistent header, and a truncated one
+    g.send_raw(ccsds.pack(ccsds.PacketType.TC, ccsds.APID_TC, 0, b"\x01" + bytes(3000)))
+    g.send_raw(good[:-5])
+    # TCP: a header announcing 60,000 bytes (refused unread, the connection closed) ...
+    with socket.create_connection(fs.stack.link.tcp_address, timeout=5) as big:
+        big.sendall(good[:4] + struct.pack(">H", 60_000 - 7) + good[6:])
+        big.settimeout(5)
+        assert big.recv(100) == b""  # closed by the stack
+    # ... and half a telecommand, then the connection closes
+    with socket.create_connection(fs.stack.link.tcp_address, timeout=5) as cut:
+        cut.sendall(good[:20])
+    g.wait_telemetry("TC_REJECTED_MALFORMED", lambda v: v == 4, timeout=10)
+    g.wait_event("TC_REJECTED", lambda e: "truncated: 20 bytes of a" in e.text, timeout=5)
+    texts = [e.text for e in g.events if e.name == "TC_REJECTED"]
+    assert sum("longer than the longest telecommand" in t for t in texts) == 2, texts
+    assert g.telemetry["TC_REJECTED_AUTH"] == 0 and g.telemetry["CMD_ACCEPTED"] == 0
