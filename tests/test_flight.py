@@ -29,6 +29,8 @@ from orbithil.flight.dictionary import (
     export_json,
 )
 from orbithil.flight.ground import CommandRejected
+from orbithil.flight.link import ContactPlan, GroundLink
+from orbithil.flight.services import Telemetry
 from orbithil.payload.model import default_model
 
 
@@ -195,29 +197,70 @@ def test_telemetry_packets_decode_with_spacepackets(flight_stack):
     assert dict_hash == DICT_HASH32 and 1 in values
 
 
-def test_contact_windows_store_telemetry_and_count_losses(flight_stack):
-    # in contact for 0.4 s of every 1.2 s; a store of 5 packets overflows while down
+class ManualClock:
+    """A clock the test moves: contact windows judged on it depend on no wall time."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+
+def test_contact_windows_store_telemetry_send_it_oldest_first_and_count_losses():
+    # in contact 0.0..0.4 s of every 1.2 s; the store holds 5 packets
+    clock = ManualClock()
+    tm = Telemetry()
+    ground = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ground.bind(("127.0.0.1", 0))
+    ground.settimeout(5)
+    link = GroundLink(ccsds.Authenticator({1: bytes(32)}), clock, tm, events=None,
+                      on_telecommand=lambda tc: None, ground=ground.getsockname(),
+                      contacts=ContactPlan(((0.0, 0.4),), 1.2), store_depth=5)  # fmt: skip
+    link.start()
+
+    def hk(n: int) -> None:
+        for _ in range(n):
+            link.send(APID_HK, ccsds.hk_data(0, DICT_HASH32, [(1, 0.0)]))
+        link.service()
+
+    def received_until(last: int) -> list[int]:
+        seen = []
+        while not seen or seen[-1] != last:
+            seen.append(ccsds.unpack(ground.recv(65536))[0].seq_count)
+        return seen
+
+    try:
+        clock.t = 0.1  # up: sent at once
+        hk(3)
+        assert received_until(2) == [0, 1, 2] and tm.get("LINK_UP") == 1
+        clock.t = 0.5  # down: 8 packets into a store of 5, the 3 oldest lost
+        hk(8)
+        assert tm.get("LINK_UP") == 0 and len(link.store) == 5
+        assert link.lost == 3 and tm.get("TM_LOST") == 3 and tm.get("TM_STORED") == 5
+        clock.t = 1.25  # the next pass: the store first, oldest first, then new packets
+        hk(1)
+        assert received_until(11) == [6, 7, 8, 9, 10, 11]  # nothing arrived while down
+        assert len(link.store) == 0 and tm.get("TM_STORED") == 0
+    finally:
+        link.stop()
+        ground.close()
+
+
+def test_a_stack_out_of_contact_reports_its_losses_at_the_next_pass(flight_stack):
     fs = flight_stack("model://?harden=1", hk_period_ms=20, contact_passes=[[0.0, 0.4]],
                       contact_period_s=1.2, store_depth=5)  # fmt: skip
-    g = fs.ground
-    link = fs.stack.link
-    start = fs.stack.clock.now()
-    g.wait_telemetry("MODE", timeout=3)
-    # wait for the gap (0.4..1.2 s of each period): nothing reaches the ground
-    while not 0.45 < fs.stack.clock.now() % 1.2 < 0.75:
+    g, link = fs.ground, fs.stack.link
+    clock = link.clock = ManualClock(0.1)  # the link's contact plan follows the test
+    g.wait_telemetry("LINK_UP", lambda v: v == 1, timeout=5)
+    clock.t = 0.5
+    deadline = time.monotonic() + 10
+    while not (link.lost > 0 and len(link.store) == 5) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not link.contacts.up(fs.stack.clock.now())
-    time.sleep(0.05)  # packets sent just before the gap have been taken in by the ground
-    received = g.packets["hk"]
-    time.sleep(0.2)  # still inside the gap (ends at 1.2)
-    assert g.packets["hk"] == received  # down: stored on board, not sent
-    assert 0 < len(link.store) <= 5 and link.lost > 0
-    # the next pass: the store is sent first, and the loss is reported
-    while fs.stack.clock.now() % 1.2 > 0.4 or fs.stack.clock.now() - start < 1.2:
-        time.sleep(0.01)
-    g.wait_telemetry("TM_LOST", lambda v: v > 0, timeout=3)
-    assert g.packets["hk"] >= received + 5
-    assert len(link.store) == 0
+    assert link.lost > 0 and len(link.store) == 5
+    clock.t = 1.25
+    g.wait_telemetry("TM_LOST", lambda v: v > 0, timeout=5)
+    g.wait_telemetry("TM_STORED", lambda v: v == 0, timeout=5)
 
 
 def test_telecommands_and_telemetry_over_tcp(flight_stack):
