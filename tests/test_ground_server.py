@@ -738,3 +738,41 @@ def test_the_repl_through_the_server_reads_the_password_from_stdin(ground_server
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "NOOP: completed" in done.stdout and "MODE" in done.stdout
+
+
+def test_an_expired_session_is_refused_by_the_api_and_ends_its_stream(ground_server, monkeypatch):
+    """Session expiry on a clock the test moves (the server's now_us), not on waiting."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    from orbithil.tools.ground import api as api_mod
+    from orbithil.tools.ground import auth as auth_mod
+
+    _, _, url = ground_server
+    ada = GroundClient(url)
+    login = ada.login("ada", "ada-password")
+    assert ada.me()["user"] == "ada"
+    headers = {"authorization": f"Bearer {ada.token}"}
+    with connect("ws" + url[4:] + "/api/stream", open_timeout=5,
+                 additional_headers=headers) as stream:  # fmt: skip
+        assert json.loads(stream.recv(timeout=5))["type"] == "hello"
+        later = login["expires_us"] + 1  # one microsecond past the session's end
+        monkeypatch.setattr(auth_mod, "now_us", lambda: later)
+        monkeypatch.setattr(api_mod, "now_us", lambda: later)
+        with pytest.raises(ApiError) as ended:
+            ada.me()
+        assert ended.value.status == 401
+        with pytest.raises(ApiError) as refused:
+            ada.send("NOOP")
+        assert refused.value.status == 401
+        with pytest.raises(ConnectionClosed) as closed:  # the open stream ends at its next message
+            for _ in range(1000):
+                stream.recv(timeout=10)
+        assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason == "session expired"
+    with pytest.raises(InvalidStatus) as again:  # and a new stream is refused
+        connect("ws" + url[4:] + "/api/stream", open_timeout=5, additional_headers=headers)
+    assert again.value.response.status_code == 401
+    monkeypatch.undo()
+    fresh = GroundClient(url)
+    fresh.login("ada", "ada-password")  # a new login opens a new session
+    assert fresh.me()["user"] == "ada"
