@@ -251,8 +251,15 @@ def hk_data(time_us: int, dict_hash: int, values: list[tuple[int, float]]) -> by
     )
 
 
+def _head(head: struct.Struct, data: bytes, kind: str) -> tuple:
+    """The fixed head of a telemetry data field; PacketError if the field is shorter."""
+    if len(data) < head.size:
+        raise PacketError(f"{kind} packet of {len(data)} data bytes; its head needs {head.size}")
+    return head.unpack_from(data)
+
+
 def parse_hk(data: bytes) -> tuple[int, int, dict[int, float]]:
-    time_us, dict_hash, n = HK_HEAD.unpack_from(data)
+    time_us, dict_hash, n = _head(HK_HEAD, data, "housekeeping")
     if len(data) != HK_HEAD.size + n * HK_ITEM.size:
         raise PacketError(f"housekeeping packet says {n} channels, holds {len(data)} bytes")
     values = dict(HK_ITEM.iter_unpack(data[HK_HEAD.size :]))
@@ -264,7 +271,7 @@ def event_data(time_us: int, event_id: int, severity: int, text: str) -> bytes:
 
 
 def parse_event(data: bytes) -> tuple[int, int, int, str]:
-    time_us, event_id, severity = EV_HEAD.unpack_from(data)
+    time_us, event_id, severity = _head(EV_HEAD, data, "event")
     return time_us, event_id, severity, data[EV_HEAD.size :].decode(errors="replace")
 
 
@@ -273,7 +280,9 @@ def verify_data(time_us: int, auth_seq: int, opcode: int, stage: Stage, reason: 
 
 
 def parse_verify(data: bytes) -> tuple[int, int, int, Stage, str]:
-    time_us, seq, opcode, stage = VF_HEAD.unpack_from(data)
+    time_us, seq, opcode, stage = _head(VF_HEAD, data, "verification")
+    if stage not in Stage._value2member_map_:
+        raise PacketError(f"verification stage {stage} is not one of 1..4")
     return time_us, seq, opcode, Stage(stage), data[VF_HEAD.size :].decode(errors="replace")
 
 

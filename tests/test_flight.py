@@ -303,3 +303,19 @@ def test_fdir_resets_a_chip_reporting_uncorrectable_memory_and_goes_safe(flight_
     g.wait_telemetry("ECC_UNCORRECTABLE", lambda v: v == 0, timeout=5)
     g.command("SET_MODE", mode="NOMINAL")  # recovery
     g.wait_telemetry("MODE", lambda v: v == 1, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("parse", "data", "message"),
+    [
+        (ccsds.parse_hk, b"\x00" * 13, "housekeeping packet of 13 data bytes; its head needs 14"),
+        (ccsds.parse_event, b"", "event packet of 0 data bytes"),
+        (ccsds.parse_verify, b"\x00" * 14, "verification packet of 14 data bytes"),
+        (ccsds.parse_verify, bytes(14) + b"\x09", "verification stage 9 is not one of 1..4"),
+    ],
+)
+def test_a_short_or_bad_telemetry_field_is_a_packet_error(parse, data, message):
+    # struct.error is no ValueError: it went past the grounds' `except ValueError` and
+    # ended the console's receive thread
+    with pytest.raises(ccsds.PacketError, match=message):
+        parse(data)
