@@ -70,7 +70,8 @@ class PyserialUrlBackend:
     def open(self, url: str) -> Opened:
         try:
             return Opened(no_delay(serial.serial_for_url(url, timeout=READ_TIMEOUT_S)))
-        except (serial.SerialException, ValueError) as exc:
+        except (serial.SerialException, ValueError, KeyError) as exc:
+            # pyserial parses its handlers' options itself: loop://?logging=x is a KeyError
             raise HalError(f"cannot open {url!r}: {exc}") from exc
 
 
