@@ -131,8 +131,14 @@ def parse_options(query: str, options: Mapping[str, Option], url: str) -> dict[s
 
 
 def scheme_of(url: str) -> str:
-    """The URL's scheme; "" for a device path such as /dev/ttyUSB1."""
-    return urlsplit(url).scheme if "://" in url else ""
+    """The URL's scheme; "" for a device path such as /dev/ttyUSB1. HalError for a URL
+    that cannot be split (``model://[``: an unclosed IPv6 bracket)."""
+    if "://" not in url:
+        return ""
+    try:
+        return urlsplit(url).scheme
+    except ValueError as exc:
+        raise HalError(f"{url!r} is not a valid URL ({exc}); e.g. model://?harden=1") from None
 
 
 @functools.cache

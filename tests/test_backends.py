@@ -50,6 +50,7 @@ def test_harden_2_is_refused_with_the_valid_values(url):
         ("fault://", r"wraps no URL"),
         ("serial:///dev/ttyS0?baud=12345", r"baud='12345'.*one of 9600"),
         ("loop://?logging=loud", r"cannot open 'loop://\?logging=loud'"),  # pyserial's KeyError
+        ("model://[", r"'model://\[' is not a valid URL \(Invalid IPv6 URL\)"),
     ],
 )
 def test_out_of_range_options_say_what_is_valid(url, message):
