@@ -25,6 +25,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
     database=None,  # no .hypothesis/ in the checkout: derandomized examples need no store
 )
+# A longer, random fuzz (tests/test_fuzz.py): --hypothesis-profile=fuzz-long
+settings.register_profile(
+    "fuzz-long",
+    derandomize=False,
+    deadline=None,
+    max_examples=200_000,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile("orbithil")
 
 
