@@ -17,7 +17,7 @@ import string
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orbithil import hal
@@ -163,6 +163,8 @@ spec_dicts = st.dictionaries(
 
 @FUZZ
 @given(data=spec_dicts)
+@example(data={"fault": {"model": []}})  # was a TypeError (unhashable list)
+@example(data={"workload": {"name": {}}, "run": {"executor": []}})
 def test_campaign_spec_loader_gives_a_spec_or_a_spec_error(data):
     try:
         spec = spec_mod.parse(data, source="fuzz.toml")

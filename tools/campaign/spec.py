@@ -218,7 +218,7 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
         "leo",
         lambda v: (isinstance(v, str) and v in ORBIT_PRESETS) or (is_num(v) and v > 0),
     )
-    executor = get("run", "executor", "local", lambda v: v in EXECUTORS)
+    executor = get("run", "executor", "local", lambda v: isinstance(v, str) and v in EXECUTORS)
     scheduler = get(
         "run",
         "scheduler",
@@ -230,10 +230,14 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
     return Spec(
         name=get("", "name", "campaign", lambda v: isinstance(v, str) and v != ""),
         seed=get("", "seed", 1, is_int),
-        workload=get("workload", "name", "inference", lambda v: v in WORKLOADS),
+        workload=get(
+            "workload", "name", "inference", lambda v: isinstance(v, str) and v in WORKLOADS
+        ),
         workload_seed=get("workload", "seed", 0, is_int),
         harden=tuple(sorted(harden)),
-        simulator=get("chip", "simulator", "verilator", lambda v: v in SIMULATORS),
+        simulator=get(
+            "chip", "simulator", "verilator", lambda v: isinstance(v, str) and v in SIMULATORS
+        ),
         blocks=tuple(
             get(
                 "targets",
@@ -243,7 +247,12 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
             )
         ),
         glob=get("targets", "glob", "", lambda v: isinstance(v, str)),
-        model=get("fault", "model", "flip", lambda v: v in {m.value for m in FaultModel}),
+        model=get(
+            "fault",
+            "model",
+            "flip",
+            lambda v: isinstance(v, str) and v in {m.value for m in FaultModel},
+        ),
         mbu_bits=tuple(mbu),
         stuck_cycles=get("fault", "stuck_cycles", 100, lambda v: is_int(v) and v >= 1),
         injections=injections,
