@@ -35,10 +35,15 @@ def _spec_text(n: int, *, chunk: int = 10, harden="[0, 1]", workload="control") 
 
 def _results(path: Path) -> dict[tuple[int, int], str]:
     db = sqlite3.connect(path)
-    rows = db.execute(
-        "SELECT p.setup_id, p.idx, r.outcome FROM result r JOIN plan p ON p.id = r.plan_id"
-    ).fetchall()
-    db.close()
+    try:
+        rows = db.execute(
+            "SELECT p.setup_id, p.idx, r.outcome FROM result r JOIN plan p ON p.id = r.plan_id"
+        ).fetchall()
+    except sqlite3.OperationalError as exc:  # a store being made: no tables yet
+        assert "no such table" in str(exc), exc
+        rows = []
+    finally:
+        db.close()
     return {(s, i): o for s, i, o in rows}
 
 
