@@ -278,11 +278,18 @@ class Ground:
 
     def command(self, name: str, *, timeout: float = 10.0, **args) -> Stage:
         """Send and wait for COMPLETED; CommandRejected on FAILED, TimeoutError if neither."""
+        self.command_result(name, timeout=timeout, **args)
+        return Stage.COMPLETED
+
+    def command_result(self, name: str, *, timeout: float = 10.0, **args) -> str:
+        """Send, wait for COMPLETED and return its text: what the command made or found
+        (SUBMIT_JOB: its job and hold; QUOTE_JOB: the quote), "" for most commands.
+        CommandRejected on FAILED, TimeoutError if neither came."""
         seq = self.send(name, **args)
         stage, reason = self.wait_verification(seq, timeout=timeout)
         if stage is Stage.FAILED:
             raise CommandRejected(name, reason)
-        return stage
+        return reason
 
     # --- waiting, with deadlines ---
     def _wait(self, check: Callable[[], object], timeout: float, what: str,

@@ -28,6 +28,14 @@ from orbithil.flight.dictionary import (
     CHANNELS,
     DICT_HASH32,
     MAX_CHIPS,
+    MAX_TENANTS,
+)
+from orbithil.flight.ledger import (
+    Ledger,
+    LedgerConfig,
+    Tariff,
+    check_tenant_keys,
+    tenants_from_data,
 )
 from orbithil.flight.link import ContactPlan, GroundLink
 from orbithil.flight.payload import Payload, PayloadRefused
@@ -76,6 +84,10 @@ class Config:
     tle: list = field(default_factory=list)  # two lines (or name + two); [] = the ISS
     power: dict = field(default_factory=dict)  # payload.power.PowerConfig fields
     thermal: dict = field(default_factory=dict)  # payload.power.ThermalConfig fields
+    # the compute-token ledger (flight/ledger.py): [[tenants]] tables (name, key_ids), and
+    # [ledger] (journal: the file that keeps the book; cycles_per_token: the tariff)
+    tenants: list = field(default_factory=list)
+    ledger: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -146,6 +158,18 @@ def contact_plan(config: Config, orbit) -> ContactPlan:
     return ContactPlan(tuple(windows), 0.0)
 
 
+def open_ledger(config: Config, keys) -> tuple[Ledger, Tariff]:
+    """The book of the config's tenants (each tenant's key ids among ``keys``), kept in the
+    ``[ledger]`` journal, and the tariff."""
+    tenants = tenants_from_data(config.tenants)
+    check_tenant_keys(tenants, keys)
+    settings = LedgerConfig.from_mapping(config.ledger)
+    if tenants and not settings.journal:
+        log.warning("%d tenant(s) and no [ledger] journal: the book is kept in memory and "
+                    "starts empty at every start", len(tenants))  # fmt: skip
+    return Ledger(tenants, journal=settings.journal or None), Tariff(settings.cycles_per_token)
+
+
 def _as_chips(chips) -> list[tuple[str, object]]:
     if isinstance(chips, list | tuple):
         return [(str(url), chip) for url, chip in chips]
@@ -174,14 +198,23 @@ class FlightStack:
             raise ConfigError(f"clock {config.clock!r}: use 'wall', 'chip' or 'orbit'")
         self.events = EventLog(self.bus, self.clock, self.tm)
         self.modes = ModeManager(self.events, self.tm)
-        self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes)
+        self.ledger, tariff = open_ledger(config, keys)
+        try:
+            self._build(config, keys, tariff, power, thermal, timeline, orbit, orbit_clock)
+        except BaseException:
+            self.ledger.close()
+            raise
+
+    def _build(self, config, keys, tariff, power, thermal, timeline, orbit, orbit_clock) -> None:
+        self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes,
+                                     tenant_of=self.ledger.by_key.get)  # fmt: skip
         self.orbit_clock = orbit_clock
         self.payload = Payload(
             self.chips, telemetry=self.tm, events=self.events, modes=self.modes,
             clock=orbit_clock, power_config=power, thermal_config=thermal, timeline=timeline,
             policy=config.policy, health_s=config.chip_poll_ms / 1e3,
             scrub_period=config.scrub_period, wdt_cycles=config.wdt_cycles,
-            pipeline=config.pipeline,
+            pipeline=config.pipeline, ledger=self.ledger, tariff=tariff,
         )  # fmt: skip
         self.fdir = Fdir(default_rules(power, thermal), self.tm, self.events, {
             "raise_scrub": self._raise_scrub, "reset_chip_safe": self._reset_safe,
@@ -197,7 +230,9 @@ class FlightStack:
         self._events = self.bus.subscribe("tm/event", depth=256)
         self.dispatcher.downlink = self._send_verification
         self.hk_period = config.hk_period_ms / 1e3
-        absent = tuple(f"CHIP{n}_" for n in range(len(self.chips), MAX_CHIPS))
+        absent = tuple(f"CHIP{n}_" for n in range(len(self.chips), MAX_CHIPS)) + tuple(
+            f"TENANT{n}_" for n in range(len(self.ledger.tenants), MAX_TENANTS)
+        )
         self._hk_channels = [c for c in CHANNELS if not c.name.startswith(absent)]
         self._last_hk = -1e9
         self.scheduler = Scheduler([
@@ -223,11 +258,14 @@ class FlightStack:
         self.scheduler.start()
         self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
                          dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
+        for txn in self.ledger.restart_releases:  # holds of jobs the last stop cut short
+            self.payload.report(txn)
 
     def stop(self) -> None:
         self.scheduler.stop()
         self.link.stop()
         self.payload.stop()
+        self.ledger.close()
         sys.setswitchinterval(getattr(self, "_switch", 0.005))
 
     def __enter__(self) -> FlightStack:
@@ -297,9 +335,9 @@ class FlightStack:
             self.hk_period = args["ms"] / 1e3
 
         def refusing(handler):
-            def run(args: dict) -> None:
+            def run(*args) -> str | None:
                 try:
-                    handler(args)
+                    return handler(*args)
                 except PayloadRefused as exc:
                     raise CommandFailed(str(exc)) from None
 
@@ -321,8 +359,22 @@ class FlightStack:
         d.register("NOOP", lambda args: None)
         d.register("SET_MODE", set_mode)
         d.register("SET_HK_PERIOD", hk_period)
-        d.register("RUN_INFERENCE", refusing(lambda a: p.submit(a["index"], 1, single=True)))
-        d.register("SUBMIT_JOB", refusing(lambda a: p.submit(a["first"], a["count"])))
+        d.register(
+            "RUN_INFERENCE",
+            refusing(lambda a, t: p.submit(a["index"], 1, single=True, tenant=t)),
+            sender=True,
+        )
+        d.register(
+            "SUBMIT_JOB",
+            refusing(lambda a, t: p.submit(a["first"], a["count"], policy=a["policy"], tenant=t)),
+            sender=True,
+        )
+        d.register(
+            "QUOTE_JOB",
+            refusing(lambda a, t: p.quote_text(a["count"], a["policy"], t)),
+            sender=True,
+        )
+        d.register("GRANT_TOKENS", refusing(lambda a: p.grant(a["tenant"], a["tokens"])))
         d.register("SET_POLICY", set_policy)
         d.register("SET_SCRUB", lambda a: p.set_scrub(a["period"], "commanded"),
                    runner=p.submit_op)  # fmt: skip

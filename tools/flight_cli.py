@@ -281,8 +281,8 @@ def ground_main(args) -> int:
                 record.update(status="timeout", reason=unreachable)
             except OSError as exc:  # the network refused the packet (after TimeoutError,
                 record.update(status="unsent", reason=str(exc))  # which is an OSError too)
-            else:
-                record.update(status="completed", reason="")
+            else:  # the completion's text, if any: what it made (SUBMIT_JOB's job, a quote)
+                record.update(status="completed", reason=reason)
             results.append(record)
             if not args.json:
                 detail = f": {record['reason']}" if record["reason"] else ""
