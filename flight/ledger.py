@@ -55,6 +55,7 @@ import re
 import secrets
 import threading
 import time
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,6 +140,20 @@ def tenants_from_data(data: object, *, where: str = "tenants") -> tuple[Tenant, 
             owners[key_id] = name
         tenants.append(Tenant(index, name, tuple(ids)))
     return tuple(tenants)
+
+
+def tenants_from_file(path: str | Path) -> tuple[Tenant, ...]:
+    """The ``[[tenants]]`` tables of a TOML file (the flight config itself will do: its
+    other keys are not read here)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"tenants file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"tenants file {path} is not readable TOML: {exc}") from None
+    if "tenants" not in data:
+        raise ConfigError(f"{path} has no [[tenants]] tables (name, key_ids)")
+    return tenants_from_data(data["tenants"], where=str(path))
 
 
 def check_tenant_keys(tenants: Sequence[Tenant], keys: Iterable[int]) -> None:
@@ -649,5 +664,6 @@ __all__ = [
     "event_of",
     "postings",
     "tenants_from_data",
+    "tenants_from_file",
     "txn_from_event",
 ]
