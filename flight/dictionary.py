@@ -157,6 +157,7 @@ CHIP_STATE_VALUES = (*CHIP_STATES, "throttled")  # CHIP<n>_STATE (3: flight/payl
 MAX_CHIPS = 8  # chips of the payload pool with their own telemetry channels
 MAX_JOB_ITEMS = 256  # inferences per SUBMIT_JOB (its JOB_DONE event lists each class)
 MAX_TENANTS = 8  # tenants of the compute-token ledger with their own telemetry channels
+LEDGER_RESEND_MAX = 200  # events per LEDGER_RESEND: within the event queue's depth (256)
 _CHIP = Arg("chip", "u8", 0, MAX_CHIPS - 1, doc="chip of the pool, by its --chip order", default=0)
 _JOB_POLICY = Arg(
     "policy",
@@ -212,6 +213,11 @@ COMMANDS: tuple[Command, ...] = (
         Arg("count", "u16", 1, MAX_JOB_ITEMS, doc="images"), _JOB_POLICY),
         "what a job of count images would hold (its quote) and about what it would pay",
         tenants=True, result=QUOTE_RESULT),
+    Command(0x0F, "LEDGER_RESEND", (
+        Arg("first", "u32", 1, 2**32 - 1, doc="first transaction number"),
+        Arg("count", "u16", 1, LEDGER_RESEND_MAX, doc="transactions")),
+        "send the events of ledger transactions again (a ground fills what it missed)",
+        result="resent {sent} transactions {first}..{last} of ledger {book}"),
 )
 
 CHANNELS: tuple[Channel, ...] = (
@@ -285,6 +291,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(92, "TOKENS_HELD", "i64", "tokens", doc="held for running jobs, all tenants"),
     Channel(93, "TOKENS_EARNED", "i64", "tokens", doc="paid by settled jobs, all tenants"),
     Channel(94, "HOLDS_OPEN", "u32", doc="jobs holding tokens (not settled or released yet)"),
+    Channel(95, "LEDGER_ID", "u32", doc="the ledger's id (its 8 hex digits as a number): a "
+            "ground tells whose LEDGER_TXNS these are"),
     *(channel for n in range(MAX_CHIPS) for channel in (
         Channel(100 + 10 * n, f"CHIP{n}_STATE", "u32",
                 doc=f"chip {n}: 0 healthy, 1 fenced, 2 out (operator), 3 throttled (heat)",

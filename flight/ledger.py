@@ -45,7 +45,6 @@ in memory and starts empty.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import fcntl
 import json
 import logging
@@ -261,7 +260,7 @@ class Txn:
     cycles: int = 0
     runs: int = 0
     why: str = ""
-    available: int = 0  # the tenant's available tokens just after it (not journaled)
+    available: int = 0  # the tenant's available tokens just after it
 
     def amount(self, account: str) -> int:
         return sum(amount for name, amount in self.postings if name == account)
@@ -283,7 +282,7 @@ class Txn:
             "postings": [list(p) for p in self.postings],
             "t": round(self.time_s, 6),
         }
-        for name in ("job", "hold", "cycles", "runs", "why"):
+        for name in ("job", "hold", "cycles", "runs", "why", "available"):
             value = getattr(self, name)
             if value not in (None, 0, ""):
                 data[name] = value
@@ -302,6 +301,7 @@ class Txn:
             cycles=int(data.get("cycles", 0)),
             runs=int(data.get("runs", 0)),
             why=str(data.get("why", "")),
+            available=int(data.get("available", 0)),
         )
 
 
@@ -509,7 +509,10 @@ class Ledger:
 
     def _post(self, kind: Kind, tenant: str, posts, **fields) -> Txn:
         """Under the lock: number, journal (flushed to disk) and apply a transaction."""
-        txn = Txn(self._book.count + 1, kind, tenant, posts, self._clock(), **fields)
+        own = tenant_account(tenant)
+        available = self._book.balances[own] + sum(a for name, a in posts if name == own)
+        txn = Txn(self._book.count + 1, kind, tenant, posts, self._clock(), **fields,
+                  available=available)  # fmt: skip
         self._check(txn, self._book.count + 1)
         if self._file is not None:
             try:
@@ -517,7 +520,7 @@ class Ledger:
             except OSError as exc:  # not written: not applied either
                 raise LedgerError(f"the ledger journal cannot be written ({exc})") from None
         self._apply(txn)
-        return dataclasses.replace(txn, available=self._book.balances[tenant_account(tenant)])
+        return txn
 
     def _tenant(self, name: str) -> Tenant:
         tenant = self.tenants.get(name)
@@ -604,6 +607,26 @@ class Ledger:
     def transactions(self) -> int:
         with self._lock:
             return self._book.count
+
+    def history(self, first: int, last: int) -> list[Txn]:
+        """Transactions ``first``..``last`` (those that exist): from memory when they are
+        among the last ``RECENT``, else from the journal."""
+        with self._lock:
+            last = min(last, self._book.count)
+            if first > last:
+                return []
+            if not self.recent or self.recent[0].number <= first or self.journal is None:
+                return [t for t in self.recent if first <= t.number <= last]
+        found = []
+        with open(self.journal) as f:
+            next(f)  # the header
+            for line in f:  # (lines after ``last`` may be being written: not read)
+                txn = Txn.from_json(json.loads(line))
+                if txn.number >= first:
+                    found.append(txn)
+                if txn.number >= last:
+                    break
+        return found
 
     def totals(self, tenant: str) -> TenantTotals:
         with self._lock:

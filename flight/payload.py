@@ -387,6 +387,19 @@ class Payload:
             raise PayloadRefused("no tenants are configured ([[tenants]] in the flight config)")
         raise PayloadRefused(f"no tenant {index}: the tenants are {known}")
 
+    def resend(self, first: int, count: int) -> str:
+        """LEDGER_RESEND: the events of transactions ``first``..``first+count-1`` again."""
+        last = first + count - 1
+        txns = self.ledger.history(first, last)
+        if not txns:
+            book, held = self.ledger.book_id, self.ledger.transactions
+            has = f"transactions 1..{held}" if held else "no transactions"
+            raise PayloadRefused(f"no transaction {first}..{last}: ledger {book} has {has}")
+        for txn in txns:
+            self.report(txn)
+        return (f"resent {len(txns)} transactions {txns[0].number}..{txns[-1].number} of "
+                f"ledger {self.ledger.book_id}")  # fmt: skip
+
     def report(self, txn: Txn) -> None:
         """The event of a ledger transaction (the ground books it from the event)."""
         name, fields = event_of(txn, self.ledger.book_id)
@@ -619,6 +632,7 @@ class Payload:
         self._publish_ledger()
 
     def _publish_ledger(self) -> None:
+        self.tm.set("LEDGER_ID", int(self.ledger.book_id, 16))
         book = self.ledger.summary()
         for channel, key in (("LEDGER_TXNS", "txns"), ("TOKENS_ISSUED", "issued"),
                              ("TOKENS_HELD", "held"), ("TOKENS_EARNED", "earned"),

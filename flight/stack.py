@@ -375,6 +375,7 @@ class FlightStack:
             sender=True,
         )
         d.register("GRANT_TOKENS", refusing(lambda a: p.grant(a["tenant"], a["tokens"])))
+        d.register("LEDGER_RESEND", refusing(lambda a: p.resend(a["first"], a["count"])))
         d.register("SET_POLICY", set_policy)
         d.register("SET_SCRUB", lambda a: p.set_scrub(a["period"], "commanded"),
                    runner=p.submit_op)  # fmt: skip

@@ -116,6 +116,26 @@ def test_a_tenants_key_may_only_quote_and_submit_and_operators_jobs_are_not_char
     assert fs.stack.ledger.transactions == 0  # nothing booked
     assert g.wait_telemetry("LEDGER_TXNS", lambda v: v == 0, timeout=5) == 0
 
+    # a ground that missed transactions asks for them again
+    g.command("GRANT_TOKENS", tenant=1, tokens=7)
+    g.command("GRANT_TOKENS", tenant=0, tokens=9)
+    book = fs.stack.ledger.book_id
+    assert g.wait_telemetry("LEDGER_ID", lambda v: v == int(book, 16), timeout=5)
+    assert g.command_result("LEDGER_RESEND", first=2, count=5) == (
+        f"resent 1 transactions 2..2 of ledger {book}"
+    )
+    txn2 = {"book": book, "txn": "2", "tenant": "acme", "tokens": "9", "available": "9"}
+    second = g.wait_event("TOKENS_GRANTED", lambda e: fields(e) == txn2, timeout=5)
+    g.wait_event(
+        "TOKENS_GRANTED",
+        lambda e: fields(e) == txn2,
+        timeout=5,
+        since=list(g.events).index(second) + 1,
+    )  # fmt: skip  (sent, then sent again)
+    with pytest.raises(CommandRejected, match=f"no transaction 3..3: ledger {book} has "
+                                              r"transactions 1\.\.2"):  # fmt: skip
+        g.command("LEDGER_RESEND", first=3, count=1)
+
 
 # a battery that cannot carry the bus through an eclipse above its floor: compute waits
 POWER = {"battery_wh": 5.0, "soc_floor": 0.3, "initial_soc": 0.5, "bus_load_w": 1.0,

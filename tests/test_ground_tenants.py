@@ -275,3 +275,37 @@ def test_tenant_users_and_the_ledger_from_the_command_line(tmp_path, capsys):
     assert data["accounts"]["acme"]["spent"] == 25 and len(data["transactions"]) == 3
     assert main(["ground", "ledger", "--archive", str(archive), "--book", "nope"]) == 2
     assert "no such ledger" in capsys.readouterr().err
+
+
+def test_the_server_asks_again_for_transactions_it_never_received(flight_stack, tmp_path):
+    """A stack restarting releases the hold its killed predecessor left open, before any
+    ground hears it; the server sees the ledger's count in telemetry and asks for what its
+    archive lacks."""
+    journal = tmp_path / "ledger.jsonl"
+    killed = Ledger(tenants_from_data(TENANTS), journal=journal)
+    killed.grant("acme", 500)
+    killed.reserve("acme", 100, job=9)
+    killed.close()
+    fs = flight_stack("model://", hk_period_ms=100, tenants=TENANTS,
+                      ledger={"journal": str(journal)})  # fmt: skip
+    server = GroundServer(ServerConfig(
+        stack=fs.stack.link.udp_address, keys={1: fs.keys[1]}, archive=tmp_path / "g.sqlite",
+        sequence=MemorySequence(1_000_000), tenants=tenants_from_data(TENANTS),
+        ledger_check_s=0.3,
+    ))  # fmt: skip
+    server.start()
+    try:
+        books = wait_until(
+            lambda: (lambda d: d if len(d["transactions"]) == 3 else None)(server.ledger_json()),
+            timeout=20,
+            what="the three transactions booked after a resend",
+        )
+    finally:
+        server.stop()
+    assert [t["kind"] for t in books["transactions"]] == ["grant", "reserve", "release"]
+    assert books["transactions"][-1]["why"] == "the stack stopped before the job finished"
+    assert books["book"] == fs.stack.ledger.book_id and books["books"][0]["missing"] == 0
+    assert books["accounts"]["acme"]["available"] == 500 and books["accounts"]["acme"]["agrees"]
+    resends = [c for c in server.archive.commands() if c["name"] == "LEDGER_RESEND"]
+    assert resends and resends[0]["user"] == "(server)"
+    assert json.loads(resends[0]["args"]) == {"first": 1, "count": 3}

@@ -4,6 +4,7 @@ each transaction read back from its event as the ground reads it."""
 
 from __future__ import annotations
 
+import collections
 import json
 import string
 
@@ -191,6 +192,17 @@ def test_a_torn_last_line_is_dropped_and_a_damaged_one_refuses_the_book(tmp_path
     (tmp_path / "other").write_text("hello\n")
     with pytest.raises(ConfigError, match=r"line 1: not an orbithil ledger journal"):
         book(journal=tmp_path / "other")
+
+
+def test_old_transactions_are_read_back_from_the_journal(tmp_path):
+    ledger = book(journal=tmp_path / "ledger.jsonl")
+    made = [ledger.grant("acme", n) for n in range(1, 6)]
+    assert ledger.history(4, 9) == made[3:]  # from memory
+    ledger.recent = collections.deque(list(ledger.recent)[-2:], maxlen=2)  # the rest aged out
+    assert ledger.history(2, 3) == made[1:3]  # from the journal, with their balances
+    assert [t.available for t in ledger.history(1, 5)] == [1, 3, 6, 10, 15]
+    assert ledger.history(6, 8) == [] and ledger.history(3, 2) == []
+    ledger.close()
 
 
 def test_one_journal_serves_one_stack_at_a_time(tmp_path):

@@ -84,15 +84,35 @@ def books(db: sqlite3.Connection) -> list[dict]:
     ).fetchall()
     out = []
     for book, count, highest, last_rx in rows:
-        have = {r[0] for r in db.execute("SELECT txn FROM ledger_txns WHERE book = ?", (book,))}
-        missing = [n for n in range(1, highest + 1) if n not in have]
+        lacking = missing(db, book, highest)
         total = db.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger_postings WHERE book = ?", (book,)
         ).fetchone()[0]
         out.append({"book": book, "txns": count, "last_txn": highest, "last_rx_us": last_rx,
-                    "missing": len(missing), "missing_txns": missing[:MISSING_LISTED],
+                    "missing": len(lacking), "missing_txns": lacking[:MISSING_LISTED],
                     "balanced": total == 0})  # fmt: skip
     return out
+
+
+def missing(db: sqlite3.Connection, book: str, upto: int) -> list[int]:
+    """The numbers among 1..``upto`` of ``book``'s transactions that were never booked."""
+    rows = db.execute("SELECT txn FROM ledger_txns WHERE book = ? AND txn <= ?", (book, upto))
+    have = {r[0] for r in rows}
+    return [n for n in range(1, upto + 1) if n not in have]
+
+
+def first_gap(db: sqlite3.Connection, book: str, count: int) -> tuple[int, int] | None:
+    """The first run ``(first, last)`` of transactions 1..``count`` of ``book`` not booked,
+    or None."""
+    lacking = missing(db, book, count)
+    if not lacking:
+        return None
+    first = last = lacking[0]
+    for number in lacking[1:]:
+        if number != last + 1:
+            break
+        last = number
+    return first, last
 
 
 def current_book(db: sqlite3.Connection) -> str | None:

@@ -17,7 +17,11 @@ commands are signed with its tenant's key (one of the server's ``--keys``), so t
 charges the tenant; all the server's keys take their numbers from one shared sequence
 (``flight.ground.SharedSequence``), so a verification's number names one command. The
 ledger the stack reports in events is booked in the archive (tools/ground/ledger.py) and
-served per tenant; a tenant sees only its own (``visible``).
+served per tenant; a tenant sees only its own (``visible``). Events the server never got
+(sent before it claimed the downlink, such as the holds a restarting stack releases, or
+lost on the way) are asked for again: the stack reports its ledger's id and transaction
+count (LEDGER_ID, LEDGER_TXNS), and a transaction it reported a check ago that the archive
+still lacks is requested with LEDGER_RESEND (``_repair_ledger``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from orbithil.flight.dictionary import (
     CHANNELS,
     COMMAND_BY_NAME,
     EVENT_BY_NAME,
+    LEDGER_RESEND_MAX,
     as_dict,
     dictionary_hash,
 )
@@ -172,6 +177,7 @@ class ServerConfig:
     stations: tuple = ()  # payload.passes.Station network; empty: passes.DEFAULT_STATIONS
     tle: str = ""  # where the TLE came from (shown by /api/passes); "": the bundled one
     tenants: tuple[Tenant, ...] = ()  # the stack's tenants (flight.ledger.tenants_from_data)
+    ledger_check_s: float = 15.0  # how often the archive's ledger is checked for gaps
 
 
 @dataclass
@@ -242,6 +248,8 @@ class GroundServer:
         self._last_claim = -math.inf
         self._last_sent = -math.inf
         self._last_retention = -math.inf
+        self._last_ledger_check = -math.inf
+        self._ledger_seen: tuple[str, int] | None = None  # (ledger, count) a check ago
         self._orbit = None
         self._passes_cache: dict = {}
         self._restore()
@@ -362,11 +370,36 @@ class GroundServer:
                     self.stats["claims"] += 1
                 except OSError as exc:
                     log.debug("claiming the downlink: %s", exc)
+        if self.config.claim and now - self._last_ledger_check > self.config.ledger_check_s:
+            self._last_ledger_check = now
+            try:
+                self._repair_ledger()
+            except OSError as exc:
+                log.debug("asking for ledger transactions: %s", exc)
         if self.config.retention_days and now - self._last_retention > RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.archive.retain(self.config.retention_days)
             if any(deleted.values()):
                 log.info("retention (%g days) deleted %s", self.config.retention_days, deleted)
+
+    def _repair_ledger(self) -> None:
+        """Ask the stack again for the first run of ledger transactions the archive lacks
+        among those its telemetry counted a check ago (what was counted since may still be
+        on its way)."""
+        with self._state_lock:
+            ident, count = self.latest.get("LEDGER_ID"), self.latest.get("LEDGER_TXNS")
+        if ident is None or count is None:
+            return
+        book, counted = f"{int(ident[2]):08x}", int(count[2])
+        seen, self._ledger_seen = self._ledger_seen, (book, counted)
+        if seen is None or seen[0] != book:
+            return
+        gap = ground_ledger.first_gap(self.archive.connect(), book, seen[1])
+        if gap is not None:
+            first, last = gap
+            count = min(LEDGER_RESEND_MAX, last - first + 1)
+            self.send_command("(server)", "LEDGER_RESEND", {"first": first, "count": count})
+            self.stats["ledger_resends"] += 1
 
     def _publish(self, d: Decoded) -> None:
         messages: list[dict] = []
