@@ -69,6 +69,7 @@ TENANT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 ISSUED = "issued"
 JOURNAL_VERSION = 1
 RECENT = 1000  # transactions kept in memory for statements (the journal keeps all)
+STOPPED = "the stack stopped before the job finished"  # why a hold is released at a stop
 
 
 def tenant_account(name: str) -> str:
@@ -435,7 +436,7 @@ class Ledger:
             self.close()
             raise
         for hold in list(self._book.holds.values()):
-            txn = self.release(hold.number, "the stack stopped before the job finished")
+            txn = self.release(hold.number, STOPPED)
             self.restart_releases.append(txn)
 
     def _write(self, record: dict) -> None:
@@ -675,6 +676,7 @@ class Ledger:
 __all__ = [
     "ISSUED",
     "MAX_TENANTS",
+    "STOPPED",
     "Hold",
     "Kind",
     "Ledger",

@@ -44,7 +44,7 @@ import numpy as np
 
 from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import CHIP_STATES, JOB_RESULT, MAX_CHIPS, POLICIES, QUOTE_RESULT
-from orbithil.flight.ledger import Ledger, LedgerError, Tariff, Tenant, Txn, event_of
+from orbithil.flight.ledger import STOPPED, Ledger, LedgerError, Tariff, Tenant, Txn, event_of
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,8 @@ class Payload:
         self._ops_thread.start()
 
     def stop(self) -> None:
-        """Stop the pool; jobs it did not finish are settled for what completed, or
-        released."""
+        """Stop the pool and report what it finished; the holds of tenants' jobs are
+        released, charging nothing: their results go nowhere once the link is down."""
         self._stop.set()
         self.pool.stop()
         if self._ops_thread is not None:
@@ -458,13 +458,16 @@ class Payload:
 
     def _settle(self, record: _JobRecord, job_id: int, items) -> None:
         """A tenant's finished job: charge the cycles its completed images ran, or release
-        its hold when none completed. Exactly once: the record was popped."""
+        its hold when none completed or the stack is stopping (the results are not
+        delivered). Exactly once: the record was popped."""
         if record.hold is None:
             return
         billed = [run for item in items if item.output is not None for run in item.runs]
         cycles = sum(c for _, c in billed)
         try:
-            if billed:
+            if self._stop.is_set():
+                txn = self.ledger.release(record.hold, STOPPED)
+            elif billed:
                 txn = self.ledger.settle(record.hold, self.tariff.tokens(cycles), cycles=cycles,
                                          runs=len(billed))  # fmt: skip
             else:

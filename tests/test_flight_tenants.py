@@ -163,7 +163,7 @@ def test_a_job_the_stack_stops_before_it_runs_is_released_and_the_book_survives_
     fs.stack.stop()  # (the fixture stops it again after the test: harmless)
     last = json.loads(journal.read_text().splitlines()[-1])
     assert last["kind"] == "release" and last["hold"] == 2 and last["job"] == 1
-    assert last["why"] == "no image completed: the pool stopped"
+    assert last["why"] == "the stack stopped before the job finished"
 
     # a stack killed with a job under way leaves its hold open in the journal
     killed = Ledger(tenants_from_data(TENANTS), journal=journal)
@@ -175,3 +175,64 @@ def test_a_job_the_stack_stops_before_it_runs_is_released_and_the_book_survives_
     assert again.ground.wait_telemetry("TENANT0_AVAILABLE", lambda v: v == 1000, timeout=5)
     assert again.stack.ledger.book_id == fs.stack.ledger.book_id
     again.stack.ledger.check()
+
+
+def test_orbithil_fly_killed_with_a_job_held_releases_it_when_it_flies_again(tmp_path):
+    """``orbithil fly`` as a user runs it, killed (-9) while a tenant's job waits for power:
+    the journal keeps the grant and the hold, and the next start releases the hold, so the
+    tenant has every token back and nothing was charged."""
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import sys
+
+    from orbithil.flight.ground import Ground, MemorySequence
+
+    keys = {1: secrets.token_bytes(32), 2: secrets.token_bytes(32)}
+    (tmp_path / "keys").write_text("".join(f"{k} {v.hex()}\n" for k, v in keys.items()))
+    eclipse = Orbit.default().timeline().next_eclipse(0.0)
+    power = "\n".join(f"{k} = {v}" for k, v in POWER.items())
+    (tmp_path / "fly.toml").write_text(
+        f'hk_period_ms = 100\norbit_start_s = {eclipse.entry_s + 60}\n[[tenants]]\nname = "acme"\n'
+        f'key_ids = [2]\n[ledger]\njournal = "{tmp_path / "ledger.jsonl"}"\n[power]\n{power}\n'
+    )
+    numbers = MemorySequence(1)  # the restarted stack has a fresh replay window
+
+    def fly() -> tuple[subprocess.Popen, tuple[str, int]]:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orbithil.tools.cli", "fly", "--chip", "model://?harden=0",
+             "--config", str(tmp_path / "fly.toml"), "--keys", str(tmp_path / "keys"),
+             "--port", "0", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        line = process.stdout.readline()
+        assert line.startswith("{"), line
+        return process, tuple(json.loads(line)["udp"])
+
+    first, address = fly()
+    try:
+        with Ground(address, key_id=1, key=keys[1], sequence=numbers) as g, \
+                Ground(address, key_id=2, key=keys[2], sequence=numbers) as acme:  # fmt: skip
+            g.command("GRANT_TOKENS", tenant=0, tokens=800)
+            g.command("SET_MODE", mode="NOMINAL")
+            g.command("SET_MODE", mode="COMPUTE")
+            acme.command("SUBMIT_JOB", first=0, count=4)
+            g.wait_event("JOBS_DEFERRED", timeout=10)
+            assert g.wait_telemetry("TENANT0_HELD", lambda v: v > 0, timeout=5) > 0
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    again, address = fly()
+    try:
+        with Ground(address, key_id=1, key=keys[1], sequence=numbers) as g:
+            g.command("NOOP")  # telemetry comes here from now on
+            assert g.wait_telemetry("TENANT0_AVAILABLE", lambda v: v == 800, timeout=10)
+            assert g.telemetry["TENANT0_HELD"] == 0 and g.telemetry["TENANT0_SPENT"] == 0
+            assert g.wait_telemetry("LEDGER_TXNS", lambda v: v == 3, timeout=5)
+    finally:
+        again.terminate()
+        assert again.wait(20) == 0
+    kinds = [json.loads(line).get("kind") for line in (tmp_path / "ledger.jsonl").open()]
+    assert kinds == [None, "grant", "reserve", "release"]  # the header, then the book
