@@ -327,7 +327,8 @@ def register(subparsers) -> None:
     s.add_argument(
         "--no-claim",
         action="store_true",
-        help="never send a NOOP to make the stack send telemetry here",
+        help="never send a command on the server's own: no NOOP to make the stack send "
+        "telemetry here, no LEDGER_RESEND for ledger transactions the archive missed",
     )
     s.add_argument(
         "--stations",
