@@ -263,3 +263,17 @@ def test_every_event_and_completion_text_can_be_read_back_into_its_fields():
         text = fmt.replace(":.1f}", "}").replace(":.3f}", "}").format(**fields)
         assert parse_format(fmt, text) == fields, fmt
     assert parse_format("job {job} done", "something else") is None
+
+
+def test_bench_ledger_pieces_run_at_small_sizes(tmp_path):
+    """(nothing timed is asserted: `orbithil bench ledger` measures)"""
+    from orbithil.tools.bench import BENCHMARKS
+    from orbithil.tools.bench import ledger as bench
+
+    assert BENCHMARKS["ledger"][0] == "orbithil.tools.bench.ledger"
+    rate, each = bench.book_rate(20, tmp_path / "j.jsonl")
+    assert rate > 0 and len(each) == 40
+    assert bench.replay_seconds(tmp_path / "j.jsonl") > 0
+    assert all(r > 0 for r in bench.booking_rates(tmp_path, 40))
+    tenant, operator = bench.submit_round_trips(tmp_path, 1)
+    assert len(tenant) == len(operator) == 1
