@@ -54,12 +54,12 @@ import re
 import secrets
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from orbithil.config import read_toml
 from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import MAX_TENANTS
 
@@ -73,14 +73,17 @@ STOPPED = "the stack stopped before the job finished"  # why a hold is released 
 
 
 def tenant_account(name: str) -> str:
+    """The account of what tenant ``name`` may spend."""
     return f"tenant:{name}"
 
 
 def held_account(name: str) -> str:
+    """The account of what tenant ``name``'s running jobs hold."""
     return f"held:{name}"
 
 
 def earned_account(name: str) -> str:
+    """The account of what tenant ``name``'s settled jobs paid."""
     return f"earned:{name}"
 
 
@@ -98,9 +101,6 @@ class Tenant:
     index: int
     name: str
     key_ids: tuple[int, ...]
-
-    def as_dict(self) -> dict:
-        return {"index": self.index, "name": self.name, "key_ids": list(self.key_ids)}
 
 
 def tenants_from_data(data: object, *, where: str = "tenants") -> tuple[Tenant, ...]:
@@ -145,12 +145,7 @@ def tenants_from_data(data: object, *, where: str = "tenants") -> tuple[Tenant, 
 def tenants_from_file(path: str | Path) -> tuple[Tenant, ...]:
     """The ``[[tenants]]`` tables of a TOML file (the flight config itself will do: its
     other keys are not read here)."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"tenants file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"tenants file {path} is not readable TOML: {exc}") from None
+    data = read_toml(path, "tenants file")
     if "tenants" not in data:
         raise ConfigError(f"{path} has no [[tenants]] tables (name, key_ids)")
     return tenants_from_data(data["tenants"], where=str(path))
@@ -217,12 +212,18 @@ class LedgerConfig:
         if not isinstance(data.get("journal", ""), str):
             raise ConfigError("ledger journal: give a file path")
         config = cls(**data)
-        Tariff(config.cycles_per_token)  # checks it
+        config.tariff  # noqa: B018 (checks cycles_per_token)
         return config
+
+    @property
+    def tariff(self) -> Tariff:
+        return Tariff(self.cycles_per_token)
 
 
 # --- transactions ---------------------------------------------------------------------------
 class Kind(StrEnum):
+    """What a transaction does (its postings: ``postings``)."""
+
     GRANT = "grant"
     RESERVE = "reserve"
     SETTLE = "settle"
@@ -420,12 +421,7 @@ class Ledger:
                     f"ledger journal {path} is in use by another flight stack; give each "
                     "stack its own ([ledger] journal)"
                 ) from None
-            if path.stat().st_size:
-                self._replay(path)
-            else:
-                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                self._write({"orbithil_ledger": JOURNAL_VERSION, "book": self.book_id,
-                             "created": created})  # fmt: skip
+            self._replay(path)
         except OSError as exc:
             self.close()
             raise ConfigError(
@@ -456,6 +452,11 @@ class Ledger:
                         "applied)", path, len(torn))  # fmt: skip
             with open(path, "r+b") as f:
                 f.truncate(len(data) - len(torn))
+        if not lines:  # a new journal, or its header was torn: nothing was ever booked
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._write({"orbithil_ledger": JOURNAL_VERSION, "book": self.book_id,
+                         "created": created})  # fmt: skip
+            return
         try:
             header = json.loads(lines[0])
             version = header["orbithil_ledger"]

@@ -339,8 +339,7 @@ class Payload:
         with self._submit_lock:
             quote = None
             try:
-                self.pool.check(policy)
-                if tenant is not None:
+                if tenant is not None:  # (quote refuses a policy the pool cannot serve)
                     quote = self.quote(count, policy)
                     self.ledger.affordable(tenant.name, quote.hold)
                 job = self.pool.submit([self.xs[i] for i in indexes], policy)
@@ -408,6 +407,8 @@ class Payload:
     def _finish_jobs(self) -> None:
         """Report the jobs the pool finished since the last tick: one event each; settle or
         release a tenant's hold."""
+        from orbithil.payload.pool import PoolError
+
         while True:
             try:
                 job_id = self._done.get_nowait()
@@ -416,7 +417,7 @@ class Payload:
             with self._submit_lock, self._lock:  # a job just submitted has its record
                 record = self._jobs.pop(job_id, None)
             if record is None:  # a job cancelled as it was submitted: forget it
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(PoolError, TimeoutError):
                     self.pool.result(job_id, timeout=0)
                 continue
             result = self.pool.result(job_id, timeout=1.0)  # done: returns at once

@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from orbithil.config import read_toml
 from orbithil.errors import ConfigError
 from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
@@ -91,12 +91,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"flight config {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"flight config {path} is not readable TOML: {exc}") from None
+        data = read_toml(path, "flight config")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -167,7 +162,7 @@ def open_ledger(config: Config, keys) -> tuple[Ledger, Tariff]:
     if tenants and not settings.journal:
         log.warning("%d tenant(s) and no [ledger] journal: the book is kept in memory and "
                     "starts empty at every start", len(tenants))  # fmt: skip
-    return Ledger(tenants, journal=settings.journal or None), Tariff(settings.cycles_per_token)
+    return Ledger(tenants, journal=settings.journal or None), settings.tariff
 
 
 def _as_chips(chips) -> list[tuple[str, object]]:

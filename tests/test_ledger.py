@@ -189,6 +189,11 @@ def test_a_torn_last_line_is_dropped_and_a_damaged_one_refuses_the_book(tmp_path
     with pytest.raises(ConfigError, match=r"line 2 is damaged \(transaction 1's postings do "
                                           r"not sum to zero\)"):  # fmt: skip
         book(journal=path)
+    (tmp_path / "torn").write_text('{"orbithil_ledger":1,"bo')  # killed as it was made
+    fresh = book(journal=tmp_path / "torn")
+    assert fresh.transactions == 0
+    fresh.close()
+    assert json.loads((tmp_path / "torn").read_text())["orbithil_ledger"] == 1
     (tmp_path / "other").write_text("hello\n")
     with pytest.raises(ConfigError, match=r"line 1: not an orbithil ledger journal"):
         book(journal=tmp_path / "other")
