@@ -264,11 +264,7 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
     def latest(found: User) -> dict:
         """The latest value of every channel received, with its times (a tenant: the
         channels it sees)."""
-        values = server.latest_json()
-        tenant = tenant_of(found)
-        if tenant is not None:
-            values = {k: v for k, v in values.items() if server.tenant_sees(k, tenant)}
-        return values
+        return server.latest_json(tenant=tenant_of(found))
 
     @app.get("/api/telemetry/{channel}/history", response_model=History, tags=["telemetry"])
     def history(
@@ -451,9 +447,7 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         receiver: asyncio.Future | None = None
         tenant = tenant_of(found)
         try:
-            telemetry = server.latest_json()
-            if tenant is not None:
-                telemetry = {k: v for k, v in telemetry.items() if server.tenant_sees(k, tenant)}
+            telemetry = server.latest_json(tenant=tenant)
             await websocket.send_json(
                 {
                     "type": "hello",

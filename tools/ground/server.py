@@ -660,11 +660,13 @@ class GroundServer:
         own = known is not None and channel.startswith(f"TENANT{known.index}_")
         return own or channel in TENANT_PUBLIC_CHANNELS
 
-    def latest_json(self) -> dict:
+    def latest_json(self, *, tenant: str | None = None) -> dict:
+        """The latest value of every channel (of those ``tenant`` sees, if given)."""
         with self._state_lock:
             return {
                 name: {"rx_us": rx, "onboard_us": onboard, "value": _finite(value)}
                 for name, (rx, onboard, value) in sorted(self.latest.items())
+                if tenant is None or self.tenant_sees(name, tenant)
             }
 
     def status_json(self) -> dict:
