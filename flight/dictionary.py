@@ -7,8 +7,11 @@ so a ground tool holding another dictionary notices at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
+import string
 import struct
 from dataclasses import asdict, dataclass
 from enum import IntEnum
@@ -58,6 +61,25 @@ class Arg:
         return raw
 
 
+@functools.lru_cache(maxsize=256)
+def _format_pattern(fmt: str) -> re.Pattern:
+    """A regular expression matching what ``fmt.format(...)`` makes, one group per field."""
+    parts, seen = [], set()
+    for literal, name, _spec, _conv in string.Formatter().parse(fmt):
+        parts.append(re.escape(literal))
+        if name is not None:
+            parts.append(f"(?P<{name}>.*?)" if name not in seen else ".*?")
+            seen.add(name)
+    return re.compile("".join(parts) + "$", re.DOTALL)
+
+
+def parse_format(fmt: str, text: str) -> dict[str, str] | None:
+    """The fields of ``text`` made by ``fmt.format(**fields)``, as strings, or None if it
+    was not made by ``fmt`` (ground tools read events and completions back into fields)."""
+    match = _format_pattern(fmt).match(text)
+    return match.groupdict() if match else None
+
+
 @dataclass(frozen=True)
 class Command:
     opcode: int
@@ -65,6 +87,8 @@ class Command:
     args: tuple[Arg, ...] = ()
     doc: str = ""
     modes: tuple[str, ...] = ()  # modes it may run in; () = any
+    tenants: bool = False  # a tenant's key may send it (flight/ledger.py); else operators only
+    result: str = ""  # the format of its completion's text (the COMPLETED stage's reason)
 
     @property
     def fmt(self) -> str:
@@ -89,6 +113,10 @@ class Command:
             )
         raw = struct.unpack(self.fmt, data)
         return {a.name: a.decode(r) for a, r in zip(self.args, raw, strict=True)}
+
+    def parse_result(self, text: str) -> dict[str, str] | None:
+        """The fields of this command's completion text (``result``), or None."""
+        return parse_format(self.result, text) if self.result else None
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,10 @@ class Event:
     format: str  # str.format with the event's arguments
     throttle: int = 10  # at most this many per throttle window, then counted, not sent
 
+    def parse(self, text: str) -> dict[str, str] | None:
+        """The fields of an event's text (made by ``format``), as strings, or None."""
+        return parse_format(self.format, text)
+
 
 MODES = ("SAFE", "NOMINAL", "COMPUTE")
 POLICIES = ("none", "rerun", "dmr", "tmr")  # payload.pool.Policy
@@ -124,17 +156,32 @@ CHIP_STATES = ("healthy", "fenced", "out")  # payload.pool.ChipState, by telemet
 CHIP_STATE_VALUES = (*CHIP_STATES, "throttled")  # CHIP<n>_STATE (3: flight/payload.py)
 MAX_CHIPS = 8  # chips of the payload pool with their own telemetry channels
 MAX_JOB_ITEMS = 256  # inferences per SUBMIT_JOB (its JOB_DONE event lists each class)
+MAX_TENANTS = 8  # tenants of the compute-token ledger with their own telemetry channels
+LEDGER_RESEND_MAX = 200  # events per LEDGER_RESEND: within the event queue's depth (256)
 _CHIP = Arg("chip", "u8", 0, MAX_CHIPS - 1, doc="chip of the pool, by its --chip order", default=0)
+_JOB_POLICY = Arg(
+    "policy",
+    "enum",
+    values=("current", *POLICIES),
+    default="current",
+    doc="reliability policy of this job; current: the one SET_POLICY set",
+)
+# completion texts (the COMPLETED stage's reason) of the job commands; ``account`` says what
+# the tenant holds and has left, or that an operator's job is not charged
+JOB_RESULT = "job {job}: {images} images under {policy}; {account}"
+QUOTE_RESULT = (
+    "quote: hold {hold} tokens (about {expected}) for {images} images under {policy}; {account}"
+)
 
 # fmt: off
 COMMANDS: tuple[Command, ...] = (
-    Command(0x01, "NOOP", doc="do nothing; proves the link and the dispatcher"),
+    Command(0x01, "NOOP", doc="do nothing; proves the link and the dispatcher", tenants=True),
     Command(0x02, "SET_MODE", (Arg("mode", "enum", values=MODES),),
             "change mode; only allowed transitions (see flight/services.py)"),
     Command(0x03, "RUN_INFERENCE", (Arg("index", "u16", 0, 65535,
                                          doc="image of the model's test split (modulo its size)"),),
             "classify a held-out digit with the on-board model on the chip",
-            modes=("COMPUTE",)),
+            modes=("COMPUTE",), tenants=True, result=JOB_RESULT),
     Command(0x04, "SET_SCRUB", (Arg("period", "u16", 0, 65535, doc="cycles; 0 = off"),),
             "set the SRAM scrubber period of every chip of the pool"),
     Command(0x05, "CHIP_RESET", (_CHIP,),
@@ -147,15 +194,30 @@ COMMANDS: tuple[Command, ...] = (
             "housekeeping telemetry period"),
     Command(0x08, "SUBMIT_JOB", (
         Arg("first", "u16", 0, 65535, doc="first image of the test split (modulo its size)"),
-        Arg("count", "u16", 1, MAX_JOB_ITEMS, doc="images: first, first+1, ...")),
-        "queue an inference job on the payload pool under the current policy; JOB_DONE "
-        "reports it", modes=("COMPUTE",)),
+        Arg("count", "u16", 1, MAX_JOB_ITEMS, doc="images: first, first+1, ..."), _JOB_POLICY),
+        "queue an inference job on the payload pool; a tenant's job holds its quote in "
+        "tokens until JOB_DONE, then pays for the cycles it ran", modes=("COMPUTE",),
+        tenants=True, result=JOB_RESULT),
     Command(0x09, "SET_POLICY", (Arg("policy", "enum", values=POLICIES),),
             "reliability policy of the jobs submitted from now on"),
     Command(0x0A, "CHIP_OUT", (_CHIP,), "take a chip of the pool out of service"),
     Command(0x0B, "CHIP_IN", (_CHIP,),
             "return a chip to service (after a reset and self-test)"),
     Command(0x0C, "POOL_STATUS", doc="one CHIP_STATUS event per chip of the pool"),
+    Command(0x0D, "GRANT_TOKENS", (
+        Arg("tenant", "u8", 0, MAX_TENANTS - 1, doc="tenant, by its [[tenants]] order"),
+        Arg("tokens", "u32", 1, 2**32 - 1, doc="compute tokens to add to its account")),
+        "give a tenant compute tokens to spend on jobs",
+        result="{tenant}: {available} tokens available (txn {txn})"),
+    Command(0x0E, "QUOTE_JOB", (
+        Arg("count", "u16", 1, MAX_JOB_ITEMS, doc="images"), _JOB_POLICY),
+        "what a job of count images would hold (its quote) and about what it would pay",
+        tenants=True, result=QUOTE_RESULT),
+    Command(0x0F, "LEDGER_RESEND", (
+        Arg("first", "u32", 1, 2**32 - 1, doc="first transaction number"),
+        Arg("count", "u16", 1, LEDGER_RESEND_MAX, doc="transactions")),
+        "send the events of ledger transactions again (a ground fills what it missed)",
+        result="resent {sent} transactions {first}..{last} of ledger {book}"),
 )
 
 CHANNELS: tuple[Channel, ...] = (
@@ -223,6 +285,14 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(86, "SOC_MIN", "f64", "", low=0.3, doc="lowest state of charge so far"),
     Channel(87, "TEMP_MAX_C", "f64", "C", high=85, doc="hottest chip"),
     Channel(88, "ENERGY_J", "f64", "J", doc="compute energy of all jobs so far"),
+    # the compute-token ledger (flight/ledger.py)
+    Channel(90, "LEDGER_TXNS", "u32", doc="transactions in the book"),
+    Channel(91, "TOKENS_ISSUED", "i64", "tokens", doc="granted to tenants, ever"),
+    Channel(92, "TOKENS_HELD", "i64", "tokens", doc="held for running jobs, all tenants"),
+    Channel(93, "TOKENS_EARNED", "i64", "tokens", doc="paid by settled jobs, all tenants"),
+    Channel(94, "HOLDS_OPEN", "u32", doc="jobs holding tokens (not settled or released yet)"),
+    Channel(95, "LEDGER_ID", "u32", doc="the ledger's id (its 8 hex digits as a number): a "
+            "ground tells whose LEDGER_TXNS these are"),
     *(channel for n in range(MAX_CHIPS) for channel in (
         Channel(100 + 10 * n, f"CHIP{n}_STATE", "u32",
                 doc=f"chip {n}: 0 healthy, 1 fenced, 2 out (operator), 3 throttled (heat)",
@@ -233,6 +303,17 @@ CHANNELS: tuple[Channel, ...] = (
         Channel(104 + 10 * n, f"CHIP{n}_TEMP_C", "f64", "C", high=70),
         Channel(105 + 10 * n, f"CHIP{n}_POWER_W", "f64", "W"),
         Channel(106 + 10 * n, f"CHIP{n}_ECC_CORRECTED", "u32", "words"),
+    )),
+    *(channel for n in range(MAX_TENANTS) for channel in (
+        Channel(200 + 10 * n, f"TENANT{n}_AVAILABLE", "i64", "tokens",
+                doc=f"tenant {n} (by [[tenants]] order): tokens it may spend"),
+        Channel(201 + 10 * n, f"TENANT{n}_HELD", "i64", "tokens",
+                doc=f"tenant {n}: held for its running jobs"),
+        Channel(202 + 10 * n, f"TENANT{n}_SPENT", "i64", "tokens",
+                doc=f"tenant {n}: paid by its settled jobs"),
+        Channel(203 + 10 * n, f"TENANT{n}_CYCLES", "i64", "cycles",
+                doc=f"tenant {n}: MAC-engine cycles its settled jobs were metered at"),
+        Channel(204 + 10 * n, f"TENANT{n}_JOBS", "u32", doc=f"tenant {n}: jobs settled"),
     )),
 )
 
@@ -251,10 +332,12 @@ EVENTS: tuple[Event, ...] = (
     Event(10, "STACK_STARTED", Severity.INFO,
           "flight stack up, chip {chip}, dictionary {dict_hash}"),
     Event(11, "JOB_SUBMITTED", Severity.INFO,
-          "job {job}: images {first}..{last}, policy {policy}", throttle=10_000),
+          "job {job}: images {first}..{last}, policy {policy}, tenant {tenant}",
+          throttle=10_000),
     Event(12, "JOB_DONE", Severity.INFO,
           "job {job} done: {completed}/{items} completed, {correct} correct, policy {policy}, "
-          "classes {classes}", throttle=10_000),
+          "tenant {tenant}, {runs} runs, {cycles} cycles, {joules:.3f} J, classes {classes}",
+          throttle=10_000),
     Event(13, "CHIP_FENCED", Severity.WARNING, "chip {chip} fenced: {why}", throttle=100),
     Event(14, "CHIP_READMITTED", Severity.INFO,
           "chip {chip} re-admitted after {attempts} recovery attempt(s)", throttle=100),
@@ -271,6 +354,20 @@ EVENTS: tuple[Event, ...] = (
     Event(21, "POLICY_SET", Severity.INFO, "policy of new jobs: {policy}"),
     Event(22, "CHIP_THROTTLED", Severity.WARNING, "chip {chip} at {temp:.1f} C: throttled"),
     Event(23, "TM_CLIENT_DROPPED", Severity.WARNING, "ground client {client} dropped: {why}"),
+    # the ledger's transactions, one event each (the ground books them: tools/ground)
+    Event(24, "TOKENS_GRANTED", Severity.INFO,
+          "ledger {book} txn {txn}: {tenant} granted {tokens} tokens, {available} available",
+          throttle=10_000),
+    Event(25, "TOKENS_RESERVED", Severity.INFO,
+          "ledger {book} txn {txn}: {tenant} holds {tokens} tokens for job {job}, "
+          "{available} available", throttle=10_000),
+    Event(26, "JOB_SETTLED", Severity.INFO,
+          "ledger {book} txn {txn}: job {job} of {tenant} settled hold {hold}: {charged} "
+          "tokens for {cycles} cycles in {runs} runs, {released} released, {available} "
+          "available", throttle=10_000),
+    Event(27, "TOKENS_RELEASED", Severity.INFO,
+          "ledger {book} txn {txn}: job {job} of {tenant} released hold {hold}: {tokens} "
+          "tokens, {available} available ({why})", throttle=10_000),
 )
 # fmt: on
 

@@ -143,29 +143,75 @@ class SequenceFile:
             raise ValueError(f"sequence file {self.path} is closed")
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            text = os.pread(self._fd, 64, 0).decode(errors="replace").strip()
-            if not text:
-                number = fresh_sequence_start()
-            elif text.isdigit():
-                number = int(text)
-            else:
-                raise ConfigError(
-                    f"sequence file {self.path} holds {text[:20]!r}, not a number; delete it "
-                    "(the next command then starts from the clock)"
-                )
+            number = self.peek()
             if number > MAX_SEQUENCE:
                 raise ConfigError(_exhausted())
-            data = f"{number + 1}\n".encode()
-            os.pwrite(self._fd, data, 0)
-            os.ftruncate(self._fd, len(data))
+            self.store(number + 1)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         return number
+
+    def peek(self) -> int:
+        """The next number (under the caller's lock)."""
+        if self._fd < 0:
+            raise ValueError(f"sequence file {self.path} is closed")
+        text = os.pread(self._fd, 64, 0).decode(errors="replace").strip()
+        if not text:
+            return fresh_sequence_start()
+        if text.isdigit():
+            return int(text)
+        raise ConfigError(
+            f"sequence file {self.path} holds {text[:20]!r}, not a number; delete it "
+            "(the next command then starts from the clock)"
+        )
+
+    def store(self, number: int) -> None:
+        """Make ``number`` the next (under the caller's lock)."""
+        data = f"{number}\n".encode()
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class SharedSequence:
+    """Numbers for several keys from their counter files at once: each number is above
+    what every one of the counters has given and is written to all of them (under all
+    their locks, taken in key order), so a ground signing with several keys (the ground
+    server: its own and its tenants') never gives two of its commands one number, and
+    each key's counter stays ahead of the stack's replay window for that key."""
+
+    def __init__(self, counters: list[SequenceFile]) -> None:
+        if not counters:
+            raise ValueError("a shared sequence needs at least one counter")
+        self.counters = sorted(counters, key=lambda c: str(c.path))
+
+    @classmethod
+    def for_keys(cls, key_ids) -> SharedSequence:
+        return cls([SequenceFile.for_key(k) for k in sorted(set(key_ids))])
+
+    def take(self) -> int:
+        taken: list[SequenceFile] = []
+        try:
+            for counter in self.counters:
+                fcntl.flock(counter._fd, fcntl.LOCK_EX)
+                taken.append(counter)
+            number = max(counter.peek() for counter in self.counters)
+            if number > MAX_SEQUENCE:
+                raise ConfigError(_exhausted())
+            for counter in self.counters:
+                counter.store(number + 1)
+            return number
+        finally:
+            for counter in taken:
+                fcntl.flock(counter._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        for counter in self.counters:
+            counter.close()
 
 
 # --- arguments as an operator writes them -----------------------------------------------------
@@ -256,6 +302,11 @@ class Ground:
     def send(self, name: str, **args) -> int:
         """Send a telecommand (arguments checked against the dictionary; enumerated values
         in any case); its sequence number."""
+        return self.send_signed(self.key_id, self.key, name, args)
+
+    def send_signed(self, key_id: int, key: bytes, name: str, args: dict) -> int:
+        """``send``, signed with another key (a ground server signs its tenants' commands
+        with their keys); the number comes from this ground's sequence all the same."""
         try:
             command = COMMAND_BY_NAME[name]
         except KeyError:
@@ -264,7 +315,7 @@ class Ground:
             ) from None
         data = command.encode_args(**canonical_args(command, args))
         seq = self.next_sequence()
-        self.send_raw(ccsds.telecommand(self.key_id, self.key, seq, command.opcode, data, seq))
+        self.send_raw(ccsds.telecommand(key_id, key, seq, command.opcode, data, seq))
         return seq
 
     def send_raw(self, packet: bytes) -> None:
@@ -278,11 +329,18 @@ class Ground:
 
     def command(self, name: str, *, timeout: float = 10.0, **args) -> Stage:
         """Send and wait for COMPLETED; CommandRejected on FAILED, TimeoutError if neither."""
+        self.command_result(name, timeout=timeout, **args)
+        return Stage.COMPLETED
+
+    def command_result(self, name: str, *, timeout: float = 10.0, **args) -> str:
+        """Send, wait for COMPLETED and return its text: what the command made or found
+        (SUBMIT_JOB: its job and hold; QUOTE_JOB: the quote), "" for most commands.
+        CommandRejected on FAILED, TimeoutError if neither came."""
         seq = self.send(name, **args)
         stage, reason = self.wait_verification(seq, timeout=timeout)
         if stage is Stage.FAILED:
             raise CommandRejected(name, reason)
-        return stage
+        return reason
 
     # --- waiting, with deadlines ---
     def _wait(self, check: Callable[[], object], timeout: float, what: str,

@@ -18,12 +18,19 @@ through the pool to that thread. What the stack adds here:
   sunlight (``payload.orbit``), the bus, each chip's idle power, its link while it works
   and its jobs' energy (the chip's cycle count x ENERGY_PER_CYCLE x the build's joules
   per unit);
-- telemetry for the pool, the power system and each chip (``CHIP<n>_*``), and events for
-  every fence, re-admission, disagreement and deferral.
+- metering and the tenants' tokens (flight/ledger.py): every job's runs, cycles and
+  joules, counted per image from the chips' own cycle counts; a tenant's job is quoted and
+  its quote reserved from the tenant's tokens when it is submitted, and when it is done it
+  is settled at the cycles its completed images ran (or released when none completed, or
+  when the stack stops first), exactly once;
+- telemetry for the pool, the power system, each chip (``CHIP<n>_*``) and each tenant
+  (``TENANT<n>_*``), and events for every fence, re-admission, disagreement, deferral and
+  ledger transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
@@ -36,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from orbithil.errors import ConfigError
-from orbithil.flight.dictionary import CHIP_STATES, MAX_CHIPS, POLICIES
+from orbithil.flight.dictionary import CHIP_STATES, JOB_RESULT, MAX_CHIPS, POLICIES, QUOTE_RESULT
+from orbithil.flight.ledger import STOPPED, Ledger, LedgerError, Tariff, Tenant, Txn, event_of
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,26 @@ class _JobRecord:
     indexes: list[int]
     policy: str
     single: bool  # RUN_INFERENCE: reported as INFERENCE_DONE
+    tenant: Tenant | None = None  # None: an operator's job, not charged
+    hold: int | None = None  # the ledger hold of a tenant's job
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a job would hold (its worst case) and about what it would pay, in tokens."""
+
+    images: int
+    policy: str
+    hold: int
+    expected: int
+
+
+def prior_cycles(layout, layer: int | None = None) -> int:
+    """MAC cycles of one inference (or of one ``layer``) on the costliest build, before any
+    has run: the hardened MAC reads each operand word twice at 8 cycles a read, plus 4 per
+    output row (the model backend's count; the RTL's is close, and runs refine it)."""
+    return sum((job.r1 - job.r0) * (4 * (job.c1 - job.c0) + 4) for job in layout.jobs
+               if layer is None or job.layer == layer)  # fmt: skip
 
 
 class Payload:
@@ -91,6 +119,8 @@ class Payload:
         scrub_period: int = 256,
         wdt_cycles: int = 50_000_000,
         pipeline: bool = False,
+        ledger: Ledger | None = None,
+        tariff: Tariff | None = None,
     ) -> None:
         from orbithil.payload.model import PoolExecutor, default_model
         from orbithil.payload.pool import Pool
@@ -107,6 +137,8 @@ class Payload:
         self.policy = policy
         self.model = default_model()  # trained once per machine (seconds), then cached
         self.xs, self.labels = self.model.test_split()
+        self.ledger = ledger or Ledger()
+        self.tariff = tariff or Tariff()
         self.power = PowerModel(power_config, chips=len(chips), timeline=timeline)
         self.timeline = timeline
         self._lock = threading.Lock()
@@ -117,6 +149,16 @@ class Payload:
             self._accounts[str(n)] = _ChipAccount(harden, url, thermal)
         self._unbooked_j = 0.0  # job energy not yet taken from the battery by a step
         self._energy_j = 0.0
+        from orbithil.payload.model import plan_layout
+
+        # learnt from runs: the longest single run (a whole inference, or one layer in a
+        # pipeline), for a quote's worst case, and the usual cycles of an inference
+        layout = plan_layout(self.model)
+        self._pass_cycles = float(prior_cycles(layout))
+        self._run_cycles = float(
+            max(prior_cycles(layout, layer) for layer in range(len(self.model.weights)))
+            if pipeline else self._pass_cycles
+        )  # fmt: skip
         self._item_j = self._prior_item_j()  # energy of one inference, learnt from runs
         self._item_s = 0.05  # simulated seconds of one inference, learnt from runs
         self._last_step: float | None = None
@@ -124,6 +166,9 @@ class Payload:
         self._last_corrected: tuple[float, float] | None = None
         self._done: queue.Queue[int] = queue.Queue()
         self._jobs: dict[int, _JobRecord] = {}
+        # a job's submission (pool, ledger, record) is one step: a job finishing at once
+        # is reported only once its record exists
+        self._submit_lock = threading.Lock()
         self.pool = Pool(
             [(str(n), chip) for n, (_, chip) in enumerate(chips)],
             PoolExecutor(self.model, base=None),  # weights at the top of each chip's SRAM
@@ -147,13 +192,9 @@ class Payload:
 
     def _prior_item_j(self) -> float:
         """Before any run: an inference's energy on the costliest build, from the model's
-        MAC work (about four cycles per weight on the hardened MAC, two on the other)."""
-        from orbithil.payload.model import plan_layout
-
-        weights = sum(w.size for w in self.model.weights)
-        cycles = 4 * weights + 64 * len(plan_layout(self.model).jobs)
+        MAC work (``prior_cycles``)."""
         config = self.power.config
-        return cycles * ENERGY_PER_CYCLE * max(config.joules_per_unit.values())
+        return self._pass_cycles * ENERGY_PER_CYCLE * max(config.joules_per_unit.values())
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -163,10 +204,13 @@ class Payload:
         self._ops_thread.start()
 
     def stop(self) -> None:
+        """Stop the pool and report what it finished; the holds of tenants' jobs are
+        released, charging nothing: their results go nowhere once the link is down."""
         self._stop.set()
         self.pool.stop()
         if self._ops_thread is not None:
             self._ops_thread.join(5)
+        self._finish_jobs()
 
     # --- operator actions (run on the payload-ops thread, each chip's on its own) -------
     def submit_op(self, operation: Callable[[], None]) -> None:
@@ -250,61 +294,207 @@ class Payload:
         self.events.emit("POLICY_SET", policy=policy)
 
     # --- jobs -------------------------------------------------------------------------
-    def submit(self, first: int, count: int, *, single: bool = False) -> int:
+    def quote(self, count: int, policy: str | None = None) -> Quote:
+        """What a job of ``count`` images under ``policy`` (None or "current": the current
+        one) would hold: each image run as often as the policy may run it, each run as long
+        as the longest seen; and what it would pay when every run agrees. PayloadRefused
+        when the chips in service cannot serve the policy."""
+        from orbithil.payload.pool import PoolError
+
+        policy = self._policy(policy)
+        try:
+            self.pool.check(policy)
+            worst = self.pool.max_runs(policy) * self.pool.stages
+            usual = self.pool.nominal_runs(policy)
+        except (PoolError, ValueError) as exc:
+            raise PayloadRefused(str(exc)) from None
+        with self._lock:
+            run_cycles, pass_cycles = self._run_cycles, self._pass_cycles
+        return Quote(count, policy, self.tariff.hold(count, worst, run_cycles),
+                     self.tariff.tokens(count * usual * pass_cycles))  # fmt: skip
+
+    def quote_text(self, count: int, policy: str | None, tenant: Tenant | None) -> str:
+        """QUOTE_JOB's completion: the quote, and what the tenant has to pay it with."""
+        q = self.quote(count, policy)
+        if tenant is None:
+            account = "operators' jobs are not charged"
+        else:
+            account = f"{tenant.name} has {self.ledger.available(tenant.name)} tokens available"
+        return QUOTE_RESULT.format(hold=q.hold, expected=q.expected, images=count,
+                                   policy=q.policy, account=account)  # fmt: skip
+
+    def _policy(self, policy: str | None) -> str:
+        return self.policy if policy in (None, "current") else policy
+
+    def submit(self, first: int, count: int, *, single: bool = False, policy: str | None = None,
+               tenant: Tenant | None = None) -> str:  # fmt: skip
+        """Queue images ``first``.. ``first+count-1`` under ``policy`` (None: the current
+        one). A tenant's job reserves its quote first (PayloadRefused when the tenant has
+        too few tokens). Returns the command's completion text (``JOB_RESULT``)."""
         from orbithil.payload.pool import PoolError
 
         n = len(self.xs)
         indexes = [(first + i) % n for i in range(count)]
-        try:
-            job = self.pool.submit([self.xs[i] for i in indexes], self.policy)
-        except PoolError as exc:
-            raise PayloadRefused(str(exc)) from None
-        with self._lock:
-            self._jobs[job] = _JobRecord(indexes, self.policy, single)
+        policy = self._policy(policy)
+        with self._submit_lock:
+            quote = None
+            try:
+                if tenant is not None:  # (quote refuses a policy the pool cannot serve)
+                    quote = self.quote(count, policy)
+                    self.ledger.affordable(tenant.name, quote.hold)
+                job = self.pool.submit([self.xs[i] for i in indexes], policy)
+            except (PoolError, LedgerError) as exc:
+                raise PayloadRefused(str(exc)) from None
+            txn = None
+            if tenant is not None:
+                try:
+                    txn = self.ledger.reserve(tenant.name, quote.hold, job=job)
+                except LedgerError as exc:  # the journal could not be written: no hold
+                    self.pool.cancel(job, f"not reserved: {exc}")
+                    raise PayloadRefused(str(exc)) from None
+            with self._lock:
+                self._jobs[job] = _JobRecord(indexes, policy, single, tenant,
+                                             txn.number if txn else None)  # fmt: skip
         self.tm.add("JOBS_SUBMITTED")
         if not single:
             self.events.emit("JOB_SUBMITTED", job=job, first=indexes[0], last=indexes[-1],
-                             policy=self.policy)  # fmt: skip
-        return job
+                             policy=policy, tenant=tenant.name if tenant else "-")  # fmt: skip
+        if txn is None:
+            account = "an operator's job, not charged"
+        else:
+            self.report(txn)
+            account = (f"{tenant.name} holds {txn.tokens} tokens for it (hold {txn.number}), "
+                       f"{txn.available} available")  # fmt: skip
+        return JOB_RESULT.format(job=job, images=count, policy=policy, account=account)
+
+    def grant(self, index: int, tokens: int) -> str:
+        """GRANT_TOKENS: ``tokens`` more for tenant ``index``; the completion text."""
+        tenant = self.tenant(index)
+        try:
+            txn = self.ledger.grant(tenant.name, tokens)
+        except LedgerError as exc:
+            raise PayloadRefused(str(exc)) from None
+        self.report(txn)
+        return f"{tenant.name}: {txn.available} tokens available (txn {txn.number})"
+
+    def tenant(self, index: int) -> Tenant:
+        for tenant in self.ledger.tenants.values():
+            if tenant.index == index:
+                return tenant
+        known = ", ".join(f"{t.index} {t.name}" for t in self.ledger.tenants.values())
+        if not known:
+            raise PayloadRefused("no tenants are configured ([[tenants]] in the flight config)")
+        raise PayloadRefused(f"no tenant {index}: the tenants are {known}")
+
+    def resend(self, first: int, count: int) -> str:
+        """LEDGER_RESEND: the events of transactions ``first``..``first+count-1`` again."""
+        last = first + count - 1
+        txns = self.ledger.history(first, last)
+        if not txns:
+            book, held = self.ledger.book_id, self.ledger.transactions
+            has = f"transactions 1..{held}" if held else "no transactions"
+            raise PayloadRefused(f"no transaction {first}..{last}: ledger {book} has {has}")
+        for txn in txns:
+            self.report(txn)
+        return (f"resent {len(txns)} transactions {txns[0].number}..{txns[-1].number} of "
+                f"ledger {self.ledger.book_id}")  # fmt: skip
+
+    def report(self, txn: Txn) -> None:
+        """The event of a ledger transaction (the ground books it from the event)."""
+        name, fields = event_of(txn, self.ledger.book_id)
+        self.events.emit(name, **fields)
 
     def _finish_jobs(self) -> None:
-        """Report the jobs the pool finished since the last tick: one event each."""
+        """Report the jobs the pool finished since the last tick: one event each; settle or
+        release a tenant's hold."""
+        from orbithil.payload.pool import PoolError
+
         while True:
             try:
                 job_id = self._done.get_nowait()
             except queue.Empty:
                 return
-            with self._lock:
+            with self._submit_lock, self._lock:  # a job just submitted has its record
                 record = self._jobs.pop(job_id, None)
-            if record is None:
+            if record is None:  # a job cancelled as it was submitted: forget it
+                with contextlib.suppress(PoolError, TimeoutError):
+                    self.pool.result(job_id, timeout=0)
                 continue
             result = self.pool.result(job_id, timeout=1.0)  # done: returns at once
-            classes, correct = [], 0
-            for index, item in zip(record.indexes, result.items, strict=True):
-                if item.output is None:
-                    classes.append("-")
-                    continue
-                label = int(np.argmax(item.output))
-                classes.append(str(label))
-                correct += label == int(self.labels[index])
-            completed = sum(c != "-" for c in classes)
-            self.tm.add("JOBS_DONE")
-            self.tm.add("ITEMS_DONE", completed)
-            self.tm.add("ITEMS_FAILED", len(classes) - completed)
-            self.tm.add("INFERENCES_CORRECT", correct)
-            if record.single:
-                index = record.indexes[0]
-                if classes[0] == "-":
-                    self.events.emit("COMMAND_FAILED", command="RUN_INFERENCE",
-                                     reason=result.items[0].error)  # fmt: skip
-                    continue
-                self.tm.set("INFERENCE_CLASS", int(classes[0]))
-                self.events.emit("INFERENCE_DONE", index=index, label=int(classes[0]),
-                                 truth=int(self.labels[index]))  # fmt: skip
+            self._learn(result.items)
+            self._report_job(record, job_id, result.items)
+            self._settle(record, job_id, result.items)
+
+    def _report_job(self, record: _JobRecord, job_id: int, items) -> None:
+        """Telemetry and the JOB_DONE (or INFERENCE_DONE) event of a finished job."""
+        classes, correct = [], 0
+        for index, item in zip(record.indexes, items, strict=True):
+            if item.output is None:
+                classes.append("-")
                 continue
-            self.events.emit("JOB_DONE", job=job_id, completed=completed, items=len(classes),
-                             correct=correct, policy=record.policy,
-                             classes="".join(classes))  # fmt: skip
+            label = int(np.argmax(item.output))
+            classes.append(str(label))
+            correct += label == int(self.labels[index])
+        completed = sum(c != "-" for c in classes)
+        self.tm.add("JOBS_DONE")
+        self.tm.add("ITEMS_DONE", completed)
+        self.tm.add("ITEMS_FAILED", len(classes) - completed)
+        self.tm.add("INFERENCES_CORRECT", correct)
+        if record.single:
+            index = record.indexes[0]
+            if classes[0] == "-":
+                self.events.emit("COMMAND_FAILED", command="RUN_INFERENCE",
+                                 reason=items[0].error)  # fmt: skip
+                return
+            self.tm.set("INFERENCE_CLASS", int(classes[0]))
+            self.events.emit("INFERENCE_DONE", index=index, label=int(classes[0]),
+                             truth=int(self.labels[index]))  # fmt: skip
+            return
+        runs = [run for item in items for run in item.runs]
+        self.events.emit("JOB_DONE", job=job_id, completed=completed, items=len(classes),
+                         correct=correct, policy=record.policy,
+                         tenant=record.tenant.name if record.tenant else "-", runs=len(runs),
+                         cycles=sum(c for _, c in runs), joules=self._joules(runs),
+                         classes="".join(classes))  # fmt: skip
+
+    def _settle(self, record: _JobRecord, job_id: int, items) -> None:
+        """A tenant's finished job: charge the cycles its completed images ran, or release
+        its hold when none completed or the stack is stopping (the results are not
+        delivered). Exactly once: the record was popped."""
+        if record.hold is None:
+            return
+        billed = [run for item in items if item.output is not None for run in item.runs]
+        cycles = sum(c for _, c in billed)
+        try:
+            if self._stop.is_set():
+                txn = self.ledger.release(record.hold, STOPPED)
+            elif billed:
+                txn = self.ledger.settle(record.hold, self.tariff.tokens(cycles), cycles=cycles,
+                                         runs=len(billed))  # fmt: skip
+            else:
+                errors = sorted({item.error for item in items if item.error})
+                txn = self.ledger.release(record.hold, "no image completed: " +
+                                          ("; ".join(errors)[:200] or "unknown"))  # fmt: skip
+        except LedgerError as exc:  # the journal cannot be written: the hold stays open
+            log.critical("job %d of %s not settled: %s", job_id, record.tenant.name, exc)
+            return
+        self.report(txn)
+
+    def _learn(self, items) -> None:
+        """Refine the cycles of a run (longest) and of an inference (usual) from runs."""
+        with self._lock:
+            for item in items:
+                if item.output is None or not item.runs:
+                    continue
+                self._run_cycles = max(self._run_cycles, *(c for _, c in item.runs))
+                per_pass = item.cycles * self.pool.stages / len(item.runs)
+                self._pass_cycles = 0.8 * self._pass_cycles + 0.2 * per_pass
+
+    def _joules(self, runs) -> float:
+        config = self.power.config
+        return sum(config.job_energy_j(cycles * ENERGY_PER_CYCLE,
+                                       harden=self._accounts[chip].harden)
+                   for chip, cycles in runs)  # fmt: skip
 
     # --- hooks the pool calls -----------------------------------------------------------
     def _pool_event(self, name: str, **fields) -> None:
@@ -443,6 +633,22 @@ class Payload:
         tm.set("CHIP_UPTIME", telemetry["0"].get("UPTIME", 0))
         tm.set("CHIP_STATUS", telemetry["0"].get("STATUS", 0))
         self._rate(sums["ECC_CORRECTED"])
+        self._publish_ledger()
+
+    def _publish_ledger(self) -> None:
+        self.tm.set("LEDGER_ID", int(self.ledger.book_id, 16))
+        book = self.ledger.summary()
+        for channel, key in (("LEDGER_TXNS", "txns"), ("TOKENS_ISSUED", "issued"),
+                             ("TOKENS_HELD", "held"), ("TOKENS_EARNED", "earned"),
+                             ("HOLDS_OPEN", "holds")):  # fmt: skip
+            self.tm.set(channel, book[key])
+        for tenant in self.ledger.tenants.values():
+            totals, n = self.ledger.totals(tenant.name), tenant.index
+            self.tm.set(f"TENANT{n}_AVAILABLE", totals.available)
+            self.tm.set(f"TENANT{n}_HELD", totals.held)
+            self.tm.set(f"TENANT{n}_SPENT", totals.spent)
+            self.tm.set(f"TENANT{n}_CYCLES", totals.cycles)
+            self.tm.set(f"TENANT{n}_JOBS", totals.jobs)
 
     RATE_WINDOW_S = 1.0
 

@@ -21,11 +21,13 @@ from orbithil.flight.core import Bus
 from orbithil.flight.dictionary import (
     CHANNEL_BY_NAME,
     COMMAND_BY_OPCODE,
+    COMMANDS,
     DICT_HASH32,
     EVENT_BY_NAME,
     MODES,
     Command,
 )
+from orbithil.flight.ledger import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -117,26 +119,40 @@ class CommandFailed(Exception):
     pass
 
 
+TENANT_COMMANDS = tuple(c.name for c in COMMANDS if c.tenants)
+
+
 class Dispatcher:
     """Decodes telecommands by the dictionary and runs their handlers, reporting each
     stage (accepted, started, completed, or failed with a reason) on ``tm/verify``.
-    Handlers registered with a runner (the payload's) run on that runner's thread."""
+    Handlers registered with a runner (the payload's) run on that runner's thread.
+
+    A handler returns None or the text of its completion (the COMPLETED stage's reason,
+    e.g. the job a SUBMIT_JOB made). A key of a tenant (``tenant_of``: flight/ledger.py)
+    may send only the commands the dictionary marks for tenants; a handler registered
+    with ``sender=True`` is also given the tenant (None: an operator's key)."""
 
     def __init__(self, bus: Bus, clock, telemetry: Telemetry, events: EventLog,
-                 modes: ModeManager) -> None:  # fmt: skip
+                 modes: ModeManager, tenant_of: Callable[[int], Tenant | None] | None = None,
+                 ) -> None:  # fmt: skip
         self.bus = bus
         self.clock = clock
         self.tm = telemetry
         self.events = events
         self.modes = modes
-        self.handlers: dict[str, Callable[[dict], None]] = {}
+        self.tenant_of = tenant_of or (lambda key_id: None)
+        self.handlers: dict[str, Callable[..., str | None]] = {}
+        self.with_sender: set[str] = set()
         self.downlink: Callable[[tuple], None] | None = None
         self.deferred: dict[str, Callable[[Callable[[], None]], None]] = {}
 
-    def register(self, name: str, handler: Callable[[dict], None], *, runner=None) -> None:
+    def register(self, name: str, handler: Callable[..., str | None], *, runner=None,
+                 sender: bool = False) -> None:  # fmt: skip
         self.handlers[name] = handler
         if runner is not None:
             self.deferred[name] = runner
+        if sender:
+            self.with_sender.add(name)
 
     def _verify(self, tc: Telecommand, stage: Stage, reason: str = "") -> None:
         message = (self.clock.now(), tc.auth_seq, tc.opcode, stage, reason)
@@ -146,9 +162,15 @@ class Dispatcher:
 
     def dispatch(self, tc: Telecommand) -> None:
         command: Command | None = COMMAND_BY_OPCODE.get(tc.opcode)
+        tenant = self.tenant_of(tc.key_id)
         try:
             if command is None:
                 raise CommandFailed(f"unknown opcode 0x{tc.opcode:02X}")
+            if tenant is not None and not command.tenants:
+                raise CommandFailed(
+                    f"key {tc.key_id} is tenant {tenant.name}'s: a tenant may send "
+                    f"{', '.join(TENANT_COMMANDS)}; {command.name} is the operators'"
+                )
             args = command.decode_args(tc.args)
             if command.modes and self.modes.mode not in command.modes:
                 raise CommandFailed(
@@ -164,14 +186,14 @@ class Dispatcher:
         def run() -> None:
             self._verify(tc, Stage.STARTED)
             try:
-                handler(args)
+                text = handler(args, tenant) if command.name in self.with_sender else handler(args)
             except Exception as exc:  # a failed command is reported, never fatal
                 # a refusal says why; anything else also names what went wrong
                 why = str(exc) if isinstance(exc, CommandFailed) else f"{type(exc).__name__}: {exc}"
                 self._fail(tc, command, why)
                 return
             self.tm.add("CMD_COMPLETED")
-            self._verify(tc, Stage.COMPLETED)
+            self._verify(tc, Stage.COMPLETED, text or "")
 
         runner = self.deferred.get(command.name)
         if runner is None:

@@ -15,10 +15,10 @@ import logging
 import math
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from orbithil.config import read_toml
 from orbithil.errors import ConfigError
 from orbithil.flight import ccsds
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
@@ -29,7 +29,15 @@ from orbithil.flight.dictionary import (
     CHANNELS,
     DICT_HASH32,
     MAX_CHIPS,
+    MAX_TENANTS,
     POLICIES,
+)
+from orbithil.flight.ledger import (
+    Ledger,
+    LedgerConfig,
+    Tariff,
+    check_tenant_keys,
+    tenants_from_data,
 )
 from orbithil.flight.link import ContactPlan, GroundLink
 from orbithil.flight.payload import Payload, PayloadRefused
@@ -78,15 +86,14 @@ class Config:
     tle: list = field(default_factory=list)  # two lines (or name + two); [] = the ISS
     power: dict = field(default_factory=dict)  # payload.power.PowerConfig fields
     thermal: dict = field(default_factory=dict)  # payload.power.ThermalConfig fields
+    # the compute-token ledger (flight/ledger.py): [[tenants]] tables (name, key_ids), and
+    # [ledger] (journal: the file that keeps the book; cycles_per_token: the tariff)
+    tenants: list = field(default_factory=list)
+    ledger: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"flight config {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"flight config {path} is not readable TOML: {exc}") from None
+        data = read_toml(path, "flight config")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -157,6 +164,11 @@ _CHECKS = {
     ),
     "power": (lambda v: isinstance(v, dict), "a [power] table"),
     "thermal": (lambda v: isinstance(v, dict), "a [thermal] table"),
+    "tenants": (
+        lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
+        "[[tenants]] tables (name, key_ids)",
+    ),
+    "ledger": (lambda v: isinstance(v, dict), "a [ledger] table (journal, cycles_per_token)"),
 }
 
 
@@ -214,6 +226,18 @@ def contact_plan(config: Config, orbit) -> ContactPlan:
     return ContactPlan(tuple(windows), 0.0)
 
 
+def open_ledger(config: Config, keys) -> tuple[Ledger, Tariff]:
+    """The book of the config's tenants (each tenant's key ids among ``keys``), kept in the
+    ``[ledger]`` journal, and the tariff."""
+    tenants = tenants_from_data(config.tenants)
+    check_tenant_keys(tenants, keys)
+    settings = LedgerConfig.from_mapping(config.ledger)
+    if tenants and not settings.journal:
+        log.warning("%d tenant(s) and no [ledger] journal: the book is kept in memory and "
+                    "starts empty at every start", len(tenants))  # fmt: skip
+    return Ledger(tenants, journal=settings.journal or None), settings.tariff
+
+
 def _as_chips(chips) -> list[tuple[str, object]]:
     if isinstance(chips, list | tuple):
         return [(str(url), chip) for url, chip in chips]
@@ -242,14 +266,23 @@ class FlightStack:
             raise ConfigError(f"clock {config.clock!r}: use 'wall', 'chip' or 'orbit'")
         self.events = EventLog(self.bus, self.clock, self.tm)
         self.modes = ModeManager(self.events, self.tm)
-        self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes)
+        self.ledger, tariff = open_ledger(config, keys)
+        try:
+            self._build(config, keys, tariff, power, thermal, timeline, orbit, orbit_clock)
+        except BaseException:
+            self.ledger.close()
+            raise
+
+    def _build(self, config, keys, tariff, power, thermal, timeline, orbit, orbit_clock) -> None:
+        self.dispatcher = Dispatcher(self.bus, self.clock, self.tm, self.events, self.modes,
+                                     tenant_of=self.ledger.by_key.get)  # fmt: skip
         self.orbit_clock = orbit_clock
         self.payload = Payload(
             self.chips, telemetry=self.tm, events=self.events, modes=self.modes,
             clock=orbit_clock, power_config=power, thermal_config=thermal, timeline=timeline,
             policy=config.policy, health_s=config.chip_poll_ms / 1e3,
             scrub_period=config.scrub_period, wdt_cycles=config.wdt_cycles,
-            pipeline=config.pipeline,
+            pipeline=config.pipeline, ledger=self.ledger, tariff=tariff,
         )  # fmt: skip
         self.fdir = Fdir(default_rules(power, thermal), self.tm, self.events, {
             "raise_scrub": self._raise_scrub, "reset_chip_safe": self._reset_safe,
@@ -265,7 +298,9 @@ class FlightStack:
         self._events = self.bus.subscribe("tm/event", depth=256)
         self.dispatcher.downlink = self._send_verification
         self.hk_period = config.hk_period_ms / 1e3
-        absent = tuple(f"CHIP{n}_" for n in range(len(self.chips), MAX_CHIPS))
+        absent = tuple(f"CHIP{n}_" for n in range(len(self.chips), MAX_CHIPS)) + tuple(
+            f"TENANT{n}_" for n in range(len(self.ledger.tenants), MAX_TENANTS)
+        )
         self._hk_channels = [c for c in CHANNELS if not c.name.startswith(absent)]
         self._last_hk = -1e9
         self.scheduler = Scheduler([
@@ -291,11 +326,14 @@ class FlightStack:
         self.scheduler.start()
         self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
                          dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
+        for txn in self.ledger.restart_releases:  # holds of jobs the last stop cut short
+            self.payload.report(txn)
 
     def stop(self) -> None:
         self.scheduler.stop()
         self.link.stop()
         self.payload.stop()
+        self.ledger.close()
         sys.setswitchinterval(getattr(self, "_switch", 0.005))
 
     def __enter__(self) -> FlightStack:
@@ -365,9 +403,9 @@ class FlightStack:
             self.hk_period = args["ms"] / 1e3
 
         def refusing(handler):
-            def run(args: dict) -> None:
+            def run(*args) -> str | None:
                 try:
-                    handler(args)
+                    return handler(*args)
                 except PayloadRefused as exc:
                     raise CommandFailed(str(exc)) from None
 
@@ -389,8 +427,23 @@ class FlightStack:
         d.register("NOOP", lambda args: None)
         d.register("SET_MODE", set_mode)
         d.register("SET_HK_PERIOD", hk_period)
-        d.register("RUN_INFERENCE", refusing(lambda a: p.submit(a["index"], 1, single=True)))
-        d.register("SUBMIT_JOB", refusing(lambda a: p.submit(a["first"], a["count"])))
+        d.register(
+            "RUN_INFERENCE",
+            refusing(lambda a, t: p.submit(a["index"], 1, single=True, tenant=t)),
+            sender=True,
+        )
+        d.register(
+            "SUBMIT_JOB",
+            refusing(lambda a, t: p.submit(a["first"], a["count"], policy=a["policy"], tenant=t)),
+            sender=True,
+        )
+        d.register(
+            "QUOTE_JOB",
+            refusing(lambda a, t: p.quote_text(a["count"], a["policy"], t)),
+            sender=True,
+        )
+        d.register("GRANT_TOKENS", refusing(lambda a: p.grant(a["tenant"], a["tokens"])))
+        d.register("LEDGER_RESEND", refusing(lambda a: p.resend(a["first"], a["count"])))
         d.register("SET_POLICY", set_policy)
         d.register("SET_SCRUB", lambda a: p.set_scrub(a["period"], "commanded"),
                    runner=p.submit_op)  # fmt: skip

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,6 +46,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from orbithil.config import read_toml
 from orbithil.errors import ConfigError
 from orbithil.payload.orbit import SECONDS_PER_DAY, Orbit
 
@@ -207,12 +207,7 @@ def stations_from_data(data: Any, *, where: str = "stations") -> tuple[Station, 
 def load_stations(path: str | Path) -> tuple[Station, ...]:
     """The stations of a TOML file of ``[[stations]]`` tables; ConfigError if it is missing,
     not TOML, or a station is not valid."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"stations file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"stations file {path} is not readable TOML: {exc}") from None
+    data = read_toml(path, "stations file")
     if "stations" not in data:
         raise ConfigError(
             f"stations file {path} has no [[stations]] tables; each station is one, e.g. "

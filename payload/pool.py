@@ -110,6 +110,13 @@ class ItemResult:
     chips: list[str]  # the chips whose runs decided it
     disagreements: list[str]  # chips whose run differed from the decided output
     error: str = ""
+    # (chip, cycles) of every run of the item that counted (every stage's, in a pipeline;
+    # not runs lost with a failing chip, nor late ones): what metering charges
+    runs: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def cycles(self) -> int:
+        return sum(cycles for _, cycles in self.runs)
 
 
 @dataclass
@@ -134,12 +141,14 @@ class _Task:
     units: int = 0  # units finished
     running: int = 0  # units in progress
     runs: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (chip, output)
+    spent: list[tuple[str, int]] = field(default_factory=list)  # (chip, cycles) per run
     used: set[str] = field(default_factory=set)  # chips that ran it or are running it
     queued: bool = True
     done: bool = False
     result: ItemResult | None = None
     stage: int = 0  # pipeline stage
-    earlier: tuple[list[str], list[str]] = ([], [])  # chips and dissenters of earlier stages
+    # chips, dissenters and (chip, cycles) runs of the earlier stages
+    earlier: tuple[list[str], list[str], list[tuple[str, int]]] = ([], [], [])
 
 
 @dataclass
@@ -282,20 +291,9 @@ class Pool:
     # --- the API ----------------------------------------------------------------------
     def submit(self, items: Sequence[Any], policy: Policy | str = Policy.NONE) -> int:
         """Queue a job of ``items`` under ``policy``; returns its id."""
-        try:
-            policy = Policy(policy)
-        except ValueError:
-            valid = ", ".join(p.value for p in Policy)
-            raise PoolError(f"policy {policy!r}: use one of {valid}") from None
+        policy = self.check(policy)
         if not items:
             raise PoolError("a job needs at least one item")
-        usable = min(self._in_service(stage) for stage in range(self.stages))
-        if CHIPS_NEEDED[policy] > usable:
-            per_stage = " per pipeline stage" if self.pipeline else ""
-            raise PoolError(
-                f"policy {policy.value} needs {CHIPS_NEEDED[policy]} chips{per_stage}; the "
-                f"pool has {usable} in service{per_stage}"
-            )
         with self._lock:
             job_id = next(self._ids)
             job = _Job(job_id, policy, [], time.monotonic(), len(items))
@@ -305,6 +303,40 @@ class Pool:
             self.stats.jobs_submitted += 1
             self._lock.notify_all()
         return job_id
+
+    def check(self, policy: Policy | str) -> Policy:
+        """``policy`` as a Policy, if the chips in service can serve it now (PoolError
+        saying why not)."""
+        try:
+            policy = Policy(policy)
+        except ValueError:
+            valid = ", ".join(p.value for p in Policy)
+            raise PoolError(f"policy {policy!r}: use one of {valid}") from None
+        usable = min(self._in_service(stage) for stage in range(self.stages))
+        if CHIPS_NEEDED[policy] > usable:
+            per_stage = " per pipeline stage" if self.pipeline else ""
+            raise PoolError(
+                f"policy {policy.value} needs {CHIPS_NEEDED[policy]} chips{per_stage}; the "
+                f"pool has {usable} in service{per_stage}"
+            )
+        return policy
+
+    @staticmethod
+    def nominal_runs(policy: Policy | str) -> int:
+        """The runs an item takes under ``policy`` (per stage) when every run agrees."""
+        policy = Policy(policy)
+        return 2 if policy is Policy.RERUN else UNITS[policy]
+
+    def max_runs(self, policy: Policy | str) -> int:
+        """The most runs an item can take under ``policy`` (per stage, in a pipeline): one
+        for ``none``, three for ``rerun``, and for ``dmr``/``tmr`` a chip more per mismatch,
+        up to ``MAX_UNITS`` chips or every chip of a stage."""
+        policy = Policy(policy)
+        if policy is Policy.NONE:
+            return 1
+        if policy is Policy.RERUN:
+            return 3
+        return max(UNITS[policy], min(MAX_UNITS, self.width()))
 
     def result(self, job_id: int, timeout: float) -> JobResult:
         """The job's result, waiting up to ``timeout`` seconds (TimeoutError after). A job
@@ -318,6 +350,15 @@ class Pool:
         with self._lock:
             self._jobs.pop(job_id, None)
         return job.result
+
+    def cancel(self, job_id: int, why: str) -> None:
+        """Fail every item of a job not decided yet (runs under way finish and are
+        dropped); the job then completes as usual, reporting ``why`` per failed item."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            for task in job.tasks if job is not None else ():
+                if not task.done:
+                    self._finish(task, None, error=why)
 
     def take_out(self, name: str) -> None:
         """Take a chip out of service (the operator's decision); its current run finishes."""
@@ -470,15 +511,22 @@ class Pool:
         """One unit of ``task`` on ``pc``: one run, or for ``rerun`` two (three when they
         differ) on this chip."""
         outputs: list[np.ndarray] = []
+        spent: list[int] = []  # cycles of each run
         started, cycles_before = time.monotonic(), pc.cycles  # this chip's, this thread's
+
+        def once() -> None:
+            output, cycles = self._run_once(pc, task)
+            outputs.append(output)
+            spent.append(cycles)
+
         try:
-            outputs.append(self._run_once(pc, task))
+            once()
             if task.job.policy is Policy.RERUN:
-                outputs.append(self._run_once(pc, task))
+                once()
                 if not np.array_equal(outputs[0], outputs[1]):
                     with self._lock:
                         self.stats.reruns += 1
-                    outputs.append(self._run_once(pc, task))  # the deciding third
+                    once()  # the deciding third
         except HalError as exc:
             if health_fault(exc):
                 self._fault(pc, task, exc)
@@ -497,6 +545,7 @@ class Pool:
                 return
             task.units += 1
             task.runs += [(pc.name, out) for out in outputs]
+            task.spent += [(pc.name, cycles) for cycles in spent]
             self._decide(task)
 
     def _fail_item(self, task: _Task, error: str) -> None:
@@ -524,7 +573,8 @@ class Pool:
             if not task.done and task.running == 0 and not (serving - task.used):
                 self._finish(task, None, error="no chip in service left to run it")
 
-    def _run_once(self, pc: PoolChip, task: _Task) -> np.ndarray:
+    def _run_once(self, pc: PoolChip, task: _Task) -> tuple[np.ndarray, int]:
+        """One run of ``task`` on ``pc``: its output and the chip cycles it took."""
         if self.pipeline:
             output, spent = self.executor.run_stage(pc.chip, task.stage, task.item)  # type: ignore[attr-defined]
         else:
@@ -534,7 +584,7 @@ class Pool:
             pc.cycles += spent
             task.job.cycles += spent
             self.stats.runs += 1
-        return np.asarray(output)
+        return np.asarray(output), int(spent)
 
     def _decide(self, task: _Task) -> None:
         """Under the lock, after a unit finished: finish the task when its runs decide
@@ -571,15 +621,17 @@ class Pool:
                           policy=task.job.policy.value)  # fmt: skip
         chips = task.earlier[0] + [n for n, _ in task.runs]
         dissent = task.earlier[1] + odd
+        spent = task.earlier[2] + task.spent
         if output is not None and task.stage + 1 < self.stages:
             # a pipeline: the decided output goes on to the next stage's chips
             following = _Task(task.job, task.index, output, wanted=UNITS[task.job.policy],
-                              stage=task.stage + 1, earlier=(chips, dissent))  # fmt: skip
+                              stage=task.stage + 1, earlier=(chips, dissent, spent))  # fmt: skip
             task.job.tasks[task.index] = following
             self._queue.appendleft(following)  # ahead of new items: finish what was started
             self._lock.notify_all()
             return
-        task.result = ItemResult(output, sorted(set(chips)), sorted(set(dissent)), error)
+        task.result = ItemResult(output, sorted(set(chips)), sorted(set(dissent)), error,
+                                 tuple(spent))  # fmt: skip
         if output is None:
             self.stats.items_failed += 1
         else:

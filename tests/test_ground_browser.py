@@ -242,3 +242,112 @@ def test_console_in_chromium_logs_in_watches_commands_and_refuses_a_viewer(tmp_p
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+def test_console_shows_the_tenants_tokens_and_a_tenant_submits_and_sees_only_its_own(tmp_path):
+    """An operator grants a tenant tokens from the page and sees its account; the tenant's
+    user logs in, is offered only a tenant's commands, submits a job (signed by the server
+    with the tenant's key) and sees it held, settled and charged, and nothing of the rest."""
+    sync_api = chromium_or_skip()
+    expect = sync_api.expect
+    expect.set_options(timeout=WAIT_MS)
+    env = {**os.environ, "ORBITHIL_STATE_DIR": str(tmp_path / "state")}
+    keys = tmp_path / "keys"
+    keys.write_text(f"1 {secrets.token_hex(32)}\n2 {secrets.token_hex(32)}\n")  # operators, acme
+    fly_toml = tmp_path / "fly.toml"
+    fly_toml.write_text(
+        'hk_period_ms = 200\n[[tenants]]\nname = "acme"\nkey_ids = [2]\n'
+        f'[ledger]\njournal = "{tmp_path / "ledger.jsonl"}"\n'
+    )
+    archive = tmp_path / "ground.sqlite"
+    users = Users(Archive(archive))
+    users.add("ada", "operator", "ada-password")
+    users.add("bob", "tenant", "bob-password", tenant="acme")
+
+    processes = []
+    try:
+        fly, flying = start(
+            ["fly", "--chip", "model://", "--chip", "model://?harden=0", "--keys", str(keys),
+             "--port", "0", "--config", str(fly_toml), "--ready-file", str(tmp_path / "fly.json")],
+            tmp_path / "fly.json", tmp_path / "fly.log", env,
+        )  # fmt: skip
+        processes.append(fly)
+        serve, serving = start(
+            ["ground", "serve", "--stack", f"{flying['udp'][0]}:{flying['udp'][1]}", "--keys",
+             str(keys), "--key-id", "1", "--tenants", str(fly_toml), "--archive", str(archive),
+             "--http", "127.0.0.1:0", "--ready-file", str(tmp_path / "serve.json")],
+            tmp_path / "serve.json", tmp_path / "serve.log", env,
+        )  # fmt: skip
+        processes.append(serve)
+
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page.set_default_timeout(WAIT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(serving["http"])
+
+                def log_in(user: str, password: str, who: str) -> None:
+                    page.fill("#login-user", user)
+                    page.fill("#login-password", password)
+                    page.click("#login-submit")
+                    expect(page.locator("#who")).to_have_text(who)
+
+                def send(name: str, **args) -> None:
+                    page.select_option("#cmd-name", name)
+                    for arg, value in args.items():
+                        if page.locator(f"select#arg-{arg}").count():
+                            page.select_option(f"#arg-{arg}", value)
+                        else:
+                            page.fill(f"#arg-{arg}", str(value))
+                    page.click("#cmd-send")
+
+                # the operator grants acme tokens and opens compute
+                log_in("ada", "ada-password", "ada (operator)")
+                expect(page.locator("#ledger-state")).to_have_text("ledger: no transactions yet")
+                send("GRANT_TOKENS", tenant=0, tokens=5000)
+                granted = page.locator("#cmd-list li[data-state=COMPLETED]", has_text="GRANT")
+                expect(granted.locator(".stage").last).to_have_text(
+                    re.compile(r"completed: acme: 5000 tokens available \(txn 1\)")
+                )
+                expect(page.locator("#tenant-acme td").nth(1)).to_have_text("5000")
+                expect(page.locator("#ledger-state")).to_contain_text("1 transactions")
+                send("SET_MODE", mode="NOMINAL")
+                send("SET_MODE", mode="COMPUTE")
+                expect(page.locator("#mode")).to_have_text("mode: COMPUTE")
+
+                # the tenant's user: a tenant's commands only, its own account and jobs
+                page.click("#logout")
+                log_in("bob", "bob-password", "bob (tenant acme)")
+                expect(page.locator("#cmd-role")).to_contain_text("You act for tenant acme")
+                options = page.locator("#cmd-name option").all_inner_texts()
+                assert options == ["NOOP", "RUN_INFERENCE", "SUBMIT_JOB", "QUOTE_JOB"]
+                expect(page.locator("section.payload")).to_be_hidden()
+                expect(page.locator("#cmd-list li")).to_have_count(0)  # ada's are not shown
+                send("SUBMIT_JOB", first=0, count=5, policy="dmr")
+                job = page.locator("#cmd-list li[data-state=COMPLETED]", has_text="SUBMIT_JOB")
+                expect(job.locator(".stage").last).to_have_text(re.compile(
+                    r"completed: job 1: 5 images under dmr; acme holds \d+ tokens for it "
+                    r"\(hold 2\), \d+ available"
+                ))  # fmt: skip
+                expect(page.locator("#event-list")).to_contain_text("job 1 of acme settled")
+                expect(page.locator("#ledger-list li[data-kind=settle]")).to_have_count(1)
+                expect(page.locator("#tenant-acme td").nth(4)).to_have_text("1")  # jobs
+                cells = page.locator("#tenant-acme td").all_inner_texts()
+                available, held, spent = (int(c) for c in cells[1:4])
+                assert spent > 0 and held == 0 and available + spent == 5000
+                expect(page.locator("#tenants tbody tr")).to_have_count(1)  # its own only
+                expect(page.locator("#tm-TENANT0_AVAILABLE td.value")).to_have_text(str(available))
+                expect(page.locator("#tm-SOC")).to_have_count(0)  # not a tenant's channel
+                assert "mode SAFE -> NOMINAL" not in page.locator("#event-list").inner_text()
+                shot = tmp_path / "ground-console-tenant.png"
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"\nscreenshot of a tenant's console: {shot}")
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        for process in reversed(processes):
+            stop(process)

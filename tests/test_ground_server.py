@@ -227,7 +227,7 @@ def test_users_passwords_roles_and_sessions(tmp_path):
         users.add("ada", "viewer", "whatever123")
     with pytest.raises(AuthError, match="shorter than 8 characters"):
         users.add("bob", "viewer", "short")
-    with pytest.raises(AuthError, match="role 'admin': use viewer or operator"):
+    with pytest.raises(AuthError, match="role 'admin': use viewer, operator or tenant"):
         users.add("bob", "admin", "long enough")
     with pytest.raises(AuthError, match="user name 'a b'"):
         users.add("a b", "viewer", "long enough")
@@ -674,7 +674,7 @@ def test_ground_usage_does_not_make_the_sub_command_look_required(capsys):
         main(["ground", "--help"])
     usage = capsys.readouterr().out.split("\n\n")[0]
     assert "ACTION ..." not in usage.replace("ACTION --help", "")
-    assert "--server URL" in usage and "{serve,query,user,passes}" in usage
+    assert "--server URL" in usage and "{serve,query,user,ledger,passes}" in usage
 
 
 # --- the REPL through the server ------------------------------------------------------------

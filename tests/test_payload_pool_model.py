@@ -97,6 +97,8 @@ def test_a_pipeline_runs_each_layer_on_its_own_chips_and_votes_per_stage(tmp_pat
     assert stages_run == {"chip0": {0}, "chip1": {1}, "chip2": {0}, "chip3": {1}}
     assert np.array_equal(np.array([i.output for i in voted.items]), expected[:10])
     assert all(len(i.chips) == 4 for i in voted.items)  # two per stage
+    assert all(len(i.runs) == 2 for i in shard.items)  # metered: a run per stage
+    assert all(len(i.runs) == 4 for i in voted.items)
     with pytest.raises(PoolError, match="a pipeline of 2 stages needs at least 2 chips"):
         Pool(chips[:1], PoolExecutor(model), pipeline=True)
 

@@ -108,6 +108,9 @@ def test_dmr_asks_a_third_chip_on_a_mismatch():
     decided_by_three = [item for item in result.items if len(item.chips) == 3]
     assert decided_by_three and stats.reruns >= len(decided_by_three)
     assert all(item.disagreements == ["chip0"] for item in decided_by_three)
+    # metering: each item counts one run per chip that decided it, the third included
+    assert all(sorted(c for c, _ in item.runs) == item.chips for item in result.items)
+    assert sum(item.cycles for item in result.items) <= result.cycles  # late runs: not billed
 
 
 def test_rerun_runs_twice_on_one_chip():
@@ -120,6 +123,8 @@ def test_rerun_runs_twice_on_one_chip():
     assert result.ok and runs == 20
     assert len(reported) == 10  # once per unit (two runs each), with both runs' cycles
     assert sum(cycles for _, cycles, _ in reported) == result.cycles > 0
+    assert all([c for c, _ in item.runs] == ["chip0", "chip0"] for item in result.items)
+    assert sum(item.cycles for item in result.items) == result.cycles
     assert all(
         np.array_equal(i.output, expected(x)) for x, i in zip(items, result.items, strict=True)
     )
@@ -178,6 +183,20 @@ def test_closed_admission_defers_everything_until_it_opens():
         assert pool.stats.runs == 0 and pool.deferred() == 10
         open_.set()
         assert pool.result(job, timeout=30).ok and pool.deferred() == 0
+
+
+def test_a_cancelled_job_fails_what_is_undecided_and_completes_once(events):
+    chips = open_chips(["model://", "model://", "model://"])
+    with Pool(chips, Matvec(), admit=lambda: False, on_event=events) as pool:
+        assert [pool.max_runs(p) for p in Policy] == [1, 3, 3, 3]  # three chips: three at most
+        assert [pool.nominal_runs(p) for p in Policy] == [1, 2, 2, 3]
+        job = pool.submit(inputs(4), "tmr")
+        pool.cancel(job, "not paid for")
+        result = pool.result(job, timeout=5)
+        pool.cancel(job, "again")  # a job done (and forgotten) is left alone
+    assert [i.error for i in result.items] == ["not paid for"] * 4
+    assert all(i.output is None and i.runs == () for i in result.items)
+    assert [name for name, _ in events.seen].count("JOB_DONE") == 1
 
 
 def test_a_chip_taken_out_gets_no_work_until_put_back():

@@ -136,6 +136,7 @@ class _ServerConsole:
     @property
     def events(self) -> list:
         """Events the server received since this console started (polled at most 2/s)."""
+        import contextlib
         from types import SimpleNamespace
 
         if time.monotonic() - self._polled >= 0.5:
@@ -145,7 +146,8 @@ class _ServerConsole:
                 if row["id"] not in self._seen_ids:
                     self._seen_ids.add(row["id"])
                     self._events.append(SimpleNamespace(name=row["name"], text=row["text"]))
-            self._mismatch = bool(self._call(self.client.status).get("dict_mismatch"))
+            with contextlib.suppress(ValueError):  # a tenant user does not see the status
+                self._mismatch = bool(self._call(self.client.status).get("dict_mismatch"))
         return self._events
 
     @property
@@ -281,8 +283,8 @@ def ground_main(args) -> int:
                 record.update(status="timeout", reason=unreachable)
             except OSError as exc:  # the network refused the packet (after TimeoutError,
                 record.update(status="unsent", reason=str(exc))  # which is an OSError too)
-            else:
-                record.update(status="completed", reason="")
+            else:  # the completion's text, if any: what it made (SUBMIT_JOB's job, a quote)
+                record.update(status="completed", reason=reason)
             results.append(record)
             if not args.json:
                 detail = f": {record['reason']}" if record["reason"] else ""

@@ -1,4 +1,5 @@
-"""``orbithil ground serve``, ``orbithil ground query`` and ``orbithil ground user``.
+"""``orbithil ground serve``, ``orbithil ground query``, ``orbithil ground user`` and
+``orbithil ground ledger``.
 
 ``orbithil ground`` itself is the console REPL of tools/flight_cli.py (``orbithil ground
 [--stack ...] [--send ...]``). These are sub-commands of that same parser: an optional
@@ -57,6 +58,18 @@ def serve_main(args) -> int:
 
     stations = load_stations(args.stations) if args.stations else ()
     orbit = _orbit(args.tle) if args.tle else None
+    tenants = ()
+    if args.tenants:
+        from orbithil.flight.ledger import tenants_from_file
+
+        tenants = tenants_from_file(args.tenants)
+        unsigned = [t.name for t in tenants if not set(t.key_ids) & set(keys)]
+        if unsigned:
+            print(
+                f"warning: --keys holds no key of tenant(s) {', '.join(unsigned)}: their users "
+                "cannot send commands through this server",
+                file=sys.stderr,
+            )
     config = ServerConfig(
         stack=stack,
         keys=keys,
@@ -69,6 +82,7 @@ def serve_main(args) -> int:
         orbit=orbit,
         stations=stations,
         tle=str(args.tle or ""),
+        tenants=tenants,
     )
     try:
         sock = bind_http(*http)
@@ -189,15 +203,58 @@ def user_main(args) -> int:
 
     users = Users(Archive(args.archive, create=args.action == "add"))
     if args.action == "add":
-        users.add(args.name, args.role, _password(args), replace=args.replace)
+        users.add(args.name, args.role, _password(args), tenant=args.tenant, replace=args.replace)
         done = "set" if args.replace else "added"
-        print(f"user {args.name} ({args.role}) {done} in {args.archive}")
+        of = f" of tenant {args.tenant}" if args.tenant else ""
+        print(f"user {args.name} ({args.role}{of}) {done} in {args.archive}")
     elif args.action == "remove":
         users.remove(args.name)
         print(f"user {args.name} removed; their sessions ended")
     else:
         for user in users.list():
-            print(f"{user['name']:24} {user['role']:9} since {iso(user['created_us'])}")
+            of = f" {user['tenant']}" if user["tenant"] else ""
+            print(f"{user['name']:24} {user['role'] + of:20} since {iso(user['created_us'])}")
+    return 0
+
+
+def ledger_main(args) -> int:
+    """The ledger as the archive booked it: each tenant's account, then the transactions."""
+    from orbithil.tools.ground import ledger
+    from orbithil.tools.ground.archive import Archive, iso
+
+    db = Archive(args.archive, create=False).connect()
+    known = ledger.books(db)
+    book = args.book or (known[0]["book"] if known else None)
+    if book is not None and book not in {b["book"] for b in known}:
+        raise ConfigError(f"--book {book}: no such ledger in {args.archive}; ledgers: "
+                          f"{', '.join(b['book'] for b in known) or 'none'}")  # fmt: skip
+    tenants = [args.tenant] if args.tenant else []
+    accounts = ledger.accounts(db, book, tenants) if book else {}
+    if args.tenant:
+        accounts = {args.tenant: accounts[args.tenant]}
+    rows = ledger.statement(db, book, tenant=args.tenant, limit=args.limit) if book else []
+    if args.json:
+        print(json.dumps({"book": book, "books": known, "accounts": accounts,
+                          "transactions": rows}))  # fmt: skip
+        return 0
+    if book is None:
+        print(f"no ledger transactions in {args.archive} yet")
+        return 0
+    this = next(b for b in known if b["book"] == book)
+    gaps = f", {this['missing']} missing: {this['missing_txns']}" if this["missing"] else ""
+    print(f"ledger {book}: {this['txns']} transactions{gaps}"
+          + ("" if this["balanced"] else "; ITS POSTINGS DO NOT SUM TO ZERO"))  # fmt: skip
+    print(f"  {'tenant':16} {'available':>10} {'held':>8} {'spent':>8} {'jobs':>6} {'cycles':>12}")
+    for name, a in accounts.items():
+        differs = "" if a["agrees"] else f"  (on board: {a['onboard_available']} available)"
+        print(f"  {name:16} {a['available']:>10} {a['held']:>8} {a['spent']:>8} {a['jobs']:>6} "
+              f"{a['cycles']:>12}{differs}")  # fmt: skip
+    for t in rows:
+        moved = ", ".join(f"{account} {amount:+d}" for account, amount in t["postings"])
+        job = f" job {t['job']}" if t["job"] is not None else ""
+        why = f" ({t['why']})" if t["why"] else ""
+        when = iso(t["rx_us"])
+        print(f"{when}  txn {t['txn']:>5} {t['kind']:7} {t['tenant']}{job}: {moved}{why}")
     return 0
 
 
@@ -216,7 +273,7 @@ def register(subparsers) -> None:
     prog = ground.prog
     ground.usage = (
         f"{prog} [--server URL [--user NAME] | --stack HOST:PORT --keys FILE] "
-        f"[--send LINE ...] [options]\n       {prog} {{serve,query,user,passes}} ... "
+        f"[--send LINE ...] [options]\n       {prog} {{serve,query,user,ledger,passes}} ... "
         f"(see {prog} ACTION --help)"
     )
     shared = argparse.ArgumentParser(add_help=False)
@@ -270,7 +327,8 @@ def register(subparsers) -> None:
     s.add_argument(
         "--no-claim",
         action="store_true",
-        help="never send a NOOP to make the stack send telemetry here",
+        help="never send a command on the server's own: no NOOP to make the stack send "
+        "telemetry here, no LEDGER_RESEND for ledger transactions the archive missed",
     )
     s.add_argument(
         "--stations",
@@ -283,6 +341,13 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="the spacecraft's TLE (two lines, or a name line and two); default: the bundled "
         "ISS element set (from 2018: passes from it show the geometry, not real times)",
+    )
+    s.add_argument(
+        "--tenants",
+        metavar="FILE",
+        help="TOML file whose [[tenants]] tables (name, key_ids) are the stack's (its flight "
+        "config will do): tenant users' commands are signed with their tenant's key (give it "
+        "in --keys)",
     )
     s.add_argument(
         "--ready-file", help="write the URLs and ports as JSON here once serving (removed at exit)"
@@ -313,9 +378,13 @@ def register(subparsers) -> None:
     u.add_argument("name", nargs="?", help="user name (add, remove)")
     u.add_argument(
         "--role",
-        choices=["operator", "viewer"],
+        choices=["operator", "viewer", "tenant"],
         default="viewer",
-        help="operator: may send telecommands; viewer: reads only (default)",
+        help="operator: may send telecommands; viewer: reads only (default); tenant: submits "
+        "and quotes its tenant's jobs (signed with the tenant's key) and sees its own account",
+    )
+    u.add_argument(
+        "--tenant", metavar="NAME", help="with --role tenant: the tenant it acts for ([[tenants]])"
     )
     u.add_argument("--archive", required=True, help="the server's archive file (holds users)")
     u.add_argument(
@@ -324,6 +393,20 @@ def register(subparsers) -> None:
         help="add: set a new password and role for an existing user",
     )
     u.set_defaults(func=_user_checked)
+
+    led = actions.add_parser(
+        "ledger",
+        help="tenants' accounts and ledger transactions, as the archive booked them",
+        description="The compute-token ledger the stack reported in its events, as the ground "
+        "server booked it: each tenant's tokens available, held and spent, and the "
+        "transactions with their postings.",
+    )
+    led.add_argument("--archive", required=True, help="SQLite archive of `orbithil ground serve`")
+    led.add_argument("--tenant", metavar="NAME", help="one tenant's account and transactions")
+    led.add_argument("--book", metavar="ID", help="a ledger id (default: the latest reported)")
+    led.add_argument("--limit", type=int, default=50, help="transactions shown (default 50)")
+    led.add_argument("--json", action="store_true", help="one JSON object")
+    led.set_defaults(func=ledger_main)
 
     from orbithil.tools import passes_cli
 
@@ -335,4 +418,10 @@ def register(subparsers) -> None:
 def _user_checked(args) -> int:
     if args.action in ("add", "remove") and not args.name:
         raise ConfigError(f"user {args.action}: give the user's name")
+    if args.action == "add" and (args.role == "tenant") != bool(args.tenant):
+        raise ConfigError(
+            "user add --role tenant: give --tenant NAME (the tenant it acts for)"
+            if args.role == "tenant"
+            else "--tenant: only with --role tenant"
+        )
     return user_main(args)

@@ -45,6 +45,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "orbithil.tools.bench.ground",
         "ground server: archive ingest/s, a day's query, telemetry latency to the page",
     ),
+    "ledger": (
+        "orbithil.tools.bench.ledger",
+        "compute-token ledger: txns/s in memory and journaled, replay, booking, job overhead",
+    ),
 }
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

@@ -12,6 +12,11 @@ token as ``Authorization: Bearer`` for scripts. No session: 401. A viewer sendin
 telecommand: 403. Telecommands are signed here with the server's key; keys never leave the
 server.
 
+A tenant user sends the commands a tenant may (submitting and quoting jobs), signed with
+its tenant's key, and sees only its own: its commands, the events naming its tenant, its
+``TENANT<n>_*`` channels and the payload's public ones, its account and statement. The rest
+(status, other channels' history) is refused (403).
+
 | method, path | who | what |
 |---|---|---|
 | POST /api/login, POST /api/logout, GET /api/me | anyone / user | sessions |
@@ -21,8 +26,10 @@ server.
 | GET /api/telemetry/{channel}/history | user | archived samples in a time range |
 | GET /api/events | user | archived events |
 | GET /api/commands, GET /api/commands/{seq} | user | telecommands sent, verification stages |
-| POST /api/commands | operator | check, sign and send a telecommand; its sequence number |
+| POST /api/commands | operator, tenant | check, sign and send a telecommand; its sequence number |
 | GET /api/passes | user | station passes and contact windows over the next hours (TLE) |
+| GET /api/tenants | user | tenants, their accounts in the ledger, their telemetry |
+| GET /api/ledger | user | the ledger the stack reported: transactions, accounts, what is missing |
 | WS /api/stream | user | telemetry, events, commands and verification stages as they arrive |
 """
 
@@ -76,12 +83,14 @@ class LoginResponse(BaseModel):
     user: str
     role: Role
     expires_us: int = Field(description="when the session ends, us since the epoch")
+    tenant: str | None = Field(None, description="a tenant user's tenant")
 
 
 class Me(BaseModel):
     user: str
     role: Role
     expires_us: int
+    tenant: str | None = Field(None, description="a tenant user's tenant")
 
 
 class CommandRequest(BaseModel):
@@ -106,6 +115,12 @@ class CommandState(BaseModel):
     sent_us: int
     state: str = Field(description="SENT, ACCEPTED, STARTED, COMPLETED or FAILED")
     stages: list[StageRecord]
+    key_id: int | None = Field(None, description="the key that signed it")
+    result: dict[str, str] | None = Field(
+        None,
+        description="its completion's fields by the dictionary's result format (SUBMIT_JOB: "
+        "job; QUOTE_JOB: hold, expected, ...)",
+    )
 
 
 class History(BaseModel):
@@ -171,15 +186,31 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
             raise HTTPException(403, "cross-origin request refused")
         return found
 
-    def operator(found: Annotated[Session, Depends(session)]) -> Session:
-        if found.role is not Role.OPERATOR:
+    def commander(found: Annotated[Session, Depends(session)]) -> Session:
+        if found.role is Role.VIEWER:
             raise HTTPException(
                 403, f"{found.user} is a {found.role.value}: only operators send telecommands"
             )
         return found
 
+    def not_tenant(found: Annotated[Session, Depends(session)]) -> Session:
+        if found.role is Role.TENANT:
+            raise HTTPException(
+                403,
+                f"{found.user} is a tenant user: tenants see their own commands, jobs and "
+                "account (/api/commands, /api/events, /api/tenants, /api/ledger)",
+            )
+        return found
+
     User = Annotated[Session, Depends(session)]
-    Operator = Annotated[Session, Depends(operator)]
+    Commander = Annotated[Session, Depends(commander)]
+    Reader = Annotated[Session, Depends(not_tenant)]
+
+    def tenant_of(found: Session) -> str | None:
+        """The tenant a session sees for (None: everything)."""
+        if found.role is not Role.TENANT:
+            return None
+        return found.tenant or "?"
 
     # --- sessions ---
     @app.post("/api/login", response_model=LoginResponse, tags=["session"])
@@ -203,7 +234,8 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
             path="/",
         )
         log.info("login: %s (%s)", body.username, role.value)
-        return LoginResponse(token=token, user=opened.user, role=role, expires_us=opened.expires_us)
+        return LoginResponse(token=token, user=opened.user, role=role,
+                             expires_us=opened.expires_us, tenant=opened.tenant)  # fmt: skip
 
     @app.post("/api/logout", status_code=204, tags=["session"])
     def logout(found: User, request: Request, response: Response):
@@ -214,7 +246,8 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
     @app.get("/api/me", response_model=Me, tags=["session"])
     def me(found: User):
         """Who this session belongs to."""
-        return Me(user=found.user, role=found.role, expires_us=found.expires_us)
+        return Me(user=found.user, role=found.role, expires_us=found.expires_us,
+                  tenant=found.tenant)  # fmt: skip
 
     # --- reading ---
     @app.get("/api/dictionary", tags=["telemetry"])
@@ -223,14 +256,15 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         return dictionary_document()
 
     @app.get("/api/status", tags=["telemetry"])
-    def status(found: User) -> dict:
+    def status(found: Reader) -> dict:
         """Link, mode, FDIR and counters of the server."""
         return server.status_json()
 
     @app.get("/api/telemetry", tags=["telemetry"])
     def latest(found: User) -> dict:
-        """The latest value of every channel received, with its times."""
-        return server.latest_json()
+        """The latest value of every channel received, with its times (a tenant: the
+        channels it sees)."""
+        return server.latest_json(tenant=tenant_of(found))
 
     @app.get("/api/telemetry/{channel}/history", response_model=History, tags=["telemetry"])
     def history(
@@ -244,6 +278,9 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         known = CHANNEL_BY_NAME.get(channel.upper())
         if known is None:
             raise HTTPException(404, f"no telemetry channel {channel!r}")
+        tenant = tenant_of(found)
+        if tenant is not None and not server.tenant_sees(known.name, tenant):
+            raise HTTPException(403, f"{known.name} is not one of tenant {tenant}'s channels")
         try:
             series = server.archive.query(known.name, parse_time(since), parse_time(until))
         except ArchiveError as exc:
@@ -270,12 +307,17 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         since: Annotated[str, Query(description="age (10m, 2h), ISO time or epoch s")] = "1d",
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
     ) -> list[dict]:
-        """Archived events received since ``since`` (the newest ``limit``), oldest first."""
+        """Archived events received since ``since`` (the newest ``limit``), oldest first (a
+        tenant: of those, the ones naming its tenant)."""
         try:
             start = parse_time(since)
         except ArchiveError as exc:
             raise HTTPException(422, str(exc)) from None
         rows = server.archive.events(start, limit=limit)
+        tenant = tenant_of(found)
+        if tenant is not None:
+            rows = [r for r in rows if server.visible({"type": "event", **r}, user=found.user,
+                                                      tenant=tenant)]  # fmt: skip
         for row in rows:
             row["time"] = iso(row["rx_us"])
         return rows
@@ -296,13 +338,19 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
     # --- commanding ---
     @app.get("/api/commands", response_model=list[CommandState], tags=["commands"])
     def commands(found: User, limit: Annotated[int, Query(ge=1, le=1000)] = 50):
-        """Telecommands this server sent (newest last), with their verification stages."""
-        return server.command_records(limit)
+        """Telecommands this server sent (newest last), with their verification stages (a
+        tenant user: its own)."""
+        own = found.user if found.role is Role.TENANT else None
+        return server.command_records(limit, user=own)
 
     @app.get("/api/commands/{seq}", response_model=CommandState, tags=["commands"])
     def command_state(found: User, seq: int):
         """One telecommand's verification stages, by its sequence number."""
         record = server.command_record(seq)
+        if found.role is Role.TENANT:  # only its own, and only while the server recalls it
+            if record is None or record["user"] != found.user:
+                raise HTTPException(404, f"no telecommand {seq} sent by {found.user}")
+            return record
         if record is not None:
             return record
         stages = server.archive.verifications(seq)
@@ -330,15 +378,21 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
             "sent_us": first["sent_us"],
             "state": state,
             "stages": stages,
+            "key_id": first.get("key_id"),
         }
 
     @app.post("/api/commands", response_model=CommandState, status_code=202, tags=["commands"])
-    async def send(found: Operator, body: CommandRequest):
-        """Check a telecommand against the dictionary, sign it with the server's key and
-        send it. 422: the dictionary refuses it (the message says why). With ``wait_s``,
-        answers once it completed or failed (or the wait ran out: state says how far it got)."""
+    async def send(found: Commander, body: CommandRequest):
+        """Check a telecommand against the dictionary, sign it with the server's key (a
+        tenant user's: with its tenant's key) and send it. 422: the dictionary refuses it
+        (the message says why); 403: a tenant may not send it. With ``wait_s``, answers once
+        it completed or failed (or the wait ran out: state says how far it got)."""
         try:
-            record = await asyncio.to_thread(server.send_command, found.user, body.name, body.args)
+            record = await asyncio.to_thread(
+                server.send_command, found.user, body.name, body.args, tenant=tenant_of(found)
+            )
+        except PermissionError as exc:
+            raise HTTPException(403, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except OSError as exc:
@@ -349,6 +403,30 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         while record.state not in ("COMPLETED", "FAILED") and loop.time() < deadline:
             await asyncio.sleep(0.01)
         return record.as_json()
+
+    # --- tenants and the ledger ---
+    @app.get("/api/tenants", tags=["ledger"])
+    def tenants(found: User) -> list[dict]:
+        """The stack's tenants (a tenant user: its own): whether the server can sign for
+        it, its account in the ledger the stack reported last, its TENANT<n>_* telemetry."""
+        return server.tenants_json(tenant_of(found))
+
+    @app.get("/api/ledger", tags=["ledger"])
+    def ledger(
+        found: User,
+        tenant: Annotated[str | None, Query(description="one tenant's transactions")] = None,
+        book: Annotated[str | None, Query(description="a ledger id; default the latest")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> dict:
+        """The ledger as booked from the stack's events: the last ``limit`` transactions
+        with their postings, the accounts, and each ledger heard of with the transactions
+        missing from it (a tenant user: its own account and transactions)."""
+        own = tenant_of(found)
+        if own is not None:
+            if tenant not in (None, own):
+                raise HTTPException(403, f"{found.user} sees tenant {own}'s account only")
+            tenant = own
+        return server.ledger_json(tenant=tenant, book=book, limit=limit)
 
     # --- live ---
     @app.websocket("/api/stream")
@@ -367,13 +445,16 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         await websocket.accept()
         queue = server.hub.subscribe()
         receiver: asyncio.Future | None = None
+        tenant = tenant_of(found)
         try:
+            telemetry = server.latest_json(tenant=tenant)
             await websocket.send_json(
                 {
                     "type": "hello",
                     "user": found.user,
                     "role": found.role.value,
-                    "telemetry": server.latest_json(),
+                    "tenant": tenant,
+                    "telemetry": telemetry,
                 }
             )
             receiver = asyncio.ensure_future(websocket.receive())
@@ -389,7 +470,11 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
                         break
                     receiver = asyncio.ensure_future(websocket.receive())
                     continue
-                await websocket.send_text(json.dumps(getter.result()))
+                message = getter.result()
+                if tenant is not None:
+                    message = server.visible(message, user=found.user, tenant=tenant)
+                if message is not None:
+                    await websocket.send_text(json.dumps(message))
                 if found.expires_us < now_us():
                     await websocket.close(code=1008, reason="session expired")
                     break

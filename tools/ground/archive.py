@@ -11,6 +11,7 @@ the server writes):
 | ``verifications`` | each verification stage of a telecommand | sequence, time |
 | ``commands`` | each telecommand the server signed: who, what, its sequence number | time |
 | ``users``, ``sessions`` | console operators (tools/ground/auth.py) | |
+| ``ledger_txns``, ``ledger_postings`` | the on-board ledger, from events; never deleted | number |
 
 Housekeeping is stored in segments, not a row per value: a segment holds up to
 ``SEGMENT_SAMPLES`` samples of one channel (reception times, on-board times and values as
@@ -19,8 +20,12 @@ so a row per value would be over a million rows a second at the ingest target (2
 packets/s). A batch of packets becomes one segment per channel; small segments (the live
 server commits a batch every few hundred milliseconds) are merged into full ones once a
 channel has ``SEGMENT_SAMPLES`` of them, so a day at 1 Hz is ~170 rows per channel to read.
-A batch is one transaction: its packets, samples, events and verifications commit together
-or not at all, so a killed server loses at most the batch it was writing.
+A batch is one transaction: its packets, samples, events and verifications (and the ledger
+transactions its events report) commit together or not at all, so a killed server loses at
+most the batch it was writing.
+
+Schema 2 added tenant users (``users.tenant``) and the ledger tables; an archive of schema 1
+is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -49,10 +54,11 @@ from orbithil.flight.dictionary import (
     DICT_HASH32,
     EVENT_BY_ID,
 )
+from orbithil.tools.ground import ledger as ground_ledger
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SEGMENT_SAMPLES = 512
 US = 1_000_000
 
@@ -85,7 +91,7 @@ CREATE INDEX IF NOT EXISTS commands_time ON commands (sent_us);
 CREATE INDEX IF NOT EXISTS commands_seq ON commands (seq);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, salt BLOB NOT NULL, hash BLOB NOT NULL,
-    kdf TEXT NOT NULL, created_us INTEGER NOT NULL);
+    kdf TEXT NOT NULL, created_us INTEGER NOT NULL, tenant TEXT);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash BLOB PRIMARY KEY, user TEXT NOT NULL, role TEXT NOT NULL,
     created_us INTEGER NOT NULL, expires_us INTEGER NOT NULL);
@@ -233,10 +239,15 @@ class Archive:
         db = self.connect()
         try:
             with db:
-                db.executescript(_SCHEMA)
+                db.executescript(_SCHEMA + ground_ledger.SCHEMA)
                 row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) == 1:  # schema 2 added tenant users and the ledger tables
+                    db.execute("ALTER TABLE users ADD COLUMN tenant TEXT")
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                               (str(SCHEMA_VERSION),))  # fmt: skip
+                    log.info("archive %s upgraded to schema %d", self.path, SCHEMA_VERSION)
                 elif int(row[0]) != SCHEMA_VERSION:
                     raise ArchiveError(
                         f"archive {self.path} has schema {row[0]}; this orbithil reads "
@@ -304,6 +315,7 @@ class Archive:
                         " VALUES (?, ?, ?, ?, ?, ?)",
                         decoded.events,
                     )
+                    ground_ledger.book_events(db, decoded.events)
                 if decoded.verifications:
                     db.executemany(
                         "INSERT INTO verifications (rx_us, onboard_us, seq, opcode, stage, "

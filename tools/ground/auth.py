@@ -1,5 +1,10 @@
 """Console operators: users with roles, password hashing, sessions that expire.
 
+Roles: an operator reads everything and sends any telecommand; a viewer reads; a tenant
+(bound to one tenant of the compute-token ledger, flight/ledger.py) sends only the
+commands a tenant's key may send, signed by the server with that tenant's key, and sees
+its own commands, jobs and account and the payload's public state (tools/ground/api.py).
+
 Passwords are hashed with scrypt (RFC 7914, ``hashlib.scrypt``: in the standard library, so
 no extra package holds the keys to the console) at the OWASP-recommended cost (N=2**17,
 r=8, p=1: 128 MiB and a few hundred milliseconds per check, which also slows guessing).
@@ -22,14 +27,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from orbithil.errors import ConfigError
+from orbithil.flight.ledger import TENANT_NAME
 from orbithil.tools.ground.archive import US, Archive, now_us
 
 
 class Role(StrEnum):
-    """What a user may do: a viewer reads; an operator also sends telecommands."""
+    """What a user may do: a viewer reads; an operator also sends telecommands; a tenant
+    submits and quotes its own jobs and reads its own account."""
 
     VIEWER = "viewer"
     OPERATOR = "operator"
+    TENANT = "tenant"
 
 
 SCRYPT = {"n": 2**17, "r": 8, "p": 1, "dklen": 32}
@@ -71,6 +79,7 @@ class Session:
     user: str
     role: Role
     expires_us: int
+    tenant: str | None = None  # a tenant user's tenant
 
 
 def _token_hash(token: str) -> bytes:
@@ -84,13 +93,24 @@ class Users:
         self.archive = archive
         self._dummy: tuple[bytes, bytes, str] | None = None
 
-    def add(self, name: str, role: Role | str, password: str, *, replace: bool = False) -> None:
+    def add(self, name: str, role: Role | str, password: str, *, tenant: str | None = None,
+            replace: bool = False) -> None:  # fmt: skip
+        """Add a user (``tenant``: the tenant a tenant user acts for, and only for them)."""
         if not NAME.match(name):
             raise AuthError(f"user name {name!r}: use 1..64 letters, digits, _ . @ -")
         try:
             role = Role(role)
         except ValueError:
-            raise AuthError(f"role {role!r}: use {' or '.join(r.value for r in Role)}") from None
+            *most, last = (r.value for r in Role)
+            raise AuthError(f"role {role!r}: use {', '.join(most)} or {last}") from None
+        if (role is Role.TENANT) != (tenant is not None):
+            raise AuthError(
+                f"user {name}: a tenant user needs --tenant NAME (the tenant it acts for)"
+                if role is Role.TENANT
+                else f"user {name}: only a tenant user (--role tenant) has a tenant"
+            )
+        if tenant is not None and not TENANT_NAME.match(tenant):
+            raise AuthError(f"tenant {tenant!r}: use 1..32 letters, digits, '_', '.' or '-'")
         if len(password) < MIN_PASSWORD:
             raise AuthError(f"the password is shorter than {MIN_PASSWORD} characters")
         salt, digest, kdf = hash_password(password)
@@ -99,9 +119,9 @@ class Users:
             with db:
                 verb = "INSERT OR REPLACE" if replace else "INSERT"
                 db.execute(
-                    f"{verb} INTO users (name, role, salt, hash, kdf, created_us) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, role.value, salt, digest, kdf, now_us()),
+                    f"{verb} INTO users (name, role, salt, hash, kdf, created_us, tenant) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, role.value, salt, digest, kdf, now_us(), tenant),
                 )
                 if replace:  # a new password or role ends the user's sessions
                     db.execute("DELETE FROM sessions WHERE user = ?", (name,))
@@ -121,10 +141,10 @@ class Users:
     def list(self) -> list[dict]:
         rows = (
             self.archive.connect()
-            .execute("SELECT name, role, created_us FROM users ORDER BY name")
+            .execute("SELECT name, role, created_us, tenant FROM users ORDER BY name")
             .fetchall()
         )
-        return [{"name": r[0], "role": r[1], "created_us": r[2]} for r in rows]
+        return [{"name": r[0], "role": r[1], "created_us": r[2], "tenant": r[3]} for r in rows]
 
     def authenticate(self, name: str, password: str) -> Role | None:
         """The user's role if the password is right, else None (same cost either way)."""
@@ -150,7 +170,8 @@ class Users:
     ) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
         now = now_us()
-        session = Session(name, role, now + int(hours * 3600 * US))
+        row = self.archive.connect().execute("SELECT tenant FROM users WHERE name = ?", (name,))
+        session = Session(name, role, now + int(hours * 3600 * US), (row.fetchone() or (None,))[0])
         db = self.archive.connect()
         with db:
             db.execute("DELETE FROM sessions WHERE expires_us < ?", (now,))
@@ -168,7 +189,7 @@ class Users:
         row = (
             self.archive.connect()
             .execute(
-                "SELECT s.user, s.role, s.expires_us FROM sessions s "
+                "SELECT s.user, s.role, s.expires_us, u.tenant FROM sessions s "
                 "JOIN users u ON u.name = s.user WHERE s.token_hash = ?",
                 (_token_hash(token),),
             )
@@ -176,7 +197,7 @@ class Users:
         )
         if row is None or row[2] <= now_us():
             return None
-        return Session(row[0], Role(row[1]), row[2])
+        return Session(row[0], Role(row[1]), row[2], row[3])
 
     def close_session(self, token: str) -> None:
         db = self.archive.connect()

@@ -5,6 +5,8 @@
         record = c.command("SET_MODE", mode="NOMINAL", wait_s=5)   # state: COMPLETED
         c.latest()["MODE"]["value"]
         c.history("UPTIME_S", since="10m")
+        c.command("QUOTE_JOB", count=10, policy="tmr")["result"]["hold"]   # tokens
+        c.ledger(tenant="acme")["accounts"]["acme"]["available"]
         for message in c.stream(timeout=5):      # telemetry, events, verification stages
             ...
 
@@ -99,6 +101,18 @@ class GroundClient:
     def passes(self, *, hours: float = 24.0) -> dict:
         """Each station's passes and the contact windows over the next ``hours``."""
         return self._request("GET", "/api/passes", params={"hours": hours})
+
+    # --- tenants and the ledger ---
+    def tenants(self) -> list[dict]:
+        """The stack's tenants with their accounts (a tenant user: its own)."""
+        return self._request("GET", "/api/tenants")
+
+    def ledger(self, *, tenant: str | None = None, book: str | None = None,
+               limit: int = 100) -> dict:  # fmt: skip
+        """The ledger's last ``limit`` transactions (of one tenant), accounts and books."""
+        params = {"limit": limit, **({"tenant": tenant} if tenant else {}),
+                  **({"book": book} if book else {})}  # fmt: skip
+        return self._request("GET", "/api/ledger", params=params)
 
     # --- commanding ---
     def send(self, name: str, **args) -> dict:

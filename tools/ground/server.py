@@ -11,6 +11,17 @@ Telemetry reaches the server when the stack sends it here: either the stack's co
 this address (``ground_host``/``ground_port`` in the flight config and ``--downlink`` here),
 or the stack answers the last authenticated telecommand's sender, and then the server claims
 the downlink with a NOOP at start and whenever telemetry has been quiet for a while.
+
+Tenants (``--tenants``: the same ``[[tenants]]`` tables as the stack's): a tenant user's
+commands are signed with its tenant's key (one of the server's ``--keys``), so the stack
+charges the tenant; all the server's keys take their numbers from one shared sequence
+(``flight.ground.SharedSequence``), so a verification's number names one command. The
+ledger the stack reports in events is booked in the archive (tools/ground/ledger.py) and
+served per tenant; a tenant sees only its own (``visible``). Events the server never got
+(sent before it claimed the downlink, such as the holds a restarting stack releases, or
+lost on the way) are asked for again: the stack reports its ledger's id and transaction
+count (LEDGER_ID, LEDGER_TXNS), and a transaction it reported a check ago that the archive
+still lacks is requested with LEDGER_RESEND (``_repair_ledger``).
 """
 
 from __future__ import annotations
@@ -33,10 +44,14 @@ from orbithil.flight import ccsds
 from orbithil.flight.dictionary import (
     CHANNELS,
     COMMAND_BY_NAME,
+    EVENT_BY_NAME,
+    LEDGER_RESEND_MAX,
     as_dict,
     dictionary_hash,
 )
-from orbithil.flight.ground import Ground, canonical_args
+from orbithil.flight.ground import Ground, SharedSequence, canonical_args
+from orbithil.flight.ledger import Tenant
+from orbithil.tools.ground import ledger as ground_ledger
 from orbithil.tools.ground.archive import (
     US,
     Archive,
@@ -54,6 +69,10 @@ MAX_BATCH = 20_000  # packets per transaction at most (a burst commits in pieces
 RETENTION_EVERY_S = 3600.0
 STALE_TLE_DAYS = 14.0  # an older TLE gives the geometry, not times to point an antenna by
 QUEUE_DEPTH = 1000  # WebSocket messages held per subscriber before the oldest are dropped
+# what a tenant user sees of the payload besides its own TENANT<n>_* channels
+TENANT_PUBLIC_CHANNELS = frozenset({"MODE", "POLICY", "POOL_CHIPS", "POOL_HEALTHY",
+                                    "JOBS_QUEUED", "JOBS_DEFERRED", "LINK_UP", "SUNLIT",
+                                    "DICT_HASH", "UPTIME_S"})  # fmt: skip
 
 
 def channel_enums() -> dict[str, tuple[str, ...]]:
@@ -157,6 +176,8 @@ class ServerConfig:
     orbit: object = None  # payload.orbit.Orbit of the spacecraft; None: Orbit.default() (ISS)
     stations: tuple = ()  # payload.passes.Station network; empty: passes.DEFAULT_STATIONS
     tle: str = ""  # where the TLE came from (shown by /api/passes); "": the bundled one
+    tenants: tuple[Tenant, ...] = ()  # the stack's tenants (flight.ledger.tenants_from_data)
+    ledger_check_s: float = 15.0  # how often the archive's ledger is checked for gaps
 
 
 @dataclass
@@ -167,6 +188,7 @@ class CommandRecord:
     user: str
     sent_us: int
     stages: list[dict] = field(default_factory=list)
+    key_id: int | None = None  # the key that signed it
 
     @property
     def state(self) -> str:
@@ -174,6 +196,16 @@ class CommandRecord:
             if stage["stage"] in ("COMPLETED", "FAILED"):
                 return stage["stage"]
         return self.stages[-1]["stage"] if self.stages else "SENT"
+
+    @property
+    def result(self) -> dict | None:
+        """The fields of its completion text (SUBMIT_JOB: the job and its hold; QUOTE_JOB:
+        the quote), by the dictionary's ``result`` format; None before or without one."""
+        command = COMMAND_BY_NAME.get(self.name)
+        for stage in reversed(self.stages):
+            if stage["stage"] == "COMPLETED" and command is not None:
+                return command.parse_result(stage["reason"])
+        return None
 
     def as_json(self) -> dict:
         return {
@@ -184,6 +216,8 @@ class CommandRecord:
             "sent_us": self.sent_us,
             "state": self.state,
             "stages": self.stages,
+            "key_id": self.key_id,
+            "result": self.result,
         }
 
 
@@ -193,6 +227,7 @@ class GroundServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.key_id = config.key_id if config.key_id is not None else min(config.keys)
+        self.tenants = {t.name: t for t in config.tenants}
         self.archive = Archive(config.archive)
         self.users = Users(self.archive)
         self.hub = Hub()
@@ -213,6 +248,8 @@ class GroundServer:
         self._last_claim = -math.inf
         self._last_sent = -math.inf
         self._last_retention = -math.inf
+        self._last_ledger_check = -math.inf
+        self._ledger_seen: tuple[str, int] | None = None  # (ledger, count) a check ago
         self._orbit = None
         self._passes_cache: dict = {}
         self._restore()
@@ -222,7 +259,7 @@ class GroundServer:
         with their verification stages, and the last FDIR trigger."""
         for row in self.archive.commands(limit=100):
             record = CommandRecord(row["seq"], row["name"], json.loads(row["args"]), row["user"],
-                                   row["sent_us"])  # fmt: skip
+                                   row["sent_us"], key_id=row["key_id"])  # fmt: skip
             record.stages = [
                 {"stage": v["stage"], "reason": v["reason"], "rx_us": v["rx_us"]}
                 for v in self.archive.verifications(row["seq"])
@@ -235,13 +272,19 @@ class GroundServer:
 
     # --- lifecycle ---
     def start(self) -> None:
+        sequence = self.config.sequence
+        signing = {self.key_id} | {
+            k for t in self.tenants.values() for k in t.key_ids if k in self.config.keys
+        }
+        if sequence is None and len(signing) > 1:
+            sequence = SharedSequence.for_keys(signing)
         self.link = ServerLink(
             self.config.stack,
             key_id=self.key_id,
             key=self.config.keys[self.key_id],
             bind=self.config.downlink,
             on_packet=self._received,
-            sequence=self.config.sequence,
+            sequence=sequence,
         )
         self._writer.start()
         log.info(
@@ -327,11 +370,36 @@ class GroundServer:
                     self.stats["claims"] += 1
                 except OSError as exc:
                     log.debug("claiming the downlink: %s", exc)
+        if self.config.claim and now - self._last_ledger_check > self.config.ledger_check_s:
+            self._last_ledger_check = now
+            try:
+                self._repair_ledger()
+            except OSError as exc:
+                log.debug("asking for ledger transactions: %s", exc)
         if self.config.retention_days and now - self._last_retention > RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.archive.retain(self.config.retention_days)
             if any(deleted.values()):
                 log.info("retention (%g days) deleted %s", self.config.retention_days, deleted)
+
+    def _repair_ledger(self) -> None:
+        """Ask the stack again for the first run of ledger transactions the archive lacks
+        among those its telemetry counted a check ago (what was counted since may still be
+        on its way)."""
+        with self._state_lock:
+            ident, count = self.latest.get("LEDGER_ID"), self.latest.get("LEDGER_TXNS")
+        if ident is None or count is None:
+            return
+        book, counted = f"{int(ident[2]):08x}", int(count[2])
+        seen, self._ledger_seen = self._ledger_seen, (book, counted)
+        if seen is None or seen[0] != book:
+            return
+        gap = ground_ledger.first_gap(self.archive.connect(), book, seen[1])
+        if gap is not None:
+            first, last = gap
+            count = min(LEDGER_RESEND_MAX, last - first + 1)
+            self.send_command("(server)", "LEDGER_RESEND", {"first": first, "count": count})
+            self.stats["ledger_resends"] += 1
 
     def _publish(self, d: Decoded) -> None:
         messages: list[dict] = []
@@ -387,12 +455,38 @@ class GroundServer:
             self.hub.publish_threadsafe(messages)
 
     # --- telecommands out ---
-    def send_command(self, user: str, name: str, args: dict) -> CommandRecord:
-        """Check a command against the dictionary, sign it with the server's key and send
-        it. ValueError says what is wrong with the command; OSError if it cannot be sent."""
+    def tenant_key(self, tenant: str) -> int:
+        """The key the server signs ``tenant``'s commands with; PermissionError saying why
+        there is none."""
+        known = self.tenants.get(tenant)
+        if known is None:
+            raise PermissionError(
+                f"tenant {tenant} is not one of this server's tenants "
+                f"({', '.join(self.tenants) or 'none'}: orbithil ground serve --tenants)"
+            )
+        for key_id in known.key_ids:
+            if key_id in self.config.keys:
+                return key_id
+        raise PermissionError(
+            f"the server holds no key of tenant {tenant} (key ids {list(known.key_ids)}): "
+            "add it to the server's --keys"
+        )
+
+    def send_command(self, user: str, name: str, args: dict, *,
+                     tenant: str | None = None) -> CommandRecord:  # fmt: skip
+        """Check a command against the dictionary, sign it with the server's key (a
+        tenant's command: with the tenant's, if a tenant may send it) and send it.
+        ValueError says what is wrong with the command, PermissionError why a tenant may
+        not send it; OSError if it cannot be sent."""
         command = COMMAND_BY_NAME.get(str(name).strip().upper())
         if command is None:
             raise ValueError(f"no command {name!r}; commands: {', '.join(COMMAND_BY_NAME)}")
+        key_id = self.key_id
+        if tenant is not None:
+            if not command.tenants:
+                allowed = ", ".join(c.name for c in COMMAND_BY_NAME.values() if c.tenants)
+                raise PermissionError(f"{command.name} is the operators'; a tenant sends {allowed}")
+            key_id = self.tenant_key(tenant)
         # what the stack will decode: enum names in the dictionary's spelling, defaults
         # filled in, numbers as numbers (ValueError says what the dictionary refuses)
         values = command.decode_args(command.encode_args(**canonical_args(command, args)))
@@ -401,15 +495,15 @@ class GroundServer:
         with self._send_lock, self._state_lock:
             if self.link is None:
                 raise OSError("the server is not connected to a stack")
-            seq = self.link.send(command.name, **values)
+            seq = self.link.send_signed(key_id, self.config.keys[key_id], command.name, values)
             self._last_sent = time.monotonic()
-            record = CommandRecord(seq, command.name, values, user, now_us())
+            record = CommandRecord(seq, command.name, values, user, now_us(), key_id=key_id)
             self.commands[seq] = record
             while len(self.commands) > 1000:
                 self.commands.popitem(last=False)
         self.stats["commands"] += 1
         self.archive.record_command(
-            user=user, key_id=self.key_id, seq=seq, name=command.name, args=json.dumps(values)
+            user=user, key_id=key_id, seq=seq, name=command.name, args=json.dumps(values)
         )
         self.hub.publish_threadsafe([{"type": "command", **record.as_json()}])
         return record
@@ -475,21 +569,104 @@ class GroundServer:
         }
 
     # --- what the console shows ---
-    def command_records(self, limit: int = 50) -> list[dict]:
-        """The last telecommands this server sent (newest last), with their stages."""
+    def command_records(self, limit: int = 50, *, user: str | None = None) -> list[dict]:
+        """The last telecommands this server sent (newest last), with their stages (only
+        ``user``'s, if given)."""
         with self._state_lock:
-            return [r.as_json() for r in list(self.commands.values())[-limit:]]
+            records = [r for r in self.commands.values() if user is None or r.user == user]
+            return [r.as_json() for r in records[-limit:]]
 
     def command_record(self, seq: int) -> dict | None:
         with self._state_lock:
             record = self.commands.get(seq)
             return record.as_json() if record is not None else None
 
-    def latest_json(self) -> dict:
+    # --- tenants and the ledger ---
+    def tenants_json(self, only: str | None = None) -> list[dict]:
+        """The tenants (or ``only`` one): whether the server can sign for each, its account
+        in the ledger the stack reported last (tools/ground/ledger.py), and its latest
+        TENANT<n>_* telemetry."""
+        db = self.archive.connect()
+        book = ground_ledger.current_book(db)
+        names = [only] if only is not None else list(self.tenants)
+        accounts = ground_ledger.accounts(db, book, names) if book else {}
+        out = []
+        for name in names:
+            tenant = self.tenants.get(name)
+            telemetry = {}
+            if tenant is not None:
+                prefix = f"TENANT{tenant.index}_"
+                with self._state_lock:
+                    latest = [(k, v[2]) for k, v in self.latest.items() if k.startswith(prefix)]
+                telemetry = {k[len(prefix) :].lower(): _finite(v) for k, v in latest}
+            out.append(
+                {
+                    "name": name,
+                    "index": tenant.index if tenant else None,
+                    "key_ids": list(tenant.key_ids) if tenant else [],
+                    "signing": tenant is not None
+                    and any(k in self.config.keys for k in tenant.key_ids),
+                    "book": book,
+                    "account": accounts.get(name),
+                    "telemetry": telemetry,
+                }
+            )
+        return out
+
+    def ledger_json(self, *, tenant: str | None = None, book: str | None = None,
+                    limit: int = 100) -> dict:  # fmt: skip
+        """A ledger's transactions (of one tenant), the accounts, and every ledger heard of
+        with what is missing from it."""
+        db = self.archive.connect()
+        book = book or ground_ledger.current_book(db)
+        books = ground_ledger.books(db)
+        if tenant is not None:  # a tenant learns nothing of the others from the books
+            books = [{k: v for k, v in b.items() if k in ("book", "last_rx_us")} for b in books]
+        if book is None:
+            return {"book": None, "books": books, "accounts": {}, "transactions": []}
+        accounts = ground_ledger.accounts(db, book, [tenant] if tenant else self.tenants)
+        if tenant is not None:
+            accounts = {tenant: accounts[tenant]}
+        return {
+            "book": book,
+            "books": books,
+            "accounts": accounts,
+            "transactions": ground_ledger.statement(db, book, tenant=tenant, limit=limit),
+        }
+
+    def visible(self, message: dict, *, user: str, tenant: str) -> dict | None:
+        """What a tenant user may see of a stream message (None: nothing): its own
+        commands and their stages, events naming its tenant, the payload's public channels
+        and its own TENANT<n>_* channels."""
+        kind = message.get("type")
+        if kind == "telemetry":
+            values = {k: v for k, v in message["values"].items() if self.tenant_sees(k, tenant)}
+            return {**message, "values": values} if values else None
+        if kind == "event":
+            known = EVENT_BY_NAME.get(message.get("name", ""))
+            fields = known.parse(message.get("text", "")) if known else None
+            return message if fields is not None and fields.get("tenant") == tenant else None
+        if kind == "command":
+            return message if message.get("user") == user else None
+        if kind == "verification":
+            with self._state_lock:
+                record = self.commands.get(message.get("seq"))
+            return message if record is not None and record.user == user else None
+        return None
+
+    def tenant_sees(self, channel: str, tenant: str) -> bool:
+        """Whether a tenant user sees a telemetry channel: the public ones, and its own."""
+        known = self.tenants.get(tenant)
+        own = known is not None and channel.startswith(f"TENANT{known.index}_")
+        return own or channel in TENANT_PUBLIC_CHANNELS
+
+    def latest_json(self, *, tenant: str | None = None) -> dict:
+        """The latest value of every channel (of those ``tenant`` sees, if given)."""
         with self._state_lock:
             return {
                 name: {"rx_us": rx, "onboard_us": onboard, "value": _finite(value)}
                 for name, (rx, onboard, value) in sorted(self.latest.items())
+                if tenant is None or self.tenant_sees(name, tenant)
             }
 
     def status_json(self) -> dict:

@@ -1,7 +1,9 @@
 // The orbithil ground console: log in, then live telemetry (limit colouring, plots), the
-// payload's pool and power, events, and commands built from the dictionary with their
-// verification stages. Everything comes from the server's API (/api/openapi.json); the
-// server signs telecommands, so no key is ever in the browser.
+// payload's pool and power, events, commands built from the dictionary with their
+// verification stages, and the tenants' tokens (the ledger the stack reports). Everything
+// comes from the server's API (/api/openapi.json); the server signs telecommands, so no key
+// is ever in the browser. A tenant user sees its own account, commands and jobs, and may
+// send only what a tenant may (the server signs them with its tenant's key).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +22,7 @@ const PAYLOAD_KEYS = ["POOL_CHIPS", "POOL_HEALTHY", "POLICY", "SOC", "SOC_MIN", 
   "BATTERY_WH", "POWER_IN_W", "POWER_OUT_W", "TEMP_MAX_C", "JOBS_QUEUED", "JOBS_DEFERRED",
   "JOBS_DONE", "ITEMS_DONE", "ITEMS_FAILED", "DISAGREEMENTS", "FENCES", "READMISSIONS"];
 const DEFAULT_PLOTS = ["SOC", "TEMP_MAX_C"];
+const LEDGER_EVENTS = new Set(["TOKENS_GRANTED", "TOKENS_RESERVED", "JOB_SETTLED", "TOKENS_RELEASED"]);
 const STAGE_ORDER = ["SENT", "ACCEPTED", "STARTED", "COMPLETED", "FAILED"];
 
 const state = {
@@ -39,7 +42,10 @@ const state = {
   statusTimer: null,
   lastStatus: null,
   passes: null,          // {data: /api/passes, fetchedMs}
+  ledgerTimer: null,     // a ledger refresh due after a ledger event
 };
+
+const isTenant = () => state.me?.role === "tenant";
 // packet arrival at the server -> on the page, in ms (read by `orbithil bench ground`)
 window.orbithilLatency = [];
 
@@ -236,6 +242,7 @@ function renderPayload() {
 }
 
 async function pollStatus() {
+  if (isTenant()) return;  // the server's status is the operators'
   try {
     const status = await api("GET", "/api/status");
     state.lastStatus = status;
@@ -280,13 +287,13 @@ async function togglePlot(name) {
   await loadHistory(name);
 }
 
-function removePlot(name) {
+function removePlot(name, save = true) {
   const plotted = state.plots.get(name);
   if (!plotted) return;
   plotted.box.remove();
   state.plots.delete(name);
   state.rows.get(name)?.classList.remove("plotted");
-  savePlots();
+  if (save) savePlots();
 }
 
 async function loadHistory(name) {
@@ -320,12 +327,19 @@ function addEvent(event, prepend = true) {
 // --- commands ---------------------------------------------------------------------------
 function buildCommandForm() {
   const select = $("cmd-name");
-  select.replaceChildren(...state.dict.commands.map((c) => el("option", { value: c.name }, c.name)));
-  select.addEventListener("change", buildArgs);
+  // a tenant may send only the commands the dictionary marks for tenants
+  const commands = state.dict.commands.filter((c) => !isTenant() || c.tenants);
+  select.replaceChildren(...commands.map((c) => el("option", { value: c.name }, c.name)));
   buildArgs();
-  $("cmd-form").addEventListener("submit", sendCommand);
-  $("cmd-role").textContent = state.me.role === "operator" ? ""
-    : `You are logged in as a viewer: the server refuses telecommands from viewers.`;
+}
+
+function roleText() {
+  if (state.me.role === "operator") return "";
+  if (isTenant()) {
+    return `You act for tenant ${state.me.tenant}: the server signs your commands with its key, `
+      + "and its jobs are paid from its tokens.";
+  }
+  return "You are logged in as a viewer: the server refuses telecommands from viewers.";
 }
 
 function currentCommand() { return state.dict.commands.find((c) => c.name === $("cmd-name").value); }
@@ -428,6 +442,49 @@ function renderCommand(record) {
     el("span", { class: "hint" }, `#${record.seq} by ${record.user}`), ...stages);
 }
 
+// --- tenants and the ledger ---------------------------------------------------------------
+function scheduleLedger() {
+  if (state.ledgerTimer) return;
+  state.ledgerTimer = setTimeout(() => { state.ledgerTimer = null; loadLedger(); }, 300);
+}
+
+async function loadLedger() {
+  let data;
+  try {
+    data = await api("GET", "/api/ledger?limit=50");
+  } catch (error) {
+    $("ledger-state").textContent = `ledger: ${error.message}`;
+    return;
+  }
+  const info = data.books.find((b) => b.book === data.book);
+  const status = $("ledger-state");
+  if (!data.book) {
+    status.textContent = "ledger: no transactions yet";
+  } else if (info && "txns" in info) {
+    status.textContent = `ledger ${data.book}: ${info.txns} transactions`
+      + (info.missing ? `, ${info.missing} not received (${info.missing_txns.join(", ")})` : "")
+      + (info.balanced ? "" : "; its postings do not sum to zero");
+    status.className = info.missing || !info.balanced ? "hint error" : "hint";
+  } else {
+    status.textContent = `ledger ${data.book}`;
+  }
+  const body = $("tenants").tBodies[0];
+  body.replaceChildren(...Object.entries(data.accounts).map(([name, a]) => {
+    const available = el("td", { class: a.agrees ? "" : "differs",
+      title: a.agrees ? "" : `the stack reported ${a.onboard_available} available: a transaction was not received` },
+      String(a.available));
+    return el("tr", { id: `tenant-${name}` }, el("td", {}, name), available, el("td", {}, String(a.held)),
+      el("td", {}, String(a.spent)), el("td", {}, String(a.jobs)), el("td", {}, String(a.cycles)));
+  }));
+  $("ledger-list").replaceChildren(...data.transactions.slice().reverse().map((t) => {
+    const job = t.job === null ? "" : ` job ${t.job}`;
+    const moved = t.postings.map(([account, amount]) => `${account} ${amount > 0 ? "+" : ""}${amount}`).join(", ");
+    return el("li", { "data-kind": t.kind }, el("span", { class: "hint" }, `#${t.txn}`),
+      el("span", { class: "kind" }, t.kind), `${t.tenant}${job}${t.why ? ` (${t.why})` : ""} `,
+      el("span", { class: "postings" }, moved));
+  }));
+}
+
 function onVerification(message) {
   let record = state.commands.get(message.seq);
   if (!record) {
@@ -458,7 +515,10 @@ function connect() {
         scheduleRender();
         break;
       case "telemetry": applyTelemetry(data.values, data.rx_us); break;
-      case "event": addEvent(data); break;
+      case "event":
+        addEvent(data);
+        if (LEDGER_EVENTS.has(data.name)) scheduleLedger();
+        break;
       case "command": upsertCommand(data); break;
       case "verification": onVerification(data); break;
       default: break;
@@ -516,13 +576,18 @@ async function startConsole() {
       if (channel.values && channel.values.length) state.enums[channel.name] = channel.values;
       state.channels.set(channel.name, channel);
     }
-    buildCommandForm();
+    $("cmd-name").addEventListener("change", buildArgs);
+    $("cmd-form").addEventListener("submit", sendCommand);
   }
-  $("cmd-role").textContent = state.me.role === "operator" ? ""
-    : "You are logged in as a viewer: the server refuses telecommands from viewers.";
-  $("who").textContent = `${state.me.user} (${state.me.role})`;
+  buildCommandForm();  // again at every login: a tenant user sees fewer commands
+  document.body.classList.toggle("tenant", isTenant());
+  $("cmd-role").textContent = roleText();
+  $("who").textContent = `${state.me.user} (${isTenant() ? `tenant ${state.me.tenant}` : state.me.role})`;
   $("login").hidden = true;
   $("console").hidden = false;
+  state.values.clear();  // another user may have seen other channels on this page
+  state.rows.clear();
+  $("tm-table").tBodies[0].replaceChildren();
   const latest = await api("GET", "/api/telemetry");
   for (const [name, entry] of Object.entries(latest)) {
     state.values.set(name, { value: entry.value, rx_us: entry.rx_us });
@@ -531,11 +596,17 @@ async function startConsole() {
   scheduleRender();
   $("event-list").replaceChildren();
   for (const event of await api("GET", "/api/events?since=1d&limit=100")) addEvent(event);
+  state.commands.clear();
+  $("cmd-list").replaceChildren();
   for (const record of await api("GET", "/api/commands?limit=50")) upsertCommand(record);
-  let wanted = DEFAULT_PLOTS;
-  try { wanted = JSON.parse(localStorage.getItem("orbithil.plots")) || DEFAULT_PLOTS; } catch (_) { /* default */ }
-  for (const name of wanted) if (state.channels.has(name) && !state.plots.has(name)) togglePlot(name);
+  for (const name of [...state.plots.keys()]) removePlot(name, false);  // another user's
+  let wanted = isTenant() ? [] : DEFAULT_PLOTS;
+  try { wanted = JSON.parse(localStorage.getItem("orbithil.plots")) || wanted; } catch (_) { /* default */ }
+  // a tenant user plots only the channels it sees
+  const plottable = (name) => (isTenant() ? name in latest : state.channels.has(name));
+  for (const name of wanted) if (plottable(name) && !state.plots.has(name)) togglePlot(name);
   connect();
+  loadLedger();
   loadPasses();
   pollStatus();
   clearInterval(state.statusTimer);

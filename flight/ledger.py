@@ -1,0 +1,695 @@
+"""The compute-token ledger: tenants, their tokens in a double-entry book, and the life of
+each job's tokens: quoted, reserved, then settled exactly once or released.
+
+Tenants are the payload's customers. Each has a name and its own telecommand key id(s)
+(``[[tenants]]`` tables: ``name``, ``key_ids``), so the stack knows from a telecommand's
+authenticated key whose job it is, and a tenant's key may send only the commands the
+dictionary marks for tenants (submitting, quoting). Every other key is an operator's.
+
+The book. Every transaction is a set of postings to accounts that sums to zero, so the sum
+of every balance is always zero and no token is made or lost:
+
+| account | balance |
+|---|---|
+| ``issued`` | minus every token ever granted |
+| ``tenant:<name>`` | what the tenant may spend |
+| ``held:<name>`` | held for the tenant's jobs that are still running |
+| ``earned:<name>`` | what the tenant's settled jobs paid |
+
+| transaction | postings |
+|---|---|
+| grant (an operator's ``GRANT_TOKENS``) | issued -N, tenant +N |
+| reserve (a job submitted) | tenant -H, held +H |
+| settle (the job done) | held -H, earned +C, tenant +(H - C) |
+| release (the job refused, failed or lost) | held -H, tenant +H |
+
+A reservation is a *hold*, named by the number of its reserve transaction; it is closed
+exactly once, by a settle or a release: closing it again is refused (``LedgerError``), so a
+job is never charged twice.
+
+The tariff (``Tariff``): a token buys ``cycles_per_token`` MAC-engine cycles, as the chips
+count them (each run's cycle count, the figure the power model turns into joules). A job's
+quote is its hold: enough for its worst case, every image run as often as its policy may
+run it (``Pool.max_runs``: ``none`` once, ``rerun`` three times, ``dmr`` and ``tmr`` on up to
+five chips), each run as long as the longest run seen so far. The job settles at the cycles
+its completed images ran, never above its hold; images that failed cost nothing.
+
+The journal. With a ``journal`` file every transaction is appended to it as one JSON line
+and flushed to disk (fsync) before it takes effect, and the file is replayed at start, so
+balances survive a restart and a crash. A hold still open at start belonged to a job that
+did not survive the stop: it is released then. A torn last line (the process died while
+writing it) is dropped: its transaction never took effect. Without a journal the book lives
+in memory and starts empty.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from orbithil.config import read_toml
+from orbithil.errors import ConfigError
+from orbithil.flight.dictionary import MAX_TENANTS
+
+log = logging.getLogger(__name__)
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+ISSUED = "issued"
+JOURNAL_VERSION = 1
+RECENT = 1000  # transactions kept in memory for statements (the journal keeps all)
+STOPPED = "the stack stopped before the job finished"  # why a hold is released at a stop
+
+
+def tenant_account(name: str) -> str:
+    """The account of what tenant ``name`` may spend."""
+    return f"tenant:{name}"
+
+
+def held_account(name: str) -> str:
+    """The account of what tenant ``name``'s running jobs hold."""
+    return f"held:{name}"
+
+
+def earned_account(name: str) -> str:
+    """The account of what tenant ``name``'s settled jobs paid."""
+    return f"earned:{name}"
+
+
+class LedgerError(Exception):
+    """A ledger operation refused (too few tokens, an unknown tenant, a hold already
+    closed); the message says why and what to do."""
+
+
+# --- tenants ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tenant:
+    """A customer of the payload: ``index`` numbers its telemetry (``TENANT<index>_*``) and
+    the ``tenant`` argument of ``GRANT_TOKENS``; ``key_ids`` are its telecommand keys."""
+
+    index: int
+    name: str
+    key_ids: tuple[int, ...]
+
+
+def tenants_from_data(data: object, *, where: str = "tenants") -> tuple[Tenant, ...]:
+    """Tenants from ``[[tenants]]`` tables (``name``, ``key_ids`` or ``key_id``), in order;
+    ConfigError says which entry is wrong and how."""
+    if data in (None, ()):
+        return ()
+    if not isinstance(data, list) or not all(isinstance(d, Mapping) for d in data):
+        raise ConfigError(f"{where}: give [[tenants]] tables, each with name and key_ids")
+    if len(data) > MAX_TENANTS:
+        raise ConfigError(f"{where}: {len(data)} tenants; at most {MAX_TENANTS}")
+    tenants: list[Tenant] = []
+    owners: dict[int, str] = {}
+    for index, entry in enumerate(data):
+        label = f"{where}, tenant {index + 1}"
+        unknown = sorted(set(entry) - {"name", "key_ids", "key_id"})
+        if unknown:
+            raise ConfigError(f"{label}: unknown keys {unknown}; a tenant has name, key_ids")
+        name = entry.get("name")
+        if not isinstance(name, str) or not TENANT_NAME.match(name):
+            raise ConfigError(f"{label}: name {name!r}: use 1..32 letters, digits, '_', '.' or '-'")
+        if any(t.name == name for t in tenants):
+            raise ConfigError(f"{label}: tenant {name!r} is given twice")
+        if ("key_ids" in entry) == ("key_id" in entry):
+            raise ConfigError(f"{label} ({name}): give key_ids = [..] (or one key_id)")
+        ids = entry["key_ids"] if "key_ids" in entry else [entry["key_id"]]
+        if not isinstance(ids, list) or not ids:
+            raise ConfigError(f"{label} ({name}): key_ids is a list of key ids, e.g. [2]")
+        for key_id in ids:
+            if not isinstance(key_id, int) or isinstance(key_id, bool) or not 0 <= key_id <= 255:
+                raise ConfigError(f"{label} ({name}): key id {key_id!r} is not in 0..255")
+            if key_id in owners:
+                raise ConfigError(
+                    f"{label} ({name}): key id {key_id} is tenant {owners[key_id]}'s already; "
+                    "each key belongs to one tenant"
+                )
+            owners[key_id] = name
+        tenants.append(Tenant(index, name, tuple(ids)))
+    return tuple(tenants)
+
+
+def tenants_from_file(path: str | Path) -> tuple[Tenant, ...]:
+    """The ``[[tenants]]`` tables of a TOML file (the flight config itself will do: its
+    other keys are not read here)."""
+    data = read_toml(path, "tenants file")
+    if "tenants" not in data:
+        raise ConfigError(f"{path} has no [[tenants]] tables (name, key_ids)")
+    return tenants_from_data(data["tenants"], where=str(path))
+
+
+def check_tenant_keys(tenants: Sequence[Tenant], keys: Iterable[int]) -> None:
+    """Every tenant's key ids are among ``keys`` and at least one key is left for the
+    operators (else nobody could change modes or grant tokens)."""
+    keys = set(keys)
+    for tenant in tenants:
+        missing = sorted(set(tenant.key_ids) - keys)
+        if missing:
+            raise ConfigError(
+                f"tenant {tenant.name}: key id(s) {missing} are not in the telecommand keys "
+                f"(ids {sorted(keys)}); add them to the key file"
+            )
+    owned = {k for t in tenants for k in t.key_ids}
+    if keys and keys <= owned:
+        raise ConfigError(
+            f"every telecommand key (ids {sorted(keys)}) is a tenant's: keep at least one "
+            "for the operators"
+        )
+
+
+# --- the tariff ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tariff:
+    """What a token buys: ``cycles_per_token`` MAC-engine cycles (the ``[ledger]`` table's
+    ``cycles_per_token``)."""
+
+    cycles_per_token: int = 1000
+
+    def __post_init__(self) -> None:
+        value = self.cycles_per_token
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"cycles_per_token={value!r}: give a whole number of cycles >= 1")
+
+    def tokens(self, cycles: float) -> int:
+        """Tokens for ``cycles`` cycles, rounded up (a started token is paid)."""
+        return math.ceil(cycles / self.cycles_per_token) if cycles > 0 else 0
+
+    def hold(self, images: int, runs_per_image: int, run_cycles: float) -> int:
+        """The quote of a job: ``images`` images, each run at most ``runs_per_image``
+        times, each run at most ``run_cycles`` cycles."""
+        return self.tokens(images * runs_per_image * run_cycles)
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """The flight config's ``[ledger]`` table."""
+
+    journal: str = ""  # the journal file; "" keeps the book in memory (empty at each start)
+    cycles_per_token: int = 1000
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> LedgerConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError("ledger is a table of settings ([ledger]: journal, cycles_per_token)")
+        unknown = sorted(set(data) - {"journal", "cycles_per_token"})
+        if unknown:
+            raise ConfigError(
+                f"unknown ledger setting(s) {', '.join(unknown)}; valid: cycles_per_token, journal"
+            )
+        if not isinstance(data.get("journal", ""), str):
+            raise ConfigError("ledger journal: give a file path")
+        config = cls(**data)
+        config.tariff  # noqa: B018 (checks cycles_per_token)
+        return config
+
+    @property
+    def tariff(self) -> Tariff:
+        return Tariff(self.cycles_per_token)
+
+
+# --- transactions ---------------------------------------------------------------------------
+class Kind(StrEnum):
+    """What a transaction does (its postings: ``postings``)."""
+
+    GRANT = "grant"
+    RESERVE = "reserve"
+    SETTLE = "settle"
+    RELEASE = "release"
+
+
+def postings(kind: Kind | str, tenant: str, *, tokens: int = 0, charged: int = 0,
+             released: int = 0) -> tuple[tuple[str, int], ...]:  # fmt: skip
+    """The postings of a transaction (they sum to zero): ``tokens`` granted, reserved or
+    released; a settle moves ``charged`` to earned and ``released`` back to the tenant."""
+    kind = Kind(kind)
+    own, held = tenant_account(tenant), held_account(tenant)
+    if kind is Kind.GRANT:
+        return ((ISSUED, -tokens), (own, tokens))
+    if kind is Kind.RESERVE:
+        return ((own, -tokens), (held, tokens))
+    if kind is Kind.SETTLE:
+        return ((held, -(charged + released)), (earned_account(tenant), charged), (own, released))
+    return ((held, -tokens), (own, tokens))
+
+
+@dataclass(frozen=True)
+class Txn:
+    """One transaction of the book. ``hold`` names the hold a reserve opens (its own
+    number) or a settle/release closes; ``job`` is the payload's job id (job ids start
+    again at 1 when the stack restarts; holds never repeat). ``cycles`` and ``runs``: what
+    a settled job was metered at."""
+
+    number: int
+    kind: Kind
+    tenant: str
+    postings: tuple[tuple[str, int], ...]
+    time_s: float  # Unix time
+    job: int | None = None
+    hold: int | None = None
+    cycles: int = 0
+    runs: int = 0
+    why: str = ""
+    available: int = 0  # the tenant's available tokens just after it
+
+    def amount(self, account: str) -> int:
+        return sum(amount for name, amount in self.postings if name == account)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens granted, reserved or released; what a settle charged."""
+        if self.kind is Kind.SETTLE:
+            return self.amount(earned_account(self.tenant))
+        if self.kind is Kind.RESERVE:
+            return self.amount(held_account(self.tenant))
+        return self.amount(tenant_account(self.tenant))
+
+    def as_json(self) -> dict:
+        data = {
+            "n": self.number,
+            "kind": self.kind.value,
+            "tenant": self.tenant,
+            "postings": [list(p) for p in self.postings],
+            "t": round(self.time_s, 6),
+        }
+        for name in ("job", "hold", "cycles", "runs", "why", "available"):
+            value = getattr(self, name)
+            if value not in (None, 0, ""):
+                data[name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Txn:
+        return cls(
+            number=int(data["n"]),
+            kind=Kind(data["kind"]),
+            tenant=str(data["tenant"]),
+            postings=tuple((str(a), int(v)) for a, v in data["postings"]),
+            time_s=float(data["t"]),
+            job=data.get("job"),
+            hold=data.get("hold"),
+            cycles=int(data.get("cycles", 0)),
+            runs=int(data.get("runs", 0)),
+            why=str(data.get("why", "")),
+            available=int(data.get("available", 0)),
+        )
+
+
+# Each transaction goes down as one event (flight/dictionary.py); the ground books it again
+# from the event's fields (tools/ground/ledger.py), with the same postings.
+EVENT_OF_KIND = {Kind.GRANT: "TOKENS_GRANTED", Kind.RESERVE: "TOKENS_RESERVED",
+                 Kind.SETTLE: "JOB_SETTLED", Kind.RELEASE: "TOKENS_RELEASED"}  # fmt: skip
+KIND_OF_EVENT = {name: kind for kind, name in EVENT_OF_KIND.items()}
+
+
+def event_of(txn: Txn, book: str) -> tuple[str, dict]:
+    """The event reporting ``txn`` of ledger ``book``: its name and fields."""
+    fields = {"book": book, "txn": txn.number, "tenant": txn.tenant, "job": txn.job,
+              "hold": txn.hold, "available": txn.available}  # fmt: skip
+    if txn.kind is Kind.SETTLE:
+        released = txn.amount(tenant_account(txn.tenant))
+        fields |= {"charged": txn.tokens, "released": released, "cycles": txn.cycles,
+                   "runs": txn.runs}  # fmt: skip
+    else:
+        fields |= {"tokens": txn.tokens, "why": txn.why}
+    return EVENT_OF_KIND[txn.kind], fields
+
+
+def txn_from_event(name: str, fields: Mapping[str, str], time_s: float) -> tuple[str, Txn]:
+    """(ledger id, transaction) from a ledger event's fields (``Event.parse``): what the
+    ground books. ValueError if the fields are not a ledger event's."""
+    kind = KIND_OF_EVENT.get(name)
+    if kind is None:
+        raise ValueError(f"{name} is not a ledger event")
+    tenant = fields["tenant"]
+    if kind is Kind.SETTLE:
+        posts = postings(kind, tenant, charged=int(fields["charged"]),
+                         released=int(fields["released"]))  # fmt: skip
+    else:
+        posts = postings(kind, tenant, tokens=int(fields["tokens"]))
+    job = fields.get("job")
+    hold = fields["txn"] if kind is Kind.RESERVE else fields.get("hold")  # a reserve opens its own
+    txn = Txn(
+        number=int(fields["txn"]),
+        kind=kind,
+        tenant=tenant,
+        postings=posts,
+        time_s=time_s,
+        job=int(job) if job not in (None, "None") else None,
+        hold=int(hold) if hold not in (None, "None") else None,
+        cycles=int(fields.get("cycles", 0)),
+        runs=int(fields.get("runs", 0)),
+        why=fields.get("why", ""),
+        available=int(fields["available"]),
+    )
+    return fields["book"], txn
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Tokens reserved for a job until it is settled or released."""
+
+    number: int  # the reserve transaction's number
+    tenant: str
+    tokens: int
+    job: int | None
+
+
+@dataclass
+class TenantTotals:
+    """Per tenant: the tokens in each of its accounts, and the compute it was charged for."""
+
+    available: int = 0
+    held: int = 0
+    spent: int = 0
+    cycles: int = 0  # metered cycles of its settled jobs
+    runs: int = 0
+    jobs: int = 0  # jobs settled
+
+
+@dataclass
+class _Book:
+    balances: collections.Counter = field(default_factory=collections.Counter)
+    holds: dict[int, Hold] = field(default_factory=dict)
+    metered: collections.Counter = field(default_factory=collections.Counter)  # (tenant, what)
+    count: int = 0
+
+
+class Ledger:
+    """The book of ``tenants`` (see the module docstring); thread-safe. ``journal``: a file
+    to keep it in (replayed now; created if missing)."""
+
+    def __init__(self, tenants: Sequence[Tenant] = (), *, journal: str | Path | None = None,
+                 clock=time.time) -> None:  # fmt: skip
+        self.tenants = {t.name: t for t in tenants}
+        self.by_key = {k: t for t in tenants for k in t.key_ids}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._book = _Book()
+        self.recent: collections.deque[Txn] = collections.deque(maxlen=RECENT)
+        self.journal = Path(journal) if journal else None
+        self._file = None
+        self.book_id = secrets.token_hex(4)
+        self.restart_releases: list[Txn] = []  # holds released at start (their jobs died)
+        if self.journal is not None:
+            self._open_journal()
+
+    # --- the journal ---
+    def _open_journal(self) -> None:
+        path = self.journal
+        assert path is not None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a")  # noqa: SIM115 (open for the ledger's life; close())
+            try:  # one stack per journal: two writers would interleave their books
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.close()
+                raise ConfigError(
+                    f"ledger journal {path} is in use by another flight stack; give each "
+                    "stack its own ([ledger] journal)"
+                ) from None
+            self._replay(path)
+        except OSError as exc:
+            self.close()
+            raise ConfigError(
+                f"ledger journal {path}: {exc.strerror or exc}; give a writable file "
+                "([ledger] journal)"
+            ) from None
+        except ConfigError:
+            self.close()
+            raise
+        for hold in list(self._book.holds.values()):
+            txn = self.release(hold.number, STOPPED)
+            self.restart_releases.append(txn)
+
+    def _write(self, record: dict) -> None:
+        """One line on the journal, on disk (fsync) before it returns."""
+        assert self._file is not None
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _replay(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        torn = lines.pop() if lines else b""  # what follows the last newline
+        if torn.strip():
+            log.warning("ledger journal %s: dropping a torn last line (%d bytes, never "
+                        "applied)", path, len(torn))  # fmt: skip
+            with open(path, "r+b") as f:
+                f.truncate(len(data) - len(torn))
+        if not lines:  # a new journal, or its header was torn: nothing was ever booked
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._write({"orbithil_ledger": JOURNAL_VERSION, "book": self.book_id,
+                         "created": created})  # fmt: skip
+            return
+        try:
+            header = json.loads(lines[0])
+            version = header["orbithil_ledger"]
+            self.book_id = str(header["book"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise ConfigError(f"ledger journal {path}, line 1: not an orbithil ledger journal's "
+                              "header; give another file ([ledger] journal)") from None  # fmt: skip
+        if version != JOURNAL_VERSION:
+            raise ConfigError(f"ledger journal {path} is of version {version}; this orbithil "
+                              f"keeps version {JOURNAL_VERSION}")  # fmt: skip
+        for number, line in enumerate(lines[1:], 2):
+            try:
+                txn = Txn.from_json(json.loads(line))
+                self._check(txn, self._book.count + 1)
+            except (ValueError, KeyError, TypeError, LedgerError) as exc:
+                raise ConfigError(
+                    f"ledger journal {path}, line {number} is damaged ({exc}); the book cannot "
+                    "be trusted past it: restore the file from a copy"
+                ) from None
+            self._apply(txn)
+        log.info("ledger %s: %d transactions replayed from %s", self.book_id,
+                 self._book.count, path)  # fmt: skip
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    # --- posting ---
+    @staticmethod
+    def _check(txn: Txn, expected_number: int) -> None:
+        if txn.number != expected_number:
+            raise LedgerError(f"transaction {txn.number} where {expected_number} was expected")
+        if sum(amount for _, amount in txn.postings) != 0:
+            raise LedgerError(f"transaction {txn.number}'s postings do not sum to zero")
+
+    def _apply(self, txn: Txn) -> None:
+        book = self._book
+        book.count = txn.number
+        for account, amount in txn.postings:
+            book.balances[account] += amount
+        if txn.kind is Kind.RESERVE:
+            book.holds[txn.number] = Hold(txn.number, txn.tenant, txn.tokens, txn.job)
+        elif txn.kind in (Kind.SETTLE, Kind.RELEASE):
+            book.holds.pop(txn.hold, None)
+        if txn.kind is Kind.SETTLE:
+            book.metered[txn.tenant, "cycles"] += txn.cycles
+            book.metered[txn.tenant, "runs"] += txn.runs
+            book.metered[txn.tenant, "jobs"] += 1
+        self.recent.append(txn)
+
+    def _post(self, kind: Kind, tenant: str, posts, **fields) -> Txn:
+        """Under the lock: number, journal (flushed to disk) and apply a transaction."""
+        own = tenant_account(tenant)
+        available = self._book.balances[own] + sum(a for name, a in posts if name == own)
+        txn = Txn(self._book.count + 1, kind, tenant, posts, self._clock(), **fields,
+                  available=available)  # fmt: skip
+        self._check(txn, self._book.count + 1)
+        if self._file is not None:
+            try:
+                self._write(txn.as_json())
+            except OSError as exc:  # not written: not applied either
+                raise LedgerError(f"the ledger journal cannot be written ({exc})") from None
+        self._apply(txn)
+        return txn
+
+    def _tenant(self, name: str) -> Tenant:
+        tenant = self.tenants.get(name)
+        if tenant is None:
+            known = ", ".join(self.tenants) or "none configured"
+            raise LedgerError(f"no tenant {name!r} (tenants: {known})")
+        return tenant
+
+    def grant(self, tenant: str, tokens: int) -> Txn:
+        """Give ``tenant`` ``tokens`` more tokens to spend."""
+        self._tenant(tenant)
+        if tokens < 1:
+            raise LedgerError(f"grant {tokens} tokens: give 1 or more")
+        with self._lock:
+            return self._post(Kind.GRANT, tenant, postings(Kind.GRANT, tenant, tokens=tokens))
+
+    def affordable(self, tenant: str, tokens: int) -> None:
+        """Whether ``tenant`` could reserve ``tokens`` now; LedgerError says why not."""
+        with self._lock:
+            self._affordable_locked(tenant, tokens)
+
+    def _affordable_locked(self, tenant: str, tokens: int) -> None:
+        self._tenant(tenant)
+        if tokens < 0:
+            raise LedgerError(f"reserve {tokens} tokens: give 0 or more")
+        available = self._book.balances[tenant_account(tenant)]
+        if tokens > available:
+            raise LedgerError(
+                f"tenant {tenant} has {available} tokens available and this job's quote is "
+                f"{tokens}: ask an operator for a grant (GRANT_TOKENS), or submit fewer images "
+                "or a cheaper policy"
+            )
+
+    def reserve(self, tenant: str, tokens: int, *, job: int | None = None) -> Txn:
+        """Hold ``tokens`` of ``tenant``'s for a job; refused when it has fewer available.
+        The returned transaction's number names the hold."""
+        with self._lock:
+            self._affordable_locked(tenant, tokens)
+            return self._post(Kind.RESERVE, tenant, postings(Kind.RESERVE, tenant, tokens=tokens),
+                              job=job, hold=self._book.count + 1)  # fmt: skip
+
+    def _open_hold(self, hold: int) -> Hold:
+        found = self._book.holds.get(hold)
+        if found is None:
+            raise LedgerError(f"hold {hold} is not open (settled or released already, or "
+                              "never made): nothing was charged")  # fmt: skip
+        return found
+
+    def settle(self, hold: int, tokens: int, *, cycles: int = 0, runs: int = 0) -> Txn:
+        """Close ``hold``: charge ``tokens`` (at most the hold) and give the rest back."""
+        with self._lock:
+            found = self._open_hold(hold)
+            charged = max(0, min(tokens, found.tokens))
+            posts = postings(Kind.SETTLE, found.tenant, charged=charged,
+                             released=found.tokens - charged)  # fmt: skip
+            return self._post(Kind.SETTLE, found.tenant, posts, job=found.job, hold=hold,
+                              cycles=cycles, runs=runs)  # fmt: skip
+
+    def release(self, hold: int, why: str) -> Txn:
+        """Close ``hold`` charging nothing: its job was refused, failed or lost."""
+        with self._lock:
+            found = self._open_hold(hold)
+            posts = postings(Kind.RELEASE, found.tenant, tokens=found.tokens)
+            return self._post(Kind.RELEASE, found.tenant, posts, job=found.job, hold=hold,
+                              why=why)  # fmt: skip
+
+    # --- reading ---
+    def balance(self, account: str) -> int:
+        with self._lock:
+            return self._book.balances[account]
+
+    def balances(self) -> dict[str, int]:
+        with self._lock:
+            return {a: v for a, v in sorted(self._book.balances.items()) if v}
+
+    def available(self, tenant: str) -> int:
+        return self.balance(tenant_account(tenant))
+
+    def holds(self) -> list[Hold]:
+        with self._lock:
+            return list(self._book.holds.values())
+
+    @property
+    def transactions(self) -> int:
+        with self._lock:
+            return self._book.count
+
+    def history(self, first: int, last: int) -> list[Txn]:
+        """Transactions ``first``..``last`` (those that exist): from memory when they are
+        among the last ``RECENT``, else from the journal."""
+        with self._lock:
+            last = min(last, self._book.count)
+            if first > last:
+                return []
+            if not self.recent or self.recent[0].number <= first or self.journal is None:
+                return [t for t in self.recent if first <= t.number <= last]
+        found = []
+        with open(self.journal) as f:
+            next(f)  # the header
+            for line in f:  # (lines after ``last`` may be being written: not read)
+                txn = Txn.from_json(json.loads(line))
+                if txn.number >= first:
+                    found.append(txn)
+                if txn.number >= last:
+                    break
+        return found
+
+    def totals(self, tenant: str) -> TenantTotals:
+        with self._lock:
+            b, m = self._book.balances, self._book.metered
+            return TenantTotals(
+                available=b[tenant_account(tenant)],
+                held=b[held_account(tenant)],
+                spent=b[earned_account(tenant)],
+                cycles=m[tenant, "cycles"],
+                runs=m[tenant, "runs"],
+                jobs=m[tenant, "jobs"],
+            )
+
+    def summary(self) -> dict:
+        """The book at a glance: transactions, tokens issued (granted ever), held and
+        earned over all tenants, and open holds (``totals`` has one tenant's)."""
+        with self._lock:
+            b = self._book.balances
+            return {
+                "txns": self._book.count,
+                "issued": -b[ISSUED],
+                "held": sum(v for a, v in b.items() if a.startswith("held:")),
+                "earned": sum(v for a, v in b.items() if a.startswith("earned:")),
+                "holds": len(self._book.holds),
+            }
+
+    def check(self) -> None:
+        """The book's invariants: balances sum to zero, no tenant below zero, the held
+        accounts equal the open holds. LedgerError says which is broken."""
+        with self._lock:
+            b = self._book.balances
+            if sum(b.values()) != 0:
+                raise LedgerError(f"the balances sum to {sum(b.values())}, not 0")
+            for account, value in b.items():
+                if value < 0 and account != ISSUED:
+                    raise LedgerError(f"account {account} is at {value}")
+            open_by_tenant = collections.Counter()
+            for hold in self._book.holds.values():
+                open_by_tenant[hold.tenant] += hold.tokens
+            for account, value in b.items():
+                if account.startswith("held:") and value != open_by_tenant[account[5:]]:
+                    raise LedgerError(f"{account} is {value}; its open holds sum to "
+                                      f"{open_by_tenant[account[5:]]}")  # fmt: skip
+
+
+__all__ = [
+    "ISSUED",
+    "MAX_TENANTS",
+    "STOPPED",
+    "Hold",
+    "Kind",
+    "Ledger",
+    "LedgerConfig",
+    "LedgerError",
+    "Tariff",
+    "Tenant",
+    "Txn",
+    "check_tenant_keys",
+    "event_of",
+    "postings",
+    "tenants_from_data",
+    "tenants_from_file",
+    "txn_from_event",
+]

@@ -1,0 +1,190 @@
+"""The ground's copy of the on-board compute-token ledger (flight/ledger.py), kept in the
+archive: every ledger transaction the stack reports in an event is booked here again, with
+the same postings, so operators and tenants can read balances and statements on the ground.
+
+The stack's ledger is the book of record; this copy is built from its events only:
+
+- exactly once: a transaction is named by its ledger (a random id the journal keeps) and
+  its number, so an event that arrives twice (a re-sent store, two links) books once;
+- in the same SQLite transaction as the event it came from (``Archive.store``), so the
+  archive never holds one without the other;
+- incomplete when events were lost (a store that overflowed, an event throttled): the
+  numbers missing are listed per ledger, and each transaction carries the tenant's
+  balance as the stack had it just after, so a tenant's ``onboard_available`` (the latest)
+  can be compared with the ground's sum (``agrees``);
+- never deleted by retention: a statement must stay whole.
+
+Tables: ``ledger_txns`` (one row per transaction) and ``ledger_postings`` (its postings).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable
+
+from orbithil.flight.dictionary import EVENT_BY_NAME
+from orbithil.flight.ledger import KIND_OF_EVENT, Kind, txn_from_event
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_txns (
+    book TEXT NOT NULL, txn INTEGER NOT NULL, kind TEXT NOT NULL, tenant TEXT NOT NULL,
+    job INTEGER, hold INTEGER, cycles INTEGER NOT NULL, runs INTEGER NOT NULL,
+    why TEXT NOT NULL, available INTEGER NOT NULL, rx_us INTEGER NOT NULL,
+    onboard_us INTEGER NOT NULL, PRIMARY KEY (book, txn));
+CREATE INDEX IF NOT EXISTS ledger_txns_tenant ON ledger_txns (tenant, rx_us);
+CREATE TABLE IF NOT EXISTS ledger_postings (
+    book TEXT NOT NULL, txn INTEGER NOT NULL, account TEXT NOT NULL, amount INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_postings_txn ON ledger_postings (book, txn);
+"""
+MISSING_LISTED = 20  # missing transaction numbers listed per ledger (all are counted)
+
+
+def book_events(db: sqlite3.Connection, events: Iterable[tuple]) -> tuple[int, int]:
+    """Book the ledger events among ``events`` (the archive's rows: rx us, on-board us,
+    event id, name, severity, text) inside the caller's transaction; (booked, already
+    booked). An event whose text does not parse is logged and skipped (it stays archived)."""
+    booked = again = 0
+    for rx_us, onboard_us, _event_id, name, _severity, text in events:
+        if name not in KIND_OF_EVENT:
+            continue
+        fields = EVENT_BY_NAME[name].parse(text)
+        try:
+            if fields is None:
+                raise ValueError("its text does not match the dictionary's format")
+            book, txn = txn_from_event(name, fields, onboard_us / 1e6)
+        except (ValueError, KeyError) as exc:
+            log.warning("ledger event %s not booked (%s): %r", name, exc, text)
+            continue
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO ledger_txns (book, txn, kind, tenant, job, hold, cycles, "
+            "runs, why, available, rx_us, onboard_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (book, txn.number, txn.kind.value, txn.tenant, txn.job, txn.hold, txn.cycles,
+             txn.runs, txn.why, txn.available, rx_us, onboard_us),
+        ).rowcount  # fmt: skip
+        if not inserted:
+            again += 1
+            continue
+        db.executemany(
+            "INSERT INTO ledger_postings (book, txn, account, amount) VALUES (?, ?, ?, ?)",
+            [(book, txn.number, account, amount) for account, amount in txn.postings],
+        )
+        booked += 1
+    return booked, again
+
+
+def books(db: sqlite3.Connection) -> list[dict]:
+    """Each ledger the ground has heard of, the latest first: its transactions, the numbers
+    missing (events never received), whether its postings sum to zero."""
+    rows = db.execute(
+        "SELECT book, COUNT(*), MAX(txn), MAX(rx_us) FROM ledger_txns GROUP BY book "
+        "ORDER BY MAX(rx_us) DESC"
+    ).fetchall()
+    out = []
+    for book, count, highest, last_rx in rows:
+        lacking = missing(db, book, highest)
+        total = db.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger_postings WHERE book = ?", (book,)
+        ).fetchone()[0]
+        out.append({"book": book, "txns": count, "last_txn": highest, "last_rx_us": last_rx,
+                    "missing": len(lacking), "missing_txns": lacking[:MISSING_LISTED],
+                    "balanced": total == 0})  # fmt: skip
+    return out
+
+
+def missing(db: sqlite3.Connection, book: str, upto: int) -> list[int]:
+    """The numbers among 1..``upto`` of ``book``'s transactions that were never booked."""
+    rows = db.execute("SELECT txn FROM ledger_txns WHERE book = ? AND txn <= ?", (book, upto))
+    have = {r[0] for r in rows}
+    return [n for n in range(1, upto + 1) if n not in have]
+
+
+def first_gap(db: sqlite3.Connection, book: str, count: int) -> tuple[int, int] | None:
+    """The first run ``(first, last)`` of transactions 1..``count`` of ``book`` not booked,
+    or None."""
+    lacking = missing(db, book, count)
+    if not lacking:
+        return None
+    first = last = lacking[0]
+    for number in lacking[1:]:
+        if number != last + 1:
+            break
+        last = number
+    return first, last
+
+
+def current_book(db: sqlite3.Connection) -> str | None:
+    """The ledger the stack reported last (a stack without a journal starts a new one at
+    each start)."""
+    row = db.execute("SELECT book FROM ledger_txns ORDER BY rx_us DESC, txn DESC LIMIT 1")
+    found = row.fetchone()
+    return found[0] if found else None
+
+
+def accounts(db: sqlite3.Connection, book: str, tenants: Iterable[str] = ()) -> dict[str, dict]:
+    """Per tenant of ``book`` (and each of ``tenants``, even without a transaction): tokens
+    available, held and spent by the ground's sum of postings; cycles, runs and jobs of its
+    settled jobs; the available balance the stack reported last, and whether they agree."""
+    out: dict[str, dict] = {}
+
+    def tenant(name: str) -> dict:
+        return out.setdefault(name, {"available": 0, "held": 0, "spent": 0, "cycles": 0,
+                                     "runs": 0, "jobs": 0, "onboard_available": None,
+                                     "agrees": True})  # fmt: skip
+
+    for name in tenants:
+        tenant(name)
+    for account, total in db.execute(
+        "SELECT account, SUM(amount) FROM ledger_postings WHERE book = ? GROUP BY account", (book,)
+    ):
+        kind, _, name = account.partition(":")
+        column = {"tenant": "available", "held": "held", "earned": "spent"}.get(kind)
+        if column:
+            tenant(name)[column] = total
+    for name, cycles, runs, jobs in db.execute(
+        "SELECT tenant, SUM(cycles), SUM(runs), COUNT(*) FROM ledger_txns WHERE book = ? AND "
+        "kind = ? GROUP BY tenant",
+        (book, Kind.SETTLE.value),
+    ):
+        tenant(name).update(cycles=cycles, runs=runs, jobs=jobs)
+    for name, available in db.execute(
+        "SELECT tenant, available FROM ledger_txns t WHERE book = ? AND txn = (SELECT MAX(txn) "
+        "FROM ledger_txns WHERE book = t.book AND tenant = t.tenant)",
+        (book,),
+    ):
+        entry = tenant(name)
+        entry["onboard_available"] = available
+        entry["agrees"] = available == entry["available"]
+    return out
+
+
+def statement(db: sqlite3.Connection, book: str, *, tenant: str | None = None,
+              limit: int = 100) -> list[dict]:  # fmt: skip
+    """The last ``limit`` transactions of ``book`` (of one tenant), oldest first, each with
+    its postings."""
+    where, params = "book = ?", [book]
+    if tenant is not None:
+        where += " AND tenant = ?"
+        params.append(tenant)
+    rows = db.execute(
+        f"SELECT txn, kind, tenant, job, hold, cycles, runs, why, available, rx_us, onboard_us "
+        f"FROM ledger_txns WHERE {where} ORDER BY txn DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    postings: dict[int, list] = {}
+    if rows:
+        low, high = rows[-1][0], rows[0][0]
+        for txn, account, amount in db.execute(
+            "SELECT txn, account, amount FROM ledger_postings WHERE book = ? AND txn BETWEEN ? "
+            "AND ? ORDER BY rowid",
+            (book, low, high),
+        ):
+            postings.setdefault(txn, []).append([account, amount])
+    keys = ("txn", "kind", "tenant", "job", "hold", "cycles", "runs", "why", "available",
+            "rx_us", "onboard_us")  # fmt: skip
+    return [
+        {**dict(zip(keys, row, strict=True)), "postings": postings.get(row[0], [])}
+        for row in reversed(rows)
+    ]
