@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 
 import pytest
 from spacepackets.ccsds.spacepacket import PacketType
@@ -23,6 +22,7 @@ from orbithil.tools.ground.archive import US, Archive
 from orbithil.tools.ground.auth import AuthError, Role, Users
 from orbithil.tools.ground.client import ApiError, GroundClient
 from orbithil.tools.ground.server import GroundServer, ServerConfig
+from tests.test_ground_server import wait_until
 
 T0 = 1_750_000_000 * US
 TENANTS = [{"name": "acme", "key_ids": [2]}, {"name": "bolt", "key_ids": [3]}]
@@ -133,15 +133,6 @@ def tenant_server(flight_stack, tmp_path):
     finally:
         http.stop()
         server.stop()
-
-
-def wait_until(check, *, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        time.sleep(0.05)
-    return result
 
 
 def test_a_tenant_user_submits_with_its_tenants_key_and_sees_only_its_own(tenant_server):
