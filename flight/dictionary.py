@@ -303,6 +303,10 @@ CHANNELS: tuple[Channel, ...] = (
         Channel(104 + 10 * n, f"CHIP{n}_TEMP_C", "f64", "C", high=70),
         Channel(105 + 10 * n, f"CHIP{n}_POWER_W", "f64", "W"),
         Channel(106 + 10 * n, f"CHIP{n}_ECC_CORRECTED", "u32", "words"),
+        Channel(107 + 10 * n, f"CHIP{n}_FEC_CORRECTED", "u32", "bytes",
+                doc=f"chip {n}: link bytes its FEC decoder corrected"),
+        Channel(108 + 10 * n, f"CHIP{n}_PARITY_ERRORS", "u32",
+                doc=f"chip {n}: flips its frame buffers' parity found (hardened build)"),
     )),
     *(channel for n in range(MAX_TENANTS) for channel in (
         Channel(200 + 10 * n, f"TENANT{n}_AVAILABLE", "i64", "tokens",

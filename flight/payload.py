@@ -623,6 +623,8 @@ class Payload:
             tm.set(f"CHIP{n}_TEMP_C", account.thermal.temperature_c)
             tm.set(f"CHIP{n}_POWER_W", load)
             tm.set(f"CHIP{n}_ECC_CORRECTED", telemetry[name].get("ECC_CORRECTED", 0))
+            tm.set(f"CHIP{n}_FEC_CORRECTED", telemetry[name].get("FEC_CORRECTED", 0))
+            tm.set(f"CHIP{n}_PARITY_ERRORS", telemetry[name].get("PARITY_ERRORS", 0))
             for key in sums:
                 sums[key] += telemetry[name].get(key, 0)
         tm.set("TEMP_MAX_C", max(temps))

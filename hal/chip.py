@@ -213,7 +213,7 @@ class Chip:
         return p.unpack_int32(self.read_mem(y_addr, rows))
 
     def telemetry(self) -> Telemetry:
-        return Telemetry(p.parse_telemetry(self.call(p.telemetry(), 64)))
+        return Telemetry(p.parse_telemetry(self.call(p.telemetry(), p.TELEMETRY_LEN)))
 
     def reset(self, *, clear_memory: bool = False) -> None:
         """Soft reset: engines, counters and registers. The SRAM keeps its contents unless

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 from orbithil.hal.codec.frame_format import FrameStatus
 
-ICD_VERSION = 1
+ICD_VERSION = 2  # 2: NAK PARITY, FEC_CORRECTED and PARITY_ERRORS, TELEMETRY longer
 CHIP_ID = 0x4F48_494C  # "OHIL"
 ACK_FLAG = 0x80  # a response's cmd byte is the request's cmd | ACK_FLAG ...
 NAK = 0xFF  # ... or NAK, with payload [reason, request cmd]
@@ -53,7 +53,8 @@ class NakReason(IntEnum):
     NOT_ARMED = 0x12
     MEM_UNCORRECTABLE = 0x13
     JOB_ERROR = 0x14
-    OVERRUN = 0x15  # bytes arrived while the chip was still answering; that frame was lost
+    OVERRUN = 0x15  # bytes arrived while the chip was answering with a frame waiting; lost
+    PARITY = 0x16  # a bit of the request flipped inside the chip after its CRC; resend it
 
 
 class Access(IntEnum):
@@ -102,6 +103,10 @@ REGISTERS: tuple[Register, ...] = (
              "watchdog timeout in cycles (a write restarts it); 0 = off"),
     Register(0x13, "WDT_KICK", Access.WO, "any write restarts the watchdog"),
     Register(0x14, "INJ_ARM", Access.RW, "write INJECT_ARM_MAGIC to allow INJECT"),
+    Register(0x15, "FEC_CORRECTED", Access.RO,
+             "bytes the link's FEC decoder corrected (16-bit, saturates)"),
+    Register(0x16, "PARITY_ERRORS", Access.RO,
+             "flips found by the frame buffers' parity (HARDEN=1; 16-bit, saturates)"),
     Register(0x18, "SCRATCH0", Access.RW, "general-purpose"),
     Register(0x19, "SCRATCH1", Access.RW, "general-purpose"),
 )
@@ -110,7 +115,7 @@ REG = {r.name: r for r in REGISTERS}
 REG_BY_ADDR = {r.addr: r for r in REGISTERS}
 # The read-write registers, in the order of the chip's register file (regfile_tmr index).
 RW_REGISTERS = tuple(r for r in REGISTERS if r.access is Access.RW)
-TELEMETRY_REGS = tuple(r for r in REGISTERS if r.addr < 0x10)  # TELEMETRY returns these
+TELEMETRY_REGS = tuple(r for r in REGISTERS if r.access is Access.RO)  # TELEMETRY returns these
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 "y[r] = sum_c W[r][c] * x[c], int8 operands packed 4 per word (byte 0 = bits "
                 "7:0), W row-major with cols/4 words per row, int32 results; cols a multiple "
                 "of 4, rows and cols 1..64; answers when done"),
-    CommandSpec(Cmd.TELEMETRY, "-", "registers 0x00..0x0F, u32 each",
+    CommandSpec(Cmd.TELEMETRY, "-", "every RO register (0x00..0x0F, 0x15, 0x16), u32 each",
                 "snapshot of every counter and flag"),
     CommandSpec(Cmd.SOFT_RESET, "-", "-",
                 "reset engines, counters and registers after the response is sent"),

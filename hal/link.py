@@ -41,6 +41,7 @@ RESEND_REASONS = frozenset(
         NakReason.BAD_VERSION,
         NakReason.OVERSIZE,
         NakReason.OVERRUN,
+        NakReason.PARITY,
     }
 )
 

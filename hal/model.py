@@ -67,7 +67,7 @@ class ChipModel:
         self.c = dict.fromkeys(
             ("UPTIME", "JOB_COUNT", "JOB_CYCLES", "ENERGY", "ECC_CORRECTED", "ECC_UNCORRECTABLE",
              "ECC_LAST_ADDR", "TMR_MISMATCH", "FRAMES_OK", "FRAMES_BAD", "MAC_RETRIES",
-             "WDT_EXPIRIES"), 0)  # fmt: skip
+             "WDT_EXPIRIES", "FEC_CORRECTED", "PARITY_ERRORS"), 0)  # fmt: skip
         self.flags = {"job_done": False, "job_error": False, "wdt": False, "ue": False}
         self.last_seq: int | None = None
         self.last_response: tuple[int, bytes] = (0, b"")  # (code, payload) for retries
@@ -324,7 +324,10 @@ class ChipModel:
         """Bytes from the host in, the chip's answer bytes out."""
         self.advance(len(data) * 10 * self.clks_per_bit)
         base = self.deframer.offset
+        corrected = self.deframer.bytes_corrected
         result = self.deframer.feed(data)
+        fixed = self.deframer.bytes_corrected - corrected
+        self.c["FEC_CORRECTED"] = min(self.c["FEC_CORRECTED"] + fixed, U16)
         out = bytearray()
         for discard in result.discarded:  # each bad frame gets a NAK with its reason
             self._sat("FRAMES_BAD")

@@ -125,6 +125,9 @@ def parse_job(payload: bytes) -> tuple[int, int]:
     return struct.unpack(">BI", payload)
 
 
+TELEMETRY_LEN = 4 * len(TELEMETRY_REGS)  # bytes of TELEMETRY's answer
+
+
 def parse_telemetry(payload: bytes) -> dict[str, int]:
     values = struct.unpack(f">{len(TELEMETRY_REGS)}I", payload)
     return {reg.name: value for reg, value in zip(TELEMETRY_REGS, values, strict=True)}

@@ -8,14 +8,25 @@
 // Every answer to a good frame goes out in that frame's version (1, or 2 with FEC: frame_tx
 // adds the parity when the version byte says 2), a retry's too (its stored response gets
 // the retry's version byte); a NAK for a bad frame goes out as version 1.
-// `busy` holds frame_rx off while a command runs (bytes arriving then are an OVERRUN).
+// `busy` says a command is running: frame_rx keeps the next frame waiting meanwhile.
+//
+// PARITY=1 (the hardened build): nothing of a command or its answer is held without a
+// check between the receiver's CRC and the transmitter's. Each request byte is read with
+// its parity (`rx_rpar_err`) and the frame's verdict with its own (`fr_vpar`); the request
+// bytes held here (`args`) and the header fields (seq, cmd, length) carry parity bits, as do
+// the answer's bytes on their way to the transmit buffer (`obuf`), written there with the
+// parity they were made with (`tx_wpar`), so the transmitter finds a flip on the way. A
+// mismatch on the request side is answered with NAK PARITY and not remembered (a resend
+// executes); one the transmitter finds (`tx_par_err`) makes it spoil the answer's CRC and
+// here forgets the stored answer, so the host's resend executes again.
 `default_nettype none
 `include "orbithil_icd.vh"
 module cmd_exec #(
     parameter integer HARDEN = 1,
     parameter integer MEM_WORDS = 2048,
     parameter integer AW = 11,
-    parameter integer FEC = 1
+    parameter integer FEC = 1,
+    parameter integer PARITY = 0
 ) (
     input  wire          clk,
     input  wire          rst,
@@ -26,17 +37,21 @@ module cmd_exec #(
     input  wire [7:0]    fr_seq,
     input  wire [7:0]    fr_cmd,
     input  wire          fr_fec,          // the frame was version 2: answer in version 2
+    input  wire          fr_vpar,         // PARITY: even parity over the five fields above
     output reg  [8:0]    rx_raddr,
     input  wire [7:0]    rx_rdata,
+    input  wire          rx_rpar_err,     // PARITY: rx_rdata fails its parity
     output wire          busy,
     // frame_tx
     output reg  [8:0]    tx_waddr,
     output reg  [7:0]    tx_wdata,
+    output reg           tx_wpar,         // PARITY: tx_wdata's parity as it was made
     output reg           tx_we,
     output reg           tx_send,
     output reg  [8:0]    tx_base,
     output reg  [8:0]    tx_len,
     input  wire          tx_busy,
+    input  wire          tx_par_err,      // PARITY: the transmitter found a flipped byte
     // register file (the top decodes addresses)
     output reg  [7:0]    reg_addr,
     input  wire [31:0]   reg_rdata,
@@ -72,6 +87,7 @@ module cmd_exec #(
     input  wire          armed,
     output reg           frame_ok,
     output reg           frame_bad,
+    output reg           parity_err,      // pulses for each parity mismatch found here
     output reg           soft_reset
 );
     localparam [8:0] NAK_BASE = 9'd384;
@@ -87,10 +103,14 @@ module cmd_exec #(
                      REG_SETTLE = 23;
     reg [4:0] state, ret;
     reg [7:0] seq, cmd, plen, rcode;
+    reg       hdr_par;     // PARITY: even parity over seq, cmd, plen
     reg [63:0] args;       // request bytes, most recent in the low byte
+    reg [7:0] args_par;    // PARITY: each args byte's parity, as read with it
     reg [8:0] ridx;        // next request byte to read (buffer index)
     reg [3:0] rcount;      // request bytes still to read
     reg [63:0] obuf;       // bytes to write, first in the high byte
+    reg [7:0] obuf_par;    // PARITY: each obuf byte's parity, made as it was loaded
+    reg       forget;      // the answer being made is not remembered for retries
     reg [3:0] olen;
     reg [8:0] widx;        // next transmit-buffer index
     reg [7:0] resp_len;    // payload bytes written so far
@@ -114,10 +134,20 @@ module cmd_exec #(
     wire [7:0]  a_count = args[7:0];
     wire [16:0] a_end = {1'b0, a_addr16} + a_count;
 
+    // Parity (PARITY=1; every check is 0 otherwise).
+    function automatic [7:0] byte_par(input [63:0] b);
+        integer j;
+        for (j = 0; j < 8; j = j + 1) byte_par[j] = ^b[8*j +: 8];
+    endfunction
+    wire args_bad = PARITY != 0 && byte_par(args) != args_par;
+    wire hdr_bad = PARITY != 0 && (^{seq, cmd, plen, hdr_par});
+    wire fr_par_bad = PARITY != 0 && (^{fr_status, fr_len, fr_seq, fr_cmd, fr_fec, fr_vpar});
+
     // emit up to 8 bytes of obuf, then go to `next`
     task start_emit(input [63:0] bytes, input [3:0] n, input [4:0] next);
         begin
             obuf <= bytes;
+            obuf_par <= byte_par(bytes);
             olen <= n;
             ret <= next;
             state <= EMIT;
@@ -132,6 +162,15 @@ module cmd_exec #(
         end
     endtask
 
+    // A flipped bit found in the request: NAK PARITY, not remembered (a resend executes).
+    task parity_nak;
+        begin
+            parity_err <= 1'b1;
+            forget <= 1'b1;
+            nak(`OH_NAK_PARITY);
+        end
+    endtask
+
     always @(posedge clk) begin
         tx_we <= 1'b0;
         tx_send <= 1'b0;
@@ -142,14 +181,20 @@ module cmd_exec #(
         job_start <= 1'b0;
         frame_ok <= 1'b0;
         frame_bad <= 1'b0;
+        parity_err <= 1'b0;
         soft_reset <= 1'b0;
+        if (tx_par_err && !rst) begin  // the answer went out spoilt: a resend executes again
+            last_valid <= 1'b0;
+            parity_err <= 1'b1;
+        end
         if (rst) begin
             state <= IDLE; ret <= IDLE; seq <= 0; cmd <= 0; plen <= 0; rcode <= 0; args <= 0;
             ridx <= 0; rcount <= 0; obuf <= 0; olen <= 0; widx <= 0; resp_len <= 0;
             reason <= 0; nak_extra <= 0; nak_has_extra <= 1'b0; count <= 0; rq_count <= 0; rq_addr <= 0;
             maddr <= 0; last_seq <= 0; last_valid <= 1'b0; last_len <= 0; treg <= 0;
             rx_raddr <= 0; tx_waddr <= 0; tx_wdata <= 0; tx_base <= 0; tx_len <= 0;
-            ans_fec <= 1'b0;
+            ans_fec <= 1'b0; hdr_par <= 1'b0; args_par <= 0; obuf_par <= 0; forget <= 1'b0;
+            tx_wpar <= 1'b0;
             reg_addr <= 0; reg_wdata <= 0; reg_inj_bit <= 0; reg_inj_copy <= 0;
             mem_we <= 1'b0; mem_addr <= 0; mem_wdata <= 0; mem_inj_bit <= 0; job_w <= 0;
             job_x <= 0; job_y <= 0; job_rows <= 0; job_cols <= 0; reset_after <= 1'b0;
@@ -157,12 +202,15 @@ module cmd_exec #(
             IDLE: if (fr_done) begin
                 seq <= fr_seq;
                 cmd <= fr_cmd;
-                ans_fec <= fr_status == 8'h00 && fr_fec;  // a bad frame's NAK: version 1
-                if (fr_status != 8'h00) begin
+                ans_fec <= fr_status == 8'h00 && fr_fec && !fr_par_bad;  // else version 1
+                forget <= 1'b0;
+                if (fr_status != 8'h00 || fr_par_bad) begin
                     frame_bad <= 1'b1;
+                    if (fr_par_bad) parity_err <= 1'b1;
                     widx <= NAK_BASE;
-                    start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2, fr_status, fr_cmd,
-                                16'h0}, 4'd6, FRAME_NAK);
+                    start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2,
+                                fr_par_bad ? `OH_NAK_PARITY : fr_status, fr_cmd, 16'h0}, 4'd6,
+                               FRAME_NAK);
                 end else begin
                     frame_ok <= 1'b1;
                     if (last_valid && fr_seq == last_seq) begin  // a retry: resend, do not execute
@@ -173,7 +221,9 @@ module cmd_exec #(
                                    SEND);
                     end else begin
                         plen <= body_len - 9'd6;
+                        hdr_par <= PARITY != 0 && ^{fr_seq, fr_cmd, body_len[7:0] - 8'd6};
                         args <= 64'h0;
+                        args_par <= 8'h0;
                         ridx <= 9'd4;
                         // WRITE_MEM: only its 3-byte header here; its words are read one by one
                         rcount <= (fr_cmd == `OH_CMD_WRITE_MEM && body_len >= 9'd9) ? 4'd3
@@ -197,8 +247,10 @@ module cmd_exec #(
                 state <= RD_WAIT;
             end
             RD_WAIT: state <= RD_TAKE;
-            RD_TAKE: begin
+            RD_TAKE: if (rx_rpar_err) parity_nak;
+            else begin
                 args <= {args[55:0], rx_rdata};
+                args_par <= {args_par[6:0], ^rx_rdata};
                 ridx <= ridx + 1'b1;
                 rcount <= rcount - 1'b1;
                 state <= (rcount == 4'd1) ? ret : RD;
@@ -209,7 +261,9 @@ module cmd_exec #(
                 tx_we <= 1'b1;
                 tx_waddr <= widx;
                 tx_wdata <= obuf[63:56];
+                tx_wpar <= obuf_par[7];
                 obuf <= {obuf[55:0], 8'h00};
+                obuf_par <= {obuf_par[6:0], 1'b0};
                 olen <= olen - 1'b1;
                 widx <= widx + 1'b1;
                 if (widx >= 9'd4 && widx < NAK_BASE) resp_len <= resp_len + 1'b1;
@@ -223,7 +277,7 @@ module cmd_exec #(
                 tx_len <= 9'd4 + resp_len;
                 tx_base <= 9'd0;
                 last_seq <= seq;
-                last_valid <= 1'b1;
+                last_valid <= !forget;
             end
             SEND: if (!tx_busy) begin
                 tx_send <= 1'b1;
@@ -243,7 +297,8 @@ module cmd_exec #(
                 start_emit({reason, cmd, nak_extra, 32'h0}, nak_has_extra ? 4'd4 : 4'd2, FINISH);
             end
             // --- commands ---
-            DISPATCH: begin
+            DISPATCH: if (args_bad || hdr_bad) parity_nak;
+            else begin
                 rcode <= cmd | `OH_ACK_FLAG;
                 case (cmd)
                     `OH_CMD_PING:
@@ -370,7 +425,8 @@ module cmd_exec #(
                 ret <= WMEM_WORD;
                 state <= RD;
             end
-            WMEM_WORD: begin
+            WMEM_WORD: if (args_bad) parity_nak;
+            else begin
                 mem_req <= 1'b1;
                 mem_we <= 1'b1;
                 mem_addr <= maddr[AW-1:0];
@@ -384,12 +440,13 @@ module cmd_exec #(
             end
             JOB_WAIT: if (job_done) start_emit({job_status, job_cycles, 24'h0}, 4'd5, FINISH);
             TELEM_NEXT: state <= TELEM_TAKE;  // reg_addr settles
-            TELEM_TAKE: begin
-                reg_addr <= treg + 1'b1;
-                treg <= treg + 1'b1;
-                start_emit({reg_rdata, 32'h0}, 4'd4, (treg == 8'h0F) ? FINISH : TELEM_NEXT);
+            TELEM_TAKE: begin  // every RO register: 0x00..0x0F, then 0x15 and 0x16
+                reg_addr <= (treg == 8'h0F) ? 8'h15 : treg + 1'b1;
+                treg <= (treg == 8'h0F) ? 8'h15 : treg + 1'b1;
+                start_emit({reg_rdata, 32'h0}, 4'd4, (treg == 8'h16) ? FINISH : TELEM_NEXT);
             end
-            INJ_WAIT: begin
+            INJ_WAIT: if (args_bad) parity_nak;
+            else begin
                 if (args[39:32] == 8'd0) begin
                     if (!reg_is_rw) nak(`OH_NAK_BAD_ARG);
                     else begin

@@ -44,21 +44,24 @@ module orbithil_chip #(
         .clk(clk), .rst(rst_engines), .data(tx_byte), .start(tx_start), .tx(uart_tx),
         .busy(tx_line_busy));
 
-    wire       exec_busy, fr_done, fr_fec;
+    wire       exec_busy, fr_done, fr_fec, fr_vpar, rx_rpar_err;
+    wire [1:0] fec_fixed;
     wire [7:0] fr_status, fr_seq, fr_cmd, rx_rdata;
     wire [8:0] fr_len, rx_raddr;
-    frame_rx #(.FEC(FEC)) u_frame_rx (
+    frame_rx #(.FEC(FEC), .PARITY(HARDEN)) u_frame_rx (
         .clk(clk), .rst(rst_engines), .in_data(rx_byte), .in_valid(rx_valid), .hold(exec_busy),
-        .raddr(rx_raddr), .rdata(rx_rdata), .done(fr_done), .status(fr_status),
-        .body_len(fr_len), .seq(fr_seq), .cmd(fr_cmd), .fec(fr_fec));
+        .raddr(rx_raddr), .rdata(rx_rdata), .rpar_err(rx_rpar_err), .done(fr_done),
+        .status(fr_status), .body_len(fr_len), .seq(fr_seq), .cmd(fr_cmd), .fec(fr_fec),
+        .vpar(fr_vpar), .fec_fixed(fec_fixed));
 
     wire [8:0] tx_waddr, tx_base, tx_len;
     wire [7:0] tx_wdata;
-    wire       tx_we, tx_send, tx_busy;
-    frame_tx #(.FEC(FEC)) u_frame_tx (
-        .clk(clk), .rst(rst_engines), .waddr(tx_waddr), .wdata(tx_wdata), .we(tx_we),
-        .send(tx_send), .base(tx_base), .len(tx_len), .busy(tx_busy), .out_data(tx_byte),
-        .out_start(tx_start), .out_busy(tx_line_busy));
+    wire       tx_we, tx_wpar, tx_send, tx_busy, tx_par_err;
+    frame_tx #(.FEC(FEC), .PARITY(HARDEN)) u_frame_tx (
+        .clk(clk), .rst(rst_engines), .waddr(tx_waddr), .wdata(tx_wdata), .wpar(tx_wpar),
+        .we(tx_we), .send(tx_send), .base(tx_base), .len(tx_len), .busy(tx_busy),
+        .par_err(tx_par_err), .out_data(tx_byte), .out_start(tx_start),
+        .out_busy(tx_line_busy));
 
     // --- register file -------------------------------------------------------------
     wire [7:0]  reg_addr;
@@ -124,10 +127,10 @@ module orbithil_chip #(
     // Event counters that campaigns compare before/after are 16-bit and saturate (a wrap
     // to 0 would read as "nothing happened"); uptime, frames and energy are 32-bit.
     reg [31:0] uptime, last_job_cycles, energy, frames_ok;
-    reg [15:0] job_count, frames_bad, mac_retries, tmr_mismatches;
+    reg [15:0] job_count, frames_bad, mac_retries, tmr_mismatches, fec_corrected, parity_errors;
     wire [15:0] wdt_expiries;
     reg        flag_job_done, flag_job_error, flag_wdt, flag_ue;
-    wire       frame_ok, frame_bad, ecc_ue_event;
+    wire       frame_ok, frame_bad, ecc_ue_event, parity_err;
     wire       wdt_reload = reg_we && reg_addr == `OH_REG_WDT_TIMEOUT;
     watchdog u_wdt (
         .clk(clk), .rst(rst_all), .timeout(wdt_timeout), .kick(kick), .reload(wdt_reload),
@@ -136,7 +139,8 @@ module orbithil_chip #(
     always @(posedge clk) begin
         if (rst_all) begin
             uptime <= 0; job_count <= 0; last_job_cycles <= 0; energy <= 0; frames_ok <= 0;
-            frames_bad <= 0; mac_retries <= 0; tmr_mismatches <= 0;
+            frames_bad <= 0; mac_retries <= 0; tmr_mismatches <= 0; fec_corrected <= 0;
+            parity_errors <= 0;
             flag_job_done <= 1'b0; flag_job_error <= 1'b0; flag_wdt <= 1'b0;
             flag_ue <= 1'b0;
         end else begin
@@ -144,6 +148,9 @@ module orbithil_chip #(
             if (frame_ok) frames_ok <= frames_ok + 1'b1;
             if (frame_bad && ~&frames_bad) frames_bad <= frames_bad + 1'b1;
             if (mac_retry && ~&mac_retries) mac_retries <= mac_retries + 1'b1;
+            if (fec_corrected > 16'hFFFF - fec_fixed) fec_corrected <= 16'hFFFF;
+            else fec_corrected <= fec_corrected + fec_fixed;
+            if (parity_err && ~&parity_errors) parity_errors <= parity_errors + 1'b1;
             if (tmr_mismatch && ~&tmr_mismatches) tmr_mismatches <= tmr_mismatches + 1'b1;
             if (job_done) begin
                 if (~&job_count) job_count <= job_count + 1'b1;
@@ -187,6 +194,8 @@ module orbithil_chip #(
             `OH_REG_FRAMES_BAD:        reg_rdata = {16'h0, frames_bad};
             `OH_REG_MAC_RETRIES:       reg_rdata = {16'h0, mac_retries};
             `OH_REG_WDT_EXPIRIES:      reg_rdata = {16'h0, wdt_expiries};
+            `OH_REG_FEC_CORRECTED:     reg_rdata = {16'h0, fec_corrected};
+            `OH_REG_PARITY_ERRORS:     reg_rdata = {16'h0, parity_errors};
             `OH_REG_CTRL, `OH_REG_WDT_KICK: writable = 1'b1;  // write-only strobes read 0
             default: if (is_rw) begin
                 reg_rdata = rw_values[32*rw_index +: 32];
@@ -195,12 +204,14 @@ module orbithil_chip #(
         endcase
     end
 
-    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW), .FEC(FEC)) u_exec (
+    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW), .FEC(FEC), .PARITY(HARDEN)) u_exec (
         .clk(clk), .rst(rst_engines),
         .fr_done(fr_done), .fr_status(fr_status), .fr_len(fr_len), .fr_seq(fr_seq),
-        .fr_cmd(fr_cmd), .fr_fec(fr_fec), .rx_raddr(rx_raddr), .rx_rdata(rx_rdata), .busy(exec_busy),
-        .tx_waddr(tx_waddr), .tx_wdata(tx_wdata), .tx_we(tx_we), .tx_send(tx_send),
-        .tx_base(tx_base), .tx_len(tx_len), .tx_busy(tx_busy),
+        .fr_cmd(fr_cmd), .fr_fec(fr_fec), .fr_vpar(fr_vpar), .rx_raddr(rx_raddr),
+        .rx_rdata(rx_rdata), .rx_rpar_err(rx_rpar_err), .busy(exec_busy),
+        .tx_waddr(tx_waddr), .tx_wdata(tx_wdata), .tx_wpar(tx_wpar), .tx_we(tx_we),
+        .tx_send(tx_send), .tx_base(tx_base), .tx_len(tx_len), .tx_busy(tx_busy),
+        .tx_par_err(tx_par_err),
         .reg_addr(reg_addr), .reg_rdata(reg_rdata), .reg_readable(readable),
         .reg_writable(writable), .reg_is_rw(is_rw), .reg_we(reg_we), .reg_wdata(reg_wdata),
         .reg_inj(reg_inj), .reg_inj_bit(reg_inj_bit), .reg_inj_copy(reg_inj_copy),
@@ -210,7 +221,8 @@ module orbithil_chip #(
         .job_start(job_start), .job_w(job_w), .job_x(job_x), .job_y(job_y),
         .job_rows(job_rows), .job_cols(job_cols), .job_done(job_done),
         .job_status(job_status), .job_cycles(job_cycles), .armed(armed),
-        .frame_ok(frame_ok), .frame_bad(frame_bad), .soft_reset(soft_reset));
+        .frame_ok(frame_ok), .frame_bad(frame_bad), .parity_err(parity_err),
+        .soft_reset(soft_reset));
 
     assign led = {flag_ue | flag_wdt | flag_job_error, mac_busy, uptime[23]};
 endmodule

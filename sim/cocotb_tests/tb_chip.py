@@ -93,7 +93,7 @@ async def memory_round_trip_and_bounds(dut):
     assert np.array_equal(await read_mem(tb, base, 150), words)
     await expect_nak(tb, p.read_mem(params()["MEM_WORDS"] - 1, 2), NakReason.BAD_ARG)
     await expect_nak(tb, (Cmd.READ_MEM, b"\x00\x00\x3d"), NakReason.BAD_ARG)  # 61 words
-    telemetry = p.parse_telemetry(await tb.call(p.telemetry(), 64))
+    telemetry = p.parse_telemetry(await tb.call(p.telemetry(), p.TELEMETRY_LEN))
     assert telemetry["ECC_CORRECTED"] == 0 and telemetry["ECC_UNCORRECTABLE"] == 0
 
 
@@ -114,7 +114,7 @@ async def matvec_matches_numpy(dut):
         assert status == 0 and cycles > 0
         y = p.unpack_int32(await read_mem(tb, y_addr, rows))
         assert np.array_equal(y, weights.astype(np.int32) @ x.astype(np.int32))
-    telemetry = p.parse_telemetry(await tb.call(p.telemetry(), 64))
+    telemetry = p.parse_telemetry(await tb.call(p.telemetry(), p.TELEMETRY_LEN))
     assert telemetry["JOB_COUNT"] == 3 and telemetry["ENERGY"] > 0
     assert telemetry["STATUS"] & 0b110 == 0b010  # done, no error
     await expect_nak(tb, p.run_job(0, 0, 0, 4, 6), NakReason.BAD_ARG)  # cols % 4 != 0

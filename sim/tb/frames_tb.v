@@ -14,7 +14,8 @@ module frames_tb ();
     reg  [8:0] raddr = 9'd0;
     wire [7:0] rdata, status, seq, cmd;
     wire [8:0] body_len;
-    wire       done, fec;
+    wire       done, fec, rpar_err, vpar, tx_par_err;
+    wire [1:0] fec_fixed;
     reg  [31:0] frames_done = 0;
     reg  [7:0]  last_status = 0;
     reg  [8:0]  last_len = 0;
@@ -25,9 +26,11 @@ module frames_tb ();
         last_len <= body_len;
         last_fec <= fec;
     end
-    frame_rx u_rx (.clk(clk), .rst(rst), .in_data(in_data), .in_valid(in_valid), .hold(1'b0),
-        .raddr(raddr), .rdata(rdata), .done(done), .status(status), .body_len(body_len),
-        .seq(seq), .cmd(cmd), .fec(fec));
+    // The hardened engines (PARITY=1): what they decode and send is the same.
+    frame_rx #(.PARITY(1)) u_rx (.clk(clk), .rst(rst), .in_data(in_data), .in_valid(in_valid),
+        .hold(1'b0), .raddr(raddr), .rdata(rdata), .rpar_err(rpar_err), .done(done),
+        .status(status), .body_len(body_len), .seq(seq), .cmd(cmd), .fec(fec), .vpar(vpar),
+        .fec_fixed(fec_fixed));
     // frame_tx
     reg  [8:0] waddr = 0;
     reg  [7:0] wdata = 0;
@@ -47,7 +50,7 @@ module frames_tb ();
             uart_count <= 4'd7;
         end
     end
-    frame_tx u_tx (.clk(clk), .rst(rst), .waddr(waddr), .wdata(wdata), .we(we), .send(send),
-        .base(base), .len(len), .busy(tx_busy), .out_data(out_data), .out_start(out_start),
-        .out_busy(out_busy));
+    frame_tx #(.PARITY(1)) u_tx (.clk(clk), .rst(rst), .waddr(waddr), .wdata(wdata),
+        .wpar(^wdata), .we(we), .send(send), .base(base), .len(len), .busy(tx_busy),
+        .par_err(tx_par_err), .out_data(out_data), .out_start(out_start), .out_busy(out_busy));
 endmodule
