@@ -7,7 +7,8 @@
 | detected | the chip or the HAL reported an error the golden run did not: a NAK, |
 |          | the uncorrectable-data flag, a job error (MAC mismatch), a watchdog expiry |
 | sdc | an output differs and nothing was reported: silent data corruption |
-| corrected | outputs right and a correction counter moved (SECDED, TMR, MAC retry) |
+| corrected | outputs right and a correction counter moved (SECDED, TMR, MAC retry, |
+|           | a frame buffer's parity or the link's FEC, a resend on the link) |
 | latent | outputs right, nothing corrected, but the end state differs |
 | masked | nothing differs |
 
@@ -50,8 +51,13 @@ class Outcome(StrEnum):
 
 
 # LINK_RETRIES: the host resent a request the chip had refused as damaged, or answered
-# with a damaged frame (the error was caught and recovered on the link)
-CORRECTION_COUNTERS = ("ECC_CORRECTED", "TMR_MISMATCH", "MAC_RETRIES", "LINK_RETRIES")
+# with a damaged frame (the error was caught and recovered on the link); PARITY_ERRORS: a
+# frame buffer's parity found a flip (the request NAKed and resent, or the answer spoilt
+# and asked again); FEC_CORRECTED: the chip's link decoder repaired a received byte
+CORRECTION_COUNTERS = (
+    "ECC_CORRECTED", "TMR_MISMATCH", "MAC_RETRIES", "LINK_RETRIES", "PARITY_ERRORS",
+    "FEC_CORRECTED",
+)  # fmt: skip
 DETECTION_COUNTERS = ("ECC_UNCORRECTABLE", "WDT_EXPIRIES")
 
 

@@ -35,7 +35,7 @@ from orbithil.hal import codec
 from orbithil.hal.codec import MAX_ENCODED
 from orbithil.hal.icd import ACK_FLAG, NAK
 from orbithil.hal.link import DEFAULT_RETRIES, Verdict, judge
-from orbithil.hal.protocol import parse_telemetry, telemetry
+from orbithil.hal.protocol import TELEMETRY_LEN, parse_telemetry, telemetry
 from orbithil.payload.classify import Observation
 from orbithil.payload.workloads import Idle, Request, Tally, script
 from orbithil.sim.faults import FaultModel, Injection
@@ -303,7 +303,7 @@ class Engine:
             final = await self._transact(*telemetry(), requests, counters)
             if final is False:
                 tally.hang = True
-            elif final is None or len(final) != 64:
+            elif final is None or len(final) != TELEMETRY_LEN:
                 tally.naks += 1
             else:
                 counters.update(parse_telemetry(final))

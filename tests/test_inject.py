@@ -140,3 +140,27 @@ def test_a_tool_failure_is_retried_once_reported_and_the_rest_goes_on():
     assert "no_such_register" in results[1].observation.tool_error
     assert results[0].outcome is not Outcome.TOOL_ERROR
     assert results[2].outcome is not Outcome.TOOL_ERROR
+
+
+def test_a_flip_in_a_buffered_command_byte_is_never_executed_as_written_when_hardened(sim):
+    """The inference workload's first WRITE_MEM (60 weight words) sits in a receive bank from
+    its CRC check until the executor has read every word: flips of its weight bytes then
+    change what is written unhardened (SDC), and are caught by the buffer's parity hardened
+    (NAK PARITY, the host resends: corrected), never executed as written."""
+    n = 6 if sim == "verilator" else 3
+    outcomes = {}
+    for harden in (0, 1):
+        setup = Setup(sim, harden, "inference")
+        ref = golden(setup)
+        start, end = ref.checkpoints[0], ref.checkpoints[1]  # the first WRITE_MEM's step
+        # the frame's bytes arrive over about the first 80 % of the step, the executor reads
+        # them after its delimiter: a flip late in the step hits a byte written and not yet read
+        injections = [
+            _flip(f"u_frame_rx.buffer{bank}", 7 + 4 * k + k % 4, (k % 8,),
+                  start + (end - start) * (80 + 3 * k) // 100, "u_frame_rx")
+            for bank in (0, 1) for k in range(n)
+        ]  # fmt: skip
+        outcomes[harden] = Counter(r.outcome for r in run_plan(setup, injections))
+    assert outcomes[0][Outcome.SDC] >= 1, outcomes  # the window is hit: unhardened, it shows
+    assert Outcome.SDC not in outcomes[1], outcomes
+    assert outcomes[1][Outcome.CORRECTED] >= 1, outcomes  # and hardened, parity caught it
