@@ -82,6 +82,7 @@ class SimBackend:
         clks_per_bit: int = 4,
         mem_words: int = 2048,
         fec: int = 1,
+        inject: int = 1,
         start_timeout: float = 300.0,
     ) -> SimBackend:
         if simulator not in harness.SIMULATORS:
@@ -89,7 +90,12 @@ class SimBackend:
                 f"sim://{simulator}: unknown simulator; use one of {', '.join(harness.SIMULATORS)}"
             )
         spec = harness.chip_build(
-            simulator, HARDEN=harden, CLKS_PER_BIT=clks_per_bit, MEM_WORDS=mem_words, FEC=fec
+            simulator,
+            HARDEN=harden,
+            CLKS_PER_BIT=clks_per_bit,
+            MEM_WORDS=mem_words,
+            FEC=fec,
+            INJECT=inject,
         )
         workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
         port_file = Path(workdir.name) / "port"
