@@ -83,6 +83,7 @@ class SimBackend:
         mem_words: int = 2048,
         fec: int = 1,
         inject: int = 1,
+        spram: int = 0,
         start_timeout: float = 300.0,
     ) -> SimBackend:
         if simulator not in harness.SIMULATORS:
@@ -96,6 +97,7 @@ class SimBackend:
             MEM_WORDS=mem_words,
             FEC=fec,
             INJECT=inject,
+            MEM_SPRAM=spram,
         )
         workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
         port_file = Path(workdir.name) / "port"
@@ -156,6 +158,12 @@ def _sim_options() -> dict[str, Option]:
     return {
         **CHIP_OPTIONS,
         "start_timeout": Option(float, "seconds to wait for the simulator to start", above=0),
+        "spram": Option(
+            int,
+            "1: the data SRAM on the board's SPRAM path (a model of SB_SPRAM256KA); "
+            "0: the block-RAM array that injection flips bits of",
+            (0, 1),
+        ),
     }
 
 

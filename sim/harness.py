@@ -72,7 +72,14 @@ class Build:
         return sim_build_dir() / self.key()
 
 
-DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048, "FEC": 1, "INJECT": 1}
+DEFAULT_CHIP_PARAMS = {
+    "HARDEN": 1,
+    "CLKS_PER_BIT": 4,
+    "MEM_WORDS": 2048,
+    "FEC": 1,
+    "INJECT": 1,
+    "MEM_SPRAM": 0,  # 1: the board's SPRAM path (spram_words.v's model), not `u_mem.mem`
+}
 
 
 def chip_build(sim: str, **parameters: int) -> Build:

@@ -252,3 +252,32 @@ def test_a_chip_built_without_inject_says_so_and_refuses_inject(url):
 def test_a_chip_built_with_inject_says_so():
     with hal.open("model://", timeout=5.0) as chip:
         assert chip.identify().inject and chip.read_reg("BUILD") >> 10 & 1
+
+
+@pytest.mark.sim
+def test_the_sram_on_the_board_spram_path_behaves_as_the_block_ram():
+    """MEM_SPRAM=1, the board builds' data SRAM (spram_words.v's model of SB_SPRAM256KA):
+    cleared after configuration (requests wait meanwhile), same words, MAC results, SECDED
+    corrections, write-back and uncorrectable words as the block-RAM array."""
+    with hal.open("sim://icarus?spram=1", timeout=5.0) as chip:
+        assert not chip.read_mem(2000, 48).any()  # the clear reached the last words
+        words = np.random.default_rng(3).integers(0, 2**32, 90, dtype=np.uint64)
+        chip.write_mem(100, words.astype(np.uint32))
+        assert np.array_equal(chip.read_mem(100, 90), words.astype(np.uint32))
+        rng = np.random.default_rng(4)
+        w = rng.integers(-128, 128, (8, 16)).astype(np.int8)
+        x = rng.integers(-128, 128, 16).astype(np.int8)
+        assert np.array_equal(chip.run_matvec(w, x), w.astype(np.int32) @ x.astype(np.int32))
+        chip.write_mem(40, np.array([0xA5A5_A5A5, 7], dtype=np.uint32))
+        chip.arm_injection()
+        chip.inject("mem", 40, 9)
+        chip.inject("mem", 41, 35)  # a check bit
+        assert list(chip.read_mem(40, 2)) == [0xA5A5_A5A5, 7]
+        assert chip.telemetry()["ECC_CORRECTED"] == 2
+        assert list(chip.read_mem(40, 2)) == [0xA5A5_A5A5, 7]  # written back: counted once
+        assert chip.telemetry()["ECC_CORRECTED"] == 2
+        chip.inject("mem", 41, 0)
+        chip.inject("mem", 41, 1)
+        with pytest.raises(hal.NakError) as info:
+            chip.read_mem(40, 2)
+        assert info.value.reason == NakReason.MEM_UNCORRECTABLE

@@ -8,9 +8,12 @@
 `default_nettype none
 `include "orbithil_icd.vh"
 
-// One copy. `flip_en` with the one-hot `bit_sel` (decoded once for all copies) flips a
-// bit: one LUT per bit, inside the copy, where synthesis cannot share it away (and where
-// a constant flip_en could not be propagated into: INJECT=0 drops the logic instead).
+// One copy. INJECT=1: it loads `d` (the shared write-or-vote choice) and `flip_en` with
+// the one-hot `bit_sel` (decoded once for all copies) flips a bit: one LUT per bit, inside
+// the copy, where synthesis cannot share it away. INJECT=0: no flip, and the copy makes
+// its own write-or-vote choice from `write`, `wdata` and `voted`: one LUT per bit that
+// packs with the bit's flip-flop (a choice shared by three copies cannot), 32 logic cells
+// fewer per copy.
 (* keep_hierarchy *)
 module tmr_copy #(
     parameter integer INJECT = 1
@@ -18,13 +21,17 @@ module tmr_copy #(
     input  wire        clk,
     input  wire        rst,
     input  wire [31:0] d,
+    input  wire        write,
+    input  wire [31:0] wdata,
+    input  wire [31:0] voted,
     input  wire        flip_en,
     input  wire [31:0] bit_sel,
     output reg  [31:0] q
 );
     always @(posedge clk)
         if (rst) q <= 32'h0;
-        else q <= (INJECT != 0) ? d ^ (bit_sel & {32{flip_en}}) : d;
+        else if (INJECT != 0) q <= d ^ (bit_sel & {32{flip_en}});
+        else q <= write ? wdata : voted;
 endmodule
 
 module regfile_tmr #(
@@ -55,23 +62,25 @@ module regfile_tmr #(
             wire        write = we && windex == r;
             wire        hit = inj && inj_index == r;
             wire [31:0] d = write ? wdata : voted;  // each copy reloads the vote: repair
+            // (INJECT=0: each copy makes this choice itself, see tmr_copy)
             if (HARDEN != 0) begin : g_tmr
                 wire [31:0] q0, q1, q2;
                 tmr_copy #(.INJECT(INJECT)) u_c0 (
-                    .clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd0),
-                    .bit_sel(bit_sel), .q(q0));
+                    .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
+                    .flip_en(hit && inj_copy == 2'd0), .bit_sel(bit_sel), .q(q0));
                 tmr_copy #(.INJECT(INJECT)) u_c1 (
-                    .clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd1),
-                    .bit_sel(bit_sel), .q(q1));
+                    .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
+                    .flip_en(hit && inj_copy == 2'd1), .bit_sel(bit_sel), .q(q1));
                 tmr_copy #(.INJECT(INJECT)) u_c2 (
-                    .clk(clk), .rst(rst), .d(d), .flip_en(hit && inj_copy == 2'd2),
-                    .bit_sel(bit_sel), .q(q2));
+                    .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
+                    .flip_en(hit && inj_copy == 2'd2), .bit_sel(bit_sel), .q(q2));
                 assign voted = (q0 & q1) | (q1 & q2) | (q0 & q2);
                 assign differs[r] = |((q0 ^ q1) | (q1 ^ q2));
             end else begin : g_single
                 wire [31:0] q0;
                 tmr_copy #(.INJECT(INJECT)) u_c0 (
-                    .clk(clk), .rst(rst), .d(d), .flip_en(hit), .bit_sel(bit_sel), .q(q0));
+                    .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
+                    .flip_en(hit), .bit_sel(bit_sel), .q(q0));
                 assign voted = q0;
                 assign differs[r] = 1'b0;
             end

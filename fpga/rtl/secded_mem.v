@@ -47,7 +47,7 @@ module secded_mem #(
     reg [AW-1:0] mem_addr;    // the address being read
     reg          mem_we;
     reg [AW-1:0] mem_waddr;
-    reg [W-1:0]  mem_wdata;
+    reg [W-1:0]  mem_wdata = {W{1'b0}};  // (0 from configuration: the SPRAM clear writes it)
     reg [2:0]    state;
     reg [5:0]    flip_bit;
     reg [AW-1:0] scrub_addr;
@@ -84,7 +84,7 @@ module secded_mem #(
             spram_words #(.W(W), .AW(AW)) u_spram (
                 .clk(clk), .we(!cleared || mem_we),
                 .addr(!cleared ? clear_addr : mem_we ? mem_waddr : mem_addr),
-                .wdata(cleared ? mem_wdata : {W{1'b0}}), .q(spram_q));
+                .wdata(mem_wdata), .q(spram_q));  // 0 until the FSM first writes
             always @* q = spram_q;
             assign mem_ready = cleared;
         end
