@@ -58,3 +58,15 @@ def test_build_fits_the_up5k_and_meets_12_mhz(build):
     assert result.ffs > 0 and result.luts > 0
     assert result.spram_blocks == 3 and result.ebr == 2  # SRAM in SPRAM; the frame buffers
     assert result.as_json()["fits"] and 0 < result.as_json()["lc_share"] <= 1
+
+
+def test_a_build_that_does_not_place_reports_the_cells_it_wanted(tmp_path):
+    log = tmp_path / "nextpnr.log"
+    log.write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC:    5360/   5280   101%\n"
+        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5360 ICESTORM_LCs\n"
+    )
+    assert synth._cells_wanted(log) == 5360
+    log.write_text("Info: \t         ICESTORM_LC:    5153/   5280    97%\nERROR: timing\n")
+    assert synth._cells_wanted(log) is None  # it fitted: the failure was something else
