@@ -11,6 +11,7 @@ from orbithil.hal.errors import (
     HalError,
     LinkTimeout,
     NakError,
+    NotInBuild,
     ProtocolError,
 )
 from orbithil.hal.open import open
@@ -25,6 +26,7 @@ __all__ = [
     "HalError",
     "LinkTimeout",
     "NakError",
+    "NotInBuild",
     "ProtocolError",
     "Telemetry",
     "open",

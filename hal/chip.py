@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orbithil.hal import protocol as p
-from orbithil.hal.errors import ArgumentError, ChipFault, HalError
+from orbithil.hal.errors import ArgumentError, ChipFault, HalError, NotInBuild
 from orbithil.hal.icd import INJECT_ARM_MAGIC, MAX_MEM_WORDS_PER_FRAME, REG
 from orbithil.hal.link import FrameLink
 
@@ -119,7 +119,7 @@ class Chip:
         if self.link.fec == "on" and not self.link.fec_capable:
             raise HalError(
                 f"fec='on' but the chip at {self.url or 'this link'} was built without link "
-                "FEC (PING flags bit 1 is 0, as on the hardened iCEBreaker bitstream); "
+                "FEC (PING flags bit 1 is 0); "
                 "open it with fec='auto' or fec='off'"
             )
 
@@ -239,6 +239,13 @@ class Chip:
         kinds = {"reg": 0, "mem": 1}
         if kind not in kinds:
             raise ArgumentError(f"inject kind must be 'reg' or 'mem', got {kind!r}")
+        if not self.identity.inject:
+            raise NotInBuild(
+                f"the chip at {self.url or 'this link'} was built without debug SEU injection "
+                "(INJECT=0, as a flight bitstream: PING flags bit 2 and BUILD[10] are 0); "
+                "inject on a bench build (orbithil synth --inject 1) or a simulated chip",
+                feature="INJECT",
+            )
         harden = self.identity.harden
         if kind == "reg":
             index = _reg_addr(index)

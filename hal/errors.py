@@ -37,6 +37,15 @@ class ArgumentError(HalError, ValueError):
     was sent."""
 
 
+class NotInBuild(HalError):
+    """The chip was built without what the call needs (INJECT=0, as the flight bitstream,
+    has no INJECT command); ``feature`` names it. Nothing was sent."""
+
+    def __init__(self, message: str, *, feature: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
 class LinkTimeout(HalError):
     """No answer within the deadline (after every retry); ``attempts`` and ``waited_s``."""
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 
 from orbithil.hal.codec.frame_format import FrameStatus
 
-ICD_VERSION = 2  # 2: NAK PARITY, FEC_CORRECTED and PARITY_ERRORS, TELEMETRY longer
+ICD_VERSION = 2  # 2: NAK PARITY and NOT_IN_BUILD, FEC_CORRECTED, PARITY_ERRORS, INJECT flag
 CHIP_ID = 0x4F48_494C  # "OHIL"
 ACK_FLAG = 0x80  # a response's cmd byte is the request's cmd | ACK_FLAG ...
 NAK = 0xFF  # ... or NAK, with payload [reason, request cmd]
@@ -55,6 +55,7 @@ class NakReason(IntEnum):
     JOB_ERROR = 0x14
     OVERRUN = 0x15  # bytes arrived while the chip was answering with a frame waiting; lost
     PARITY = 0x16  # a bit of the request flipped inside the chip after its CRC; resend it
+    NOT_IN_BUILD = 0x17  # the command exists, but this build leaves it out (INJECT=0)
 
 
 class Access(IntEnum):
@@ -78,7 +79,7 @@ class Register:
 REGISTERS: tuple[Register, ...] = (
     Register(0x00, "ID", Access.RO, 'chip id, "OHIL"', CHIP_ID),
     Register(0x01, "BUILD", Access.RO,
-             "[31:24] ICD version, [9] FEC, [8] HARDEN, [7:0] build number"),
+             "[31:24] ICD version, [10] INJECT, [9] FEC, [8] HARDEN, [7:0] build number"),
     Register(0x02, "MEM_WORDS", Access.RO, "data SRAM size in 32-bit words"),
     Register(0x03, "STATUS", Access.RO,
              "[0] job busy, [1] job done, [2] job error, [3] watchdog expired, "
@@ -130,7 +131,8 @@ class CommandSpec:
 
 # fmt: off
 COMMANDS: tuple[CommandSpec, ...] = (
-    CommandSpec(Cmd.PING, "-", "id u32, icd u8, flags u8 ([0] HARDEN, [1] FEC), mem_words u16",
+    CommandSpec(Cmd.PING, "-", "id u32, icd u8, flags u8 ([0] HARDEN, [1] FEC, [2] INJECT), "
+                "mem_words u16",
                 "identify the chip"),
     CommandSpec(Cmd.READ_REG, "addr u8", "addr u8, value u32", "read one register"),
     CommandSpec(Cmd.WRITE_REG, "addr u8, value u32", "addr u8, value u32 (as read back)",
@@ -154,6 +156,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(Cmd.INJECT, "kind u8, index u16, bit u8, copy u8",
                 "kind u8, index u16, bit u8, copy u8",
                 "debug SEU: flip bit of register (kind 0, TMR copy 0..2) or of the stored "
-                "codeword of memory word (kind 1, bit 0..38); needs INJ_ARM armed"),
+                "codeword of memory word (kind 1, bit 0..38); needs INJ_ARM armed; a chip built "
+                "without it (INJECT=0: flight bitstreams) answers NAK NOT_IN_BUILD"),
 )
 # fmt: on

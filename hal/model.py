@@ -48,9 +48,11 @@ class ChipModel:
     """The chip's architectural state and command semantics."""
 
     def __init__(self, *, harden: bool = True, mem_words: int = 2048, clks_per_bit: int = 104,
-                 energy_per_cycle: int = 1, build: int = 1, fec: bool = True) -> None:  # fmt: skip
+                 energy_per_cycle: int = 1, build: int = 1, fec: bool = True,
+                 inject: bool = True) -> None:  # fmt: skip
         self.harden = bool(harden)
         self.fec = bool(fec)  # takes version-2 (FEC) frames, as the RTL's FEC parameter
+        self.inject = bool(inject)  # has the INJECT command, as the RTL's INJECT parameter
         self.mem_words = mem_words
         self.clks_per_bit = clks_per_bit
         self.energy_per_cycle = energy_per_cycle
@@ -145,9 +147,8 @@ class ChipModel:
         if reg.name == "ID":
             return CHIP_ID
         if reg.name == "BUILD":
-            return (
-                ICD_VERSION << 24 | int(self.fec) << 9 | int(self.harden) << 8 | (self.build & 0xFF)
-            )
+            return (ICD_VERSION << 24 | int(self.inject) << 10 | int(self.fec) << 9
+                    | int(self.harden) << 8 | (self.build & 0xFF))  # fmt: skip
         if reg.name == "MEM_WORDS":
             return self.mem_words
         if reg.name == "STATUS":
@@ -205,7 +206,7 @@ class ChipModel:
         if cmd == Cmd.PING:
             if n:
                 return nak(NakReason.BAD_ARG)
-            flags = int(self.harden) | int(self.fec) << 1
+            flags = int(self.harden) | int(self.fec) << 1 | int(self.inject) << 2
             return ack, struct.pack(">IBBH", CHIP_ID, ICD_VERSION, flags, self.mem_words)
         if cmd == Cmd.READ_REG:
             if n != 1:
@@ -276,6 +277,8 @@ class ChipModel:
         if cmd == Cmd.SOFT_RESET:
             return nak(NakReason.BAD_ARG) if n else (ack, b"")
         if cmd == Cmd.INJECT:
+            if not self.inject:  # refused whatever its payload, as the RTL's INJECT=0
+                return nak(NakReason.NOT_IN_BUILD)
             if n != 5:
                 return nak(NakReason.BAD_ARG)
             if self.rw("INJ_ARM") != INJECT_ARM_MAGIC:
@@ -395,6 +398,11 @@ def _chip_options() -> dict[str, Option]:
             int, "1: TMR registers and SECDED memory; 0: the unhardened build", (0, 1)
         ),
         "fec": Option(int, "1: the chip takes forward-error-corrected frames", (0, 1)),
+        "inject": Option(
+            int,
+            "1: the debug INJECT command (bench builds); 0: none, as flight bitstreams",
+            (0, 1),
+        ),
         "mem_words": Option(
             int, "data SRAM size in 32-bit words", min=64, max=32768, power_of_two=True
         ),

@@ -23,6 +23,7 @@ class Identity:
     harden: bool
     mem_words: int
     fec: bool = False  # takes version-2 frames (link forward error correction)
+    inject: bool = False  # has the INJECT command (bench builds; flight bitstreams do not)
 
 
 def check_response(request_cmd: int, frame: Frame, payload_len: int | None = None) -> bytes:
@@ -105,7 +106,7 @@ def _check_count(count: int) -> None:
 # --- responses --------------------------------------------------------------------------
 def parse_identity(payload: bytes) -> Identity:
     chip_id, icd, flags, words = struct.unpack(">IBBH", payload)
-    return Identity(chip_id, icd, bool(flags & 1), words, bool(flags & 2))
+    return Identity(chip_id, icd, bool(flags & 1), words, bool(flags & 2), bool(flags & 4))
 
 
 def parse_reg(payload: bytes) -> tuple[int, int]:

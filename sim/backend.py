@@ -82,6 +82,8 @@ class SimBackend:
         clks_per_bit: int = 4,
         mem_words: int = 2048,
         fec: int = 1,
+        inject: int = 1,
+        spram: int = 0,
         start_timeout: float = 300.0,
     ) -> SimBackend:
         if simulator not in harness.SIMULATORS:
@@ -89,7 +91,13 @@ class SimBackend:
                 f"sim://{simulator}: unknown simulator; use one of {', '.join(harness.SIMULATORS)}"
             )
         spec = harness.chip_build(
-            simulator, HARDEN=harden, CLKS_PER_BIT=clks_per_bit, MEM_WORDS=mem_words, FEC=fec
+            simulator,
+            HARDEN=harden,
+            CLKS_PER_BIT=clks_per_bit,
+            MEM_WORDS=mem_words,
+            FEC=fec,
+            INJECT=inject,
+            MEM_SPRAM=spram,
         )
         workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
         port_file = Path(workdir.name) / "port"
@@ -150,6 +158,12 @@ def _sim_options() -> dict[str, Option]:
     return {
         **CHIP_OPTIONS,
         "start_timeout": Option(float, "seconds to wait for the simulator to start", above=0),
+        "spram": Option(
+            int,
+            "1: the data SRAM on the board's SPRAM path (a model of SB_SPRAM256KA); "
+            "0: the block-RAM array that injection flips bits of",
+            (0, 1),
+        ),
     }
 
 

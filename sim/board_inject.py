@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from orbithil.hal.errors import NotInBuild
 from orbithil.hal.icd import RW_REGISTERS
 from orbithil.payload.classify import classify, misclassified
 from orbithil.payload.workloads import run_on_chip
@@ -55,6 +56,13 @@ def run_plan_on_chip(
     injection's cycle came (a board cannot stop at a cycle). The golden run is made on the
     same chip first, and the same classifier decides.
     """
+    if injections and not chip.identity.inject:  # a flight bitstream: say so before the runs
+        raise NotInBuild(
+            f"{getattr(chip, 'url', '') or 'the chip'} was built without the INJECT command "
+            "(INJECT=0, a flight bitstream); run board campaigns on a bench build "
+            "(orbithil synth --inject 1)",
+            feature="INJECT",
+        )
     checkpoints = golden(setup).checkpoints  # the step boundaries' cycles in simulation
     chip.reset(clear_memory=True)
     reference = run_on_chip(chip, setup.workload, setup.seed)

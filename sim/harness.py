@@ -72,7 +72,14 @@ class Build:
         return sim_build_dir() / self.key()
 
 
-DEFAULT_CHIP_PARAMS = {"HARDEN": 1, "CLKS_PER_BIT": 4, "MEM_WORDS": 2048, "FEC": 1}
+DEFAULT_CHIP_PARAMS = {
+    "HARDEN": 1,
+    "CLKS_PER_BIT": 4,
+    "MEM_WORDS": 2048,
+    "FEC": 1,
+    "INJECT": 1,
+    "MEM_SPRAM": 0,  # 1: the board's SPRAM path (spram_words.v's model), not `u_mem.mem`
+}
 
 
 def chip_build(sim: str, **parameters: int) -> Build:
@@ -88,7 +95,8 @@ def chip_build(sim: str, **parameters: int) -> Build:
     if sim == "verilator":  # only the chip's state public, not every wire (sim.netlist)
         from orbithil.sim.netlist import verilator_config
 
-        # The list comes from the FEC=1 netlist; FEC=0 has a subset of its registers.
+        # The list comes from the FEC=1 INJECT=1 netlist; FEC=0 or INJECT=0 has a subset of
+        # its registers.
         vlt = verilator_config(
             params["HARDEN"], clks_per_bit=params["CLKS_PER_BIT"], mem_words=params["MEM_WORDS"]
         )

@@ -41,9 +41,11 @@ class TbLink:
 
     async def reset(self, cycles: int = 8, *, clear_memory: bool = True) -> None:
         """Reset the chip; by default also zero its SRAM through the backdoor (the SRAM,
-        like a real one, keeps its contents over a reset, and tests start clean)."""
+        like a real one, keeps its contents over a reset, and tests start clean). A build
+        with the SRAM on the SPRAM path (MEM_SPRAM=1) clears it itself after configuration,
+        as the board does, and has no `mem` array to reach."""
         self.dut.rst.value = 1
-        if clear_memory:
+        if clear_memory and not params().get("MEM_SPRAM"):
             mem = self.dut.dut.u_mem.mem
             for i in range(params()["MEM_WORDS"]):
                 mem[i].value = 0

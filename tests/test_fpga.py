@@ -42,9 +42,31 @@ def test_memories_are_listed_with_their_width(targets):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("harden", [0, 1], ids=["harden0", "harden1"])
-def test_build_fits_the_up5k_and_meets_12_mhz(harden):
-    result = synth.synthesize(harden)
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param({"harden": 1, "fec": 1, "inject": 0}, id="flight-h1-fec"),
+        pytest.param({"harden": 1, "fec": 0, "inject": 1}, id="bench-h1-inject"),
+    ],
+)
+def test_build_fits_the_up5k_and_meets_12_mhz(build):
+    """The board's flight bitstream (the default) and the hardened bench bitstream with
+    injection place and route on the UP5K and meet the 12 MHz oscillator."""
+    result = synth.synthesize(**build)
     assert result.fits(), result
-    assert result.fmax_mhz >= 12.0, result  # the iCEBreaker's oscillator
-    assert result.ffs > 0 and result.luts > 0 and result.ebr >= 18
+    assert result.timing_met() and result.fmax_mhz >= 12.0, result  # the iCEBreaker's clock
+    assert result.ffs > 0 and result.luts > 0
+    assert result.spram_blocks == 3 and result.ebr == 2  # SRAM in SPRAM; the frame buffers
+    assert result.as_json()["fits"] and 0 < result.as_json()["lc_share"] <= 1
+
+
+def test_a_build_that_does_not_place_reports_the_cells_it_wanted(tmp_path):
+    log = tmp_path / "nextpnr.log"
+    log.write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC:    5360/   5280   101%\n"
+        "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5360 ICESTORM_LCs\n"
+    )
+    assert synth._cells_wanted(log) == 5360
+    log.write_text("Info: \t         ICESTORM_LC:    5153/   5280    97%\nERROR: timing\n")
+    assert synth._cells_wanted(log) is None  # it fitted: the failure was something else

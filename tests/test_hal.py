@@ -127,7 +127,7 @@ def test_fec_on_sends_version2_frames_and_the_answers_are_version2():
 
 
 def test_fec_needs_a_chip_that_takes_it():
-    """A chip built without FEC (the hardened iCEBreaker bitstream): fec='on' is refused
+    """A chip built without FEC (a bench bitstream with injection): fec='on' is refused
     with a clear error, and auto keeps to version 1 on a noisy line."""
     with hal.open("model://?fec=0", fec="on") as chip:
         with pytest.raises(hal.HalError, match=r"built without link FEC.*fec='auto'"):

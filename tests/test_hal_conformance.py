@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orbithil import hal
+from orbithil.hal import protocol as p
 from orbithil.hal.icd import INJECT_ARM_MAGIC, NakReason
 
 BACKENDS = [
@@ -201,7 +202,7 @@ test_sequences_match_the_model = pytest.mark.sim(test_sequences_match_the_model)
     "url", ["model://?fec=0", pytest.param("sim://icarus?fec=0", marks=pytest.mark.sim)]
 )
 def test_a_chip_built_without_fec_says_so_and_refuses_version2_frames(url):
-    """FEC=0, as the hardened iCEBreaker bitstream: PING and BUILD[9] say so, a version-2
+    """FEC=0, as a hardened bench bitstream: PING and BUILD[9] say so, a version-2
     frame gets its version-1 reason (the parity breaks its CRC), version 1 works."""
     with hal.open(url, timeout=5.0) as chip:
         assert not chip.identify().fec and not chip.read_reg("BUILD") >> 9 & 1
@@ -214,3 +215,69 @@ def test_a_chip_built_without_fec_says_so_and_refuses_version2_frames(url):
         chip.link.fec, chip.link.fec_capable = "off", False
         assert chip.read_reg("FRAMES_BAD") == before + naks
         assert chip.write_reg("SCRATCH0", 9) == 9
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "model://?inject=0",
+        pytest.param("sim://icarus?inject=0", marks=pytest.mark.sim),
+        pytest.param("sim://verilator?inject=0", marks=pytest.mark.sim),
+    ],
+)
+def test_a_chip_built_without_inject_says_so_and_refuses_inject(url):
+    """INJECT=0, as the flight bitstream: PING and BUILD[10] say so, the HAL refuses
+    inject() without sending, and the chip answers an INJECT frame NAK NOT_IN_BUILD,
+    armed or not, and flips nothing."""
+    with hal.open(url, timeout=5.0) as chip:
+        ident = chip.identify()
+        assert not ident.inject and ident.harden and ident.fec
+        assert chip.read_reg("BUILD") >> 8 & 0b111 == 0b011  # [10] INJECT, [9] FEC, [8] HARDEN
+        chip.arm_injection()
+        chip.write_reg("SCRATCH0", 0)
+        with pytest.raises(hal.NotInBuild, match="INJECT=0") as refused:
+            chip.inject("reg", "SCRATCH0", 4, 0)
+        assert refused.value.feature == "INJECT"
+        for payload in (p.inject(0, 0x18, 4, 0), p.inject(1, 3, 1, 0)):
+            with pytest.raises(hal.NakError) as info:  # a host that ignored the flags
+                chip.call(payload, 5)
+            assert info.value.reason == NakReason.NOT_IN_BUILD
+        assert chip.read_reg("SCRATCH0") == 0 and chip.telemetry()["TMR_MISMATCH"] == 0
+        chip.write_reg("INJ_ARM", 0)
+        with pytest.raises(hal.NakError) as info:
+            chip.call(p.inject(0, 0x18, 4, 0), 5)
+        assert info.value.reason == NakReason.NOT_IN_BUILD
+
+
+def test_a_chip_built_with_inject_says_so():
+    with hal.open("model://", timeout=5.0) as chip:
+        assert chip.identify().inject and chip.read_reg("BUILD") >> 10 & 1
+
+
+@pytest.mark.sim
+def test_the_sram_on_the_board_spram_path_behaves_as_the_block_ram():
+    """MEM_SPRAM=1, the board builds' data SRAM (spram_words.v's model of SB_SPRAM256KA):
+    cleared after configuration (requests wait meanwhile), same words, MAC results, SECDED
+    corrections, write-back and uncorrectable words as the block-RAM array."""
+    with hal.open("sim://icarus?spram=1", timeout=5.0) as chip:
+        assert not chip.read_mem(2000, 48).any()  # the clear reached the last words
+        words = np.random.default_rng(3).integers(0, 2**32, 90, dtype=np.uint64)
+        chip.write_mem(100, words.astype(np.uint32))
+        assert np.array_equal(chip.read_mem(100, 90), words.astype(np.uint32))
+        rng = np.random.default_rng(4)
+        w = rng.integers(-128, 128, (8, 16)).astype(np.int8)
+        x = rng.integers(-128, 128, 16).astype(np.int8)
+        assert np.array_equal(chip.run_matvec(w, x), w.astype(np.int32) @ x.astype(np.int32))
+        chip.write_mem(40, np.array([0xA5A5_A5A5, 7], dtype=np.uint32))
+        chip.arm_injection()
+        chip.inject("mem", 40, 9)
+        chip.inject("mem", 41, 35)  # a check bit
+        assert list(chip.read_mem(40, 2)) == [0xA5A5_A5A5, 7]
+        assert chip.telemetry()["ECC_CORRECTED"] == 2
+        assert list(chip.read_mem(40, 2)) == [0xA5A5_A5A5, 7]  # written back: counted once
+        assert chip.telemetry()["ECC_CORRECTED"] == 2
+        chip.inject("mem", 41, 0)
+        chip.inject("mem", 41, 1)
+        with pytest.raises(hal.NakError) as info:
+            chip.read_mem(40, 2)
+        assert info.value.reason == NakReason.MEM_UNCORRECTABLE

@@ -15,18 +15,35 @@ from orbithil.tools.fpga import synth
 
 
 def test_synth_json_prints_only_the_json_on_stdout(monkeypatch, capsys, tmp_path):
-    def fake_synthesize(harden: int, **_) -> synth.SynthResult:
+    def fake_synthesize(harden: int, *, fec: int, inject: int, spram: int) -> synth.SynthResult:
+        if harden and inject:
+            raise synth.DoesNotFit("needs 5324 logic cells", logic_cells=5324)
         return synth.SynthResult(
-            harden=harden, luts=10, ffs=20, carries=3, logic_cells=25, ebr=1, spram=0, dsp=0,
-            fmax_mhz=30.0, bitstream=str(tmp_path / f"h{harden}.bin"),
+            harden=harden, fec=fec, inject=inject, spram=spram, luts=10, ffs=20, carries=3,
+            logic_cells=2640, ebr=1, spram_blocks=3, dsp=0, fmax_mhz=30.0,
+            bitstream=str(tmp_path / f"h{harden}.bin"),
         )  # fmt: skip
 
     monkeypatch.setattr(synth, "synthesize", fake_synthesize)
     assert cli.main(["synth", "--harden", "both", "--json"]) == 0
     out, err = capsys.readouterr()
     results = json.loads(out)  # nothing but the JSON
-    assert [r["harden"] for r in results] == [0, 1] and all(r["fits"] for r in results)
-    assert "synthesising HARDEN=0" in err and "synthesising HARDEN=1" in err
+    assert [(r["harden"], r["fec"], r["inject"], r["spram"]) for r in results] == [
+        (0, 1, 0, 1),  # the flight build's FEC, INJECT and SRAM unless told otherwise
+        (1, 1, 0, 1),
+    ]
+    first = results[0]
+    assert first["logic_cells"] == 2640 and first["lc_share"] == 0.5
+    assert first["ebr"] == 1 and first["spram_blocks"] == 3 and first["fmax_mhz"] == 30.0
+    assert all(r["fits"] and r["timing_met"] for r in results)
+    assert "synthesising HARDEN=0 FEC=1 INJECT=0" in err and "HARDEN=1 FEC=1 INJECT=0" in err
+
+    # a build that does not place is reported, with the cells it wanted, and fails the run
+    assert cli.main(["synth", "--harden", "1", "--inject", "1", "--fec", "0", "--json"]) == 1
+    out, err = capsys.readouterr()
+    (row,) = json.loads(out)
+    assert (row["harden"], row["fec"], row["inject"]) == (1, 0, 1)
+    assert row["logic_cells"] == 5324 and not row["fits"] and "needs 5324" in err
 
 
 @pytest.mark.parametrize(

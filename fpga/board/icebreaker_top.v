@@ -3,7 +3,13 @@
 // Green LED: heartbeat. Red LED: an error flag (uncorrectable, watchdog, job error).
 `default_nettype none
 module icebreaker_top #(
-    parameter integer HARDEN = 1
+    // The default is the flight bitstream: hardened, link FEC, no debug injection.
+    // Bench boards that run injection campaigns build INJECT=1 with HARDEN=1 FEC=0 or
+    // HARDEN=0 (HARDEN=1 FEC=1 INJECT=1 does not fit the UP5K; fpga/BOARD.md).
+    parameter integer HARDEN = 1,
+    parameter integer FEC = 1,
+    parameter integer INJECT = 0,
+    parameter integer MEM_SPRAM = 1  // data SRAM in SPRAM (0: block RAM, as in simulation)
 ) (
     input  wire clk,      // 12 MHz
     input  wire btn_n,    // active low
@@ -17,14 +23,11 @@ module icebreaker_top #(
     wire rst = !(&por) || !btn_n;
     wire [2:0] led;
 
-    // The hardened chip fills 94% of the UP5K's logic cells; the link's FEC decoder needs
-    // about 470 more, so the hardened bitstream is built without it (the chip says so in
-    // BUILD[9] and PING's flags, and the HAL then sends it only version-1 frames).
-    localparam integer FEC = HARDEN ? 0 : 1;
-
     orbithil_chip #(
         .HARDEN(HARDEN),
         .FEC(FEC),
+        .INJECT(INJECT),
+        .MEM_SPRAM(MEM_SPRAM),
         .CLKS_PER_BIT(104),  // 12 MHz / 115200 baud
         .MEM_WORDS(2048)
     ) u_chip (

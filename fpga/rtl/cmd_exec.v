@@ -26,7 +26,8 @@ module cmd_exec #(
     parameter integer MEM_WORDS = 2048,
     parameter integer AW = 11,
     parameter integer FEC = 1,
-    parameter integer PARITY = 0
+    parameter integer PARITY = 0,
+    parameter integer INJECT = 1  // 0: INJECT is answered NAK NOT_IN_BUILD (flight bitstreams)
 ) (
     input  wire          clk,
     input  wire          rst,
@@ -92,7 +93,7 @@ module cmd_exec #(
 );
     localparam [8:0] NAK_BASE = 9'd384;
     localparam [7:0] ICD8 = `OH_ICD_VERSION;
-    localparam [7:0] FLAGS8 = {6'h0, FEC != 0, HARDEN != 0};  // PING's build flags
+    localparam [7:0] FLAGS8 = {5'h0, INJECT != 0, FEC != 0, HARDEN != 0};  // PING's flags
     localparam [15:0] MEM_WORDS16 = MEM_WORDS;
     localparam integer MEM_BITS = (HARDEN != 0) ? 39 : 32;
     localparam [4:0] IDLE = 0, RD = 1, RD_WAIT = 2, RD_TAKE = 3, DISPATCH = 4, EMIT = 5,
@@ -370,7 +371,8 @@ module cmd_exec #(
                         reg_inj_bit <= args[12:8];
                         reg_inj_copy <= args[1:0];
                         mem_inj_bit <= args[13:8];
-                        if (plen != 5) nak(`OH_NAK_BAD_ARG);
+                        if (INJECT == 0) nak(`OH_NAK_NOT_IN_BUILD);
+                        else if (plen != 5) nak(`OH_NAK_BAD_ARG);
                         else if (!armed) nak(`OH_NAK_NOT_ARMED);
                         else if (args[39:32] == 8'd0) begin  // a register copy
                             if (args[31:24] != 0 || args[15:8] > 8'd31

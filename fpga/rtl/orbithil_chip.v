@@ -9,7 +9,9 @@ module orbithil_chip #(
     parameter integer MEM_WORDS = 2048,
     parameter integer ENERGY_PER_CYCLE = 1,    // energy units per MAC-engine cycle
     parameter integer BUILD = 1,
-    parameter integer FEC = 1                 // link forward error correction (ICD)
+    parameter integer FEC = 1,                // link forward error correction (ICD)
+    parameter integer INJECT = 1,             // 0: no INJECT command nor flip logic (flight)
+    parameter integer MEM_SPRAM = 0           // 1: data SRAM in the UP5K's SPRAM (board)
 ) (
     input  wire       clk,
     input  wire       rst,
@@ -22,6 +24,7 @@ module orbithil_chip #(
     localparam [7:0] BUILD8 = BUILD;
     localparam [0:0] HARDEN_BIT = HARDEN != 0;
     localparam [0:0] FEC_BIT = FEC != 0;
+    localparam [0:0] INJECT_BIT = INJECT != 0;
 
     // --- resets: external, soft (SOFT_RESET command), engines (watchdog) ---------------
     wire soft_reset;
@@ -84,7 +87,7 @@ module orbithil_chip #(
             default: begin rw_index = 4'd0; is_rw = 1'b0; end
         endcase
     end
-    regfile_tmr #(.HARDEN(HARDEN)) u_regs (
+    regfile_tmr #(.HARDEN(HARDEN), .INJECT(INJECT)) u_regs (
         .clk(clk), .rst(rst_all), .we(reg_we && is_rw), .windex(rw_index), .wdata(reg_wdata),
         .inj(reg_inj), .inj_index(rw_index), .inj_bit(reg_inj_bit), .inj_copy(reg_inj_copy),
         .values(rw_values), .mismatch(tmr_mismatch));
@@ -107,7 +110,8 @@ module orbithil_chip #(
     wire [7:0]    job_status, job_rows, job_cols;
     wire [31:0]   job_cycles;
     wire [15:0]   job_w, job_x, job_y;
-    secded_mem #(.HARDEN(HARDEN), .WORDS(MEM_WORDS), .AW(AW)) u_mem (
+    secded_mem #(.HARDEN(HARDEN), .WORDS(MEM_WORDS), .AW(AW), .INJECT(INJECT),
+                 .MEM_SPRAM(MEM_SPRAM)) u_mem (
         .clk(clk), .rst(rst_all),
         .req(mac_busy ? mac_req : exec_mem_req), .we(mac_busy ? mac_we : exec_mem_we),
         .addr(mac_busy ? mac_addr : exec_mem_addr),
@@ -179,7 +183,8 @@ module orbithil_chip #(
         reg_rdata = 32'h0;
         case (reg_addr)
             `OH_REG_ID:                reg_rdata = `OH_CHIP_ID;
-            `OH_REG_BUILD:             reg_rdata = {ICD8, 14'h0, FEC_BIT, HARDEN_BIT, BUILD8};
+            `OH_REG_BUILD:             reg_rdata = {ICD8, 13'h0, INJECT_BIT, FEC_BIT, HARDEN_BIT,
+                                                     BUILD8};
             `OH_REG_MEM_WORDS:         reg_rdata = MEM_WORDS;
             `OH_REG_STATUS:            reg_rdata = status_word;
             `OH_REG_UPTIME:            reg_rdata = uptime;
@@ -204,7 +209,8 @@ module orbithil_chip #(
         endcase
     end
 
-    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW), .FEC(FEC), .PARITY(HARDEN)) u_exec (
+    cmd_exec #(.HARDEN(HARDEN), .MEM_WORDS(MEM_WORDS), .AW(AW), .FEC(FEC), .PARITY(HARDEN),
+               .INJECT(INJECT)) u_exec (
         .clk(clk), .rst(rst_engines),
         .fr_done(fr_done), .fr_status(fr_status), .fr_len(fr_len), .fr_seq(fr_seq),
         .fr_cmd(fr_cmd), .fr_fec(fr_fec), .fr_vpar(fr_vpar), .rx_raddr(rx_raddr),

@@ -43,6 +43,7 @@
 `define OH_NAK_JOB_ERROR 8'h14
 `define OH_NAK_OVERRUN 8'h15
 `define OH_NAK_PARITY 8'h16
+`define OH_NAK_NOT_IN_BUILD 8'h17
 `define OH_REG_ID 8'h00
 `define OH_REG_BUILD 8'h01
 `define OH_REG_MEM_WORDS 8'h02

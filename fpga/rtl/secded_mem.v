@@ -3,7 +3,12 @@
 // 2 UNCORRECTABLE - never silently good), a corrected word is written back (so one upset
 // is counted once), and a background scrubber walks the array every `scrub_period` cycles
 // while the port is idle. Counters: corrections, uncorrectable words, last address.
-// HARDEN=0: raw 32-bit words, status always 0. `inj` flips one stored bit (debug SEU).
+// HARDEN=0: raw 32-bit words, status always 0. `inj` flips one stored bit (debug SEU);
+// INJECT=0 (flight bitstreams) leaves that out. MEM_SPRAM=1 (board builds) keeps the words
+// in the UP5K's single-port SPRAM (spram_words.v) instead of the behavioural array `mem`
+// (block RAM), with the same read latency; SPRAM is not initialised by the bitstream, so
+// the words are cleared to 0 (a valid codeword) in the WORDS cycles after configuration,
+// and requests wait meanwhile. Simulation uses MEM_SPRAM=0: injection flips bits of `mem`.
 // Port: `req` (with we/addr/wdata) and `inj` are one-cycle pulses, latched here so they are
 // never lost while the memory is busy (e.g. scrubbing); `ack` pulses once per request when
 // it is done (read data and status with it). One request outstanding per requester.
@@ -11,7 +16,9 @@
 module secded_mem #(
     parameter integer HARDEN = 1,
     parameter integer WORDS = 2048,
-    parameter integer AW = 11
+    parameter integer AW = 11,
+    parameter integer INJECT = 1,     // 0: no `inj` (flight bitstreams)
+    parameter integer MEM_SPRAM = 0   // 1: the words in SPRAM (board builds)
 ) (
     input  wire          clk,
     input  wire          rst,
@@ -40,7 +47,7 @@ module secded_mem #(
     reg [AW-1:0] mem_addr;    // the address being read
     reg          mem_we;
     reg [AW-1:0] mem_waddr;
-    reg [W-1:0]  mem_wdata;
+    reg [W-1:0]  mem_wdata = {W{1'b0}};  // (0 from configuration: the SPRAM clear writes it)
     reg [2:0]    state;
     reg [5:0]    flip_bit;
     reg [AW-1:0] scrub_addr;
@@ -51,13 +58,37 @@ module secded_mem #(
     reg [31:0]   scrub_timer;  // counts down to the next scrub step
     reg          scrub_due;
 
-    integer k;
-    initial for (k = 0; k < WORDS; k = k + 1) mem[k] = {W{1'b0}};  // 0 is a valid codeword
+    wire         mem_ready;   // low while the SPRAM is being cleared after configuration
+    generate
+        if (MEM_SPRAM == 0) begin : g_bram
+            integer k;
+            initial for (k = 0; k < WORDS; k = k + 1) mem[k] = {W{1'b0}};  // a valid codeword
 
-    always @(posedge clk) begin
-        q <= mem[mem_addr];
-        if (mem_we) mem[mem_waddr] <= mem_wdata;
-    end
+            always @(posedge clk) begin
+                q <= mem[mem_addr];
+                if (mem_we) mem[mem_waddr] <= mem_wdata;
+            end
+            assign mem_ready = 1'b1;
+        end else begin : g_spram
+            // One port: a write cycle addresses mem_waddr, any other cycle reads mem_addr
+            // (the FSM never consumes the read of a write cycle). Clearing owns the port
+            // until every word is 0; the FSM stays in IDLE (requests wait in `pend`).
+            reg          cleared = 1'b0;  // configuration values, not reset by `rst`
+            reg [AW-1:0] clear_addr = {AW{1'b0}};
+            wire [W-1:0] spram_q;
+            always @(posedge clk)
+                if (!cleared) begin
+                    clear_addr <= clear_addr + 1'b1;
+                    if (clear_addr == WORDS - 1) cleared <= 1'b1;
+                end
+            spram_words #(.W(W), .AW(AW)) u_spram (
+                .clk(clk), .we(!cleared || mem_we),
+                .addr(!cleared ? clear_addr : mem_we ? mem_waddr : mem_addr),
+                .wdata(mem_wdata), .q(spram_q));  // 0 until the FSM first writes
+            always @* q = spram_q;
+            assign mem_ready = cleared;
+        end
+    endgenerate
 
     wire [38:0] enc_word;
     wire [31:0] dec_data;
@@ -108,7 +139,7 @@ module secded_mem #(
             if (req) begin
                 pend <= 1'b1; pend_we <= we; pend_addr <= addr; pend_wdata <= wdata;
             end
-            if (inj) begin
+            if (inj && INJECT != 0) begin
                 inj_pend <= 1'b1; inj_pend_addr <= inj_addr; inj_pend_bit <= inj_bit;
             end
             ue_event <= 1'b0;
@@ -120,7 +151,8 @@ module secded_mem #(
                 scrub_due <= 1'b1;
             end else scrub_timer <= scrub_timer - 1'b1;
             case (state)
-                IDLE: if (inj_pend) begin
+                IDLE: if (!mem_ready) ;  // the SPRAM is being cleared
+                else if (inj_pend) begin
                     inj_pend <= 1'b0;
                     mem_addr <= inj_pend_addr;
                     flip_bit <= inj_pend_bit;

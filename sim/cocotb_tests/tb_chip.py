@@ -57,12 +57,11 @@ async def expect_nak(tb: TbLink, request, reason: NakReason) -> None:
 async def ping_identifies_the_build(dut):
     tb = await link(dut)
     ident = p.parse_identity(await tb.call(p.ping(), 8))
-    assert ident == p.Identity(
-        CHIP_ID, ICD_VERSION, harden(), params()["MEM_WORDS"], bool(params()["FEC"])
-    )
+    fec, inject = bool(params()["FEC"]), bool(params()["INJECT"])
+    assert ident == p.Identity(CHIP_ID, ICD_VERSION, harden(), params()["MEM_WORDS"], fec, inject)
     build = await read_reg(tb, "BUILD")
     assert build >> 24 == ICD_VERSION and bool(build >> 8 & 1) == harden()
-    assert bool(build >> 9 & 1) == bool(params()["FEC"])
+    assert bool(build >> 9 & 1) == fec and bool(build >> 10 & 1) == inject
 
 
 @cocotb.test()

@@ -9,7 +9,9 @@ module chip_tb #(
     parameter integer HARDEN = 1,
     parameter integer CLKS_PER_BIT = 4,
     parameter integer MEM_WORDS = 2048,
-    parameter integer FEC = 1
+    parameter integer FEC = 1,
+    parameter integer INJECT = 1,
+    parameter integer MEM_SPRAM = 0
 ) ();
     reg clk = 1'b0;
     always #5 clk = ~clk;  // 100 MHz simulated clock
@@ -49,6 +51,6 @@ module chip_tb #(
     end
 
     orbithil_chip #(.HARDEN(HARDEN), .CLKS_PER_BIT(CLKS_PER_BIT), .MEM_WORDS(MEM_WORDS),
-                    .FEC(FEC)) dut (
+                    .FEC(FEC), .INJECT(INJECT), .MEM_SPRAM(MEM_SPRAM)) dut (
         .clk(clk), .rst(rst), .uart_rx(host_to_chip), .uart_tx(chip_to_host), .led(led));
 endmodule

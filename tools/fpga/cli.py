@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from rich.table import Table
@@ -19,63 +18,95 @@ def _builds(choice: str) -> list[int]:
     return [0, 1] if choice == "both" else [int(choice)]
 
 
+def _synth_builds(args) -> list[dict[str, int]]:
+    """The builds ``orbithil synth`` was asked for: every HARDEN chosen, with FEC, INJECT
+    and the SRAM's home as given (the flight bitstream's by default)."""
+    return [
+        {"harden": harden, "fec": int(args.fec), "inject": int(args.inject),
+         "spram": int(args.spram)}
+        for harden in _builds(args.harden)
+    ]  # fmt: skip
+
+
+def _label(build) -> str:
+    b = build if isinstance(build, dict) else vars(build)
+    return f"HARDEN={b['harden']} FEC={b['fec']} INJECT={b['inject']}" + (
+        "" if b["spram"] else " (SRAM in EBR)"
+    )
+
+
 def synth_main(args) -> int:
     # with --json, stdout carries the JSON alone: progress and errors go to stderr
     console = make_console(stderr=args.json)
-    results = []
-    for harden in _builds(args.harden):
-        console.print(f"synthesising HARDEN={harden} for the iCE40 UP5K (yosys, nextpnr) ...")
+    results: list[synth.SynthResult] = []
+    unplaced: list[tuple[dict[str, int], synth.DoesNotFit]] = []
+    for build in _synth_builds(args):
+        console.print(f"synthesising {_label(build)} for the iCE40 UP5K (yosys, nextpnr) ...")
         try:
-            results.append(synth.synthesize(harden))
+            results.append(synth.synthesize(**build))
         except synth.ToolMissing as exc:
             console.print(f"[red]{exc}[/]")
             return 2
+        except synth.DoesNotFit as exc:
+            console.print(f"[red]{exc}[/]")
+            unplaced.append((build, exc))
         except RuntimeError as exc:
-            console.print(f"[red]HARDEN={harden}: {exc}[/]")
+            console.print(f"[red]{_label(build)}: {exc}[/]")
             return 1
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         for r in results:
-            target = out / f"chip-h{r.harden}.bin"
+            target = out / f"chip-{r.name}.bin"
             shutil.copyfile(r.bitstream, target)
             r.bitstream = str(target.resolve())
     if args.json:
-        print(json.dumps([asdict(r) | {"fits": r.fits()} for r in results], indent=1))
+        rows = [r.as_json() for r in results]
+        rows += [
+            build | {"logic_cells": exc.logic_cells,
+                     "lc_share": round(exc.logic_cells / synth.UP5K["LC"], 4),
+                     "fits": False, "timing_met": False, "bitstream": None}
+            for build, exc in unplaced
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=1))
     else:
-        table = Table(title="iCE40 UP5K (iCEBreaker) resources")
-        for column in (
-            "build",
-            "LUT4",
-            "FF",
-            "carry",
-            "logic cells",
-            "EBR",
-            "SPRAM",
-            "DSP",
-            "Fmax MHz",
-            "fits",
-        ):
-            table.add_column(column, justify="right")
-        cap = synth.UP5K
-        for r in results:
-            table.add_row(
-                f"HARDEN={r.harden}", str(r.luts), str(r.ffs), str(r.carries),
-                f"{r.logic_cells}/{cap['LC']} ({100 * r.logic_cells / cap['LC']:.0f}%)",
-                f"{r.ebr}/{cap['RAM']}", f"{r.spram}/{cap['SPRAM']}", f"{r.dsp}/{cap['DSP']}",
-                f"{r.fmax_mhz:.1f}", "yes" if r.fits() else "[red]NO[/]",
-            )  # fmt: skip
-        console.print(table)
-        if len(results) == 2:
-            h0, h1 = sorted(results, key=lambda r: r.harden)
-            console.print(
-                f"hardening costs {h1.logic_cells - h0.logic_cells:+d} logic cells "
-                f"({(h1.logic_cells / h0.logic_cells - 1) * 100:+.0f}%), "
-                f"{h1.ffs - h0.ffs:+d} flip-flops, {h1.ebr - h0.ebr:+d} EBR"
-            )
-        for r in results:
-            console.print(f"bitstream HARDEN={r.harden}: {r.bitstream}")
-    return 0 if all(r.fits() for r in results) else 1
+        _print_table(console, results, unplaced)
+    ok = all(r.fits() and r.timing_met() for r in results)
+    return 0 if ok and not unplaced else 1
+
+
+def _print_table(console, results, unplaced) -> None:
+    table = Table(title="iCE40 UP5K (iCEBreaker) resources, timing at 12 MHz")
+    for column in (
+        "build", "LUT4", "FF", "carry", "logic cells", "EBR", "SPRAM", "DSP", "Fmax MHz",
+        "fits",
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    cap = synth.UP5K
+    for r in results:
+        table.add_row(
+            _label(r), str(r.luts), str(r.ffs), str(r.carries),
+            f"{r.logic_cells}/{cap['LC']} ({100 * r.lc_share:.1f}%)",
+            f"{r.ebr}/{cap['RAM']}", f"{r.spram_blocks}/{cap['SPRAM']}", f"{r.dsp}/{cap['DSP']}",
+            f"{r.fmax_mhz:.1f}" if r.timing_met() else f"[red]{r.fmax_mhz:.1f}[/]",
+            "yes" if r.fits() else "[red]NO[/]",
+        )  # fmt: skip
+    for build, exc in unplaced:
+        table.add_row(
+            _label(build), "", "", "",
+            f"[red]{exc.logic_cells}/{cap['LC']} ({100 * exc.logic_cells / cap['LC']:.1f}%)[/]",
+            "", "", "", "", "[red]NO[/]",
+        )  # fmt: skip
+    console.print(table)
+    if len(results) == 2 and {r.harden for r in results} == {0, 1}:
+        h0, h1 = sorted(results, key=lambda r: r.harden)
+        console.print(
+            f"hardening costs {h1.logic_cells - h0.logic_cells:+d} logic cells "
+            f"({(h1.logic_cells / h0.logic_cells - 1) * 100:+.0f}%), "
+            f"{h1.ffs - h0.ffs:+d} flip-flops, {h1.ebr - h0.ebr:+d} EBR"
+        )
+    for r in results:
+        console.print(f"bitstream {_label(r)}: {r.bitstream}")
 
 
 def targets_main(args) -> int:
@@ -109,9 +140,35 @@ def register(subparsers) -> None:
         default="both",
         help="which build: 0 (unhardened), 1 (hardened) or both",
     )
-    p.add_argument("--json", action="store_true", help="print the results as JSON only")
+    flight = synth.FLIGHT
     p.add_argument(
-        "--out", help="copy the bitstreams here as chip-h<HARDEN>.bin (default: the cache)"
+        "--fec",
+        choices=["0", "1"],
+        default=str(flight["fec"]),
+        help=f"1: with the link's forward error correction (default {flight['fec']})",
+    )
+    p.add_argument(
+        "--inject",
+        choices=["0", "1"],
+        default=str(flight["inject"]),
+        help="1: with the INJECT command and its flip logic, for bench boards that run "
+        f"injection campaigns; 0: a flight bitstream (default {flight['inject']})",
+    )
+    p.add_argument(
+        "--spram",
+        choices=["0", "1"],
+        default=str(flight["spram"]),
+        help=f"1: the data SRAM in SPRAM; 0: in block RAM (default {flight['spram']})",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print only JSON: per build harden, fec, inject, spram, logic_cells, lc_share, "
+        "ebr, spram_blocks, fmax_mhz, timing_met (at 12 MHz), fits",
+    )
+    p.add_argument(
+        "--out",
+        help="copy the bitstreams here as chip-h<H>-f<F>-i<I>-s<S>.bin (default: the cache)",
     )
     p.set_defaults(func=synth_main)
 
