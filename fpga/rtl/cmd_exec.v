@@ -60,7 +60,7 @@ module cmd_exec #(
     input  wire          reg_writable,
     input  wire          reg_is_rw,       // a TMR register: injectable
     output reg           reg_we,
-    output reg  [31:0]   reg_wdata,
+    output wire [31:0]   reg_wdata,       // = args[31:0]: WRITE_REG's and SCRUB's value
     output reg           reg_inj,
     output reg  [4:0]    reg_inj_bit,
     output reg  [1:0]    reg_inj_copy,
@@ -68,7 +68,7 @@ module cmd_exec #(
     output reg           mem_req,
     output reg           mem_we,
     output reg  [AW-1:0] mem_addr,
-    output reg  [31:0]   mem_wdata,
+    output wire [31:0]   mem_wdata,       // = args[31:0]: WRITE_MEM's word
     input  wire          mem_ack,
     input  wire [31:0]   mem_rdata,
     input  wire [1:0]    mem_rstatus,
@@ -76,11 +76,11 @@ module cmd_exec #(
     output reg  [5:0]    mem_inj_bit,
     // MAC engine
     output reg           job_start,
-    output reg  [15:0]   job_w,
-    output reg  [15:0]   job_x,
-    output reg  [15:0]   job_y,
-    output reg  [7:0]    job_rows,
-    output reg  [7:0]    job_cols,
+    output wire [15:0]   job_w,           // RUN_JOB's arguments, straight from args (the
+    output wire [15:0]   job_x,           // MAC engine takes them at job_start; args keep
+    output wire [15:0]   job_y,           // their parity until then)
+    output wire [7:0]    job_rows,
+    output wire [7:0]    job_cols,
     input  wire          job_done,
     input  wire [7:0]    job_status,
     input  wire [31:0]   job_cycles,
@@ -101,7 +101,7 @@ module cmd_exec #(
                      MEM_WAIT = 11, WMEM_NEXT = 12, WMEM_WORD = 13, WMEM_WAIT = 14,
                      JOB_WAIT = 15, TELEM_NEXT = 16, TELEM_TAKE = 17, RESET_WAIT = 18,
                      NAK_CMD = 19, INJ_WAIT = 20, FRAME_NAK = 21, REG_WRITE = 22,
-                     REG_SETTLE = 23;
+                     REG_SETTLE = 23, FRAME_NAK_CMD = 24, PING_REST = 25;
     reg [4:0] state, ret;
     reg [7:0] seq, cmd, plen, rcode;
     reg       hdr_par;     // PARITY: even parity over seq, cmd, plen
@@ -109,8 +109,8 @@ module cmd_exec #(
     reg [7:0] args_par;    // PARITY: each args byte's parity, as read with it
     reg [8:0] ridx;        // next request byte to read (buffer index)
     reg [3:0] rcount;      // request bytes still to read
-    reg [63:0] obuf;       // bytes to write, first in the high byte
-    reg [7:0] obuf_par;    // PARITY: each obuf byte's parity, made as it was loaded
+    reg [39:0] obuf;       // bytes to write (up to 5), first in the high byte
+    reg [4:0] obuf_par;    // PARITY: each obuf byte's parity, made as it was loaded
     reg       forget;      // the answer being made is not remembered for retries
     reg [3:0] olen;
     reg [8:0] widx;        // next transmit-buffer index
@@ -129,6 +129,10 @@ module cmd_exec #(
     reg       reset_after;
 
     assign busy = state != IDLE;
+    // Operands go out straight from the request bytes (no second, unprotected copy).
+    assign reg_wdata = args[31:0];
+    assign mem_wdata = args[31:0];
+    assign {job_w, job_x, job_y, job_rows, job_cols} = args;
 
     wire [8:0] body_len = fr_len;
     wire [15:0] a_addr16 = args[23:8];   // READ_MEM / WRITE_MEM: addr u16, count u8
@@ -144,11 +148,15 @@ module cmd_exec #(
     wire hdr_bad = PARITY != 0 && (^{seq, cmd, plen, hdr_par});
     wire fr_par_bad = PARITY != 0 && (^{fr_status, fr_len, fr_seq, fr_cmd, fr_fec, fr_vpar});
 
-    // emit up to 8 bytes of obuf, then go to `next`
-    task start_emit(input [63:0] bytes, input [3:0] n, input [4:0] next);
+    // emit up to 5 bytes of obuf, then go to `next`. The bytes go through one variable
+    // (`load`, taken into obuf after the case below) so that their parity is made by one
+    // tree on the one mux's output, not one per caller.
+    reg [39:0] load;
+    reg        loading;
+    task start_emit(input [39:0] bytes, input [3:0] n, input [4:0] next);
         begin
-            obuf <= bytes;
-            obuf_par <= byte_par(bytes);
+            load = bytes;
+            loading = 1'b1;
             olen <= n;
             ret <= next;
             state <= EMIT;
@@ -184,6 +192,8 @@ module cmd_exec #(
         frame_bad <= 1'b0;
         parity_err <= 1'b0;
         soft_reset <= 1'b0;
+        load = 40'h0;
+        loading = 1'b0;
         if (tx_par_err && !rst) begin  // the answer went out spoilt: a resend executes again
             last_valid <= 1'b0;
             parity_err <= 1'b1;
@@ -196,9 +206,8 @@ module cmd_exec #(
             rx_raddr <= 0; tx_waddr <= 0; tx_wdata <= 0; tx_base <= 0; tx_len <= 0;
             ans_fec <= 1'b0; hdr_par <= 1'b0; args_par <= 0; obuf_par <= 0; forget <= 1'b0;
             tx_wpar <= 1'b0;
-            reg_addr <= 0; reg_wdata <= 0; reg_inj_bit <= 0; reg_inj_copy <= 0;
-            mem_we <= 1'b0; mem_addr <= 0; mem_wdata <= 0; mem_inj_bit <= 0; job_w <= 0;
-            job_x <= 0; job_y <= 0; job_rows <= 0; job_cols <= 0; reset_after <= 1'b0;
+            reg_addr <= 0; reg_inj_bit <= 0; reg_inj_copy <= 0;
+            mem_we <= 1'b0; mem_addr <= 0; mem_inj_bit <= 0; reset_after <= 1'b0;
         end else case (state)
             IDLE: if (fr_done) begin
                 seq <= fr_seq;
@@ -210,15 +219,14 @@ module cmd_exec #(
                     if (fr_par_bad) parity_err <= 1'b1;
                     widx <= NAK_BASE;
                     start_emit({`OH_FRAME_VERSION, fr_seq, `OH_NAK, 8'd2,
-                                fr_par_bad ? `OH_NAK_PARITY : fr_status, fr_cmd, 16'h0}, 4'd6,
-                               FRAME_NAK);
+                                fr_par_bad ? `OH_NAK_PARITY : fr_status}, 4'd5, FRAME_NAK_CMD);
                 end else begin
                     frame_ok <= 1'b1;
                     if (last_valid && fr_seq == last_seq) begin  // a retry: resend, do not execute
                         tx_base <= 9'd0;
                         tx_len <= last_len;
                         widx <= 9'd0;  // in this request's frame version
-                        start_emit({fr_fec ? `OH_FEC_VERSION : `OH_FRAME_VERSION, 56'h0}, 4'd1,
+                        start_emit({fr_fec ? `OH_FEC_VERSION : `OH_FRAME_VERSION, 32'h0}, 4'd1,
                                    SEND);
                     end else begin
                         plen <= body_len - 9'd6;
@@ -237,6 +245,7 @@ module cmd_exec #(
                     end
                 end
             end
+            FRAME_NAK_CMD: start_emit({cmd, 32'h0}, 4'd1, FRAME_NAK);  // the NAK's 6th byte
             FRAME_NAK: begin
                 tx_base <= NAK_BASE;
                 tx_len <= 9'd6;
@@ -261,10 +270,10 @@ module cmd_exec #(
             else begin
                 tx_we <= 1'b1;
                 tx_waddr <= widx;
-                tx_wdata <= obuf[63:56];
-                tx_wpar <= obuf_par[7];
-                obuf <= {obuf[55:0], 8'h00};
-                obuf_par <= {obuf_par[6:0], 1'b0};
+                tx_wdata <= obuf[39:32];
+                tx_wpar <= obuf_par[4];
+                obuf <= {obuf[31:0], 8'h00};
+                obuf_par <= {obuf_par[3:0], 1'b0};
                 olen <= olen - 1'b1;
                 widx <= widx + 1'b1;
                 if (widx >= 9'd4 && widx < NAK_BASE) resp_len <= resp_len + 1'b1;
@@ -274,7 +283,7 @@ module cmd_exec #(
                 widx <= 9'd0;
                 last_len <= 9'd4 + resp_len;
                 start_emit({ans_fec ? `OH_FEC_VERSION : `OH_FRAME_VERSION, seq, rcode, resp_len,
-                            32'h0}, 4'd4, SEND);
+                            8'h0}, 4'd4, SEND);
                 tx_len <= 9'd4 + resp_len;
                 tx_base <= 9'd0;
                 last_seq <= seq;
@@ -295,7 +304,7 @@ module cmd_exec #(
                 rcode <= `OH_NAK;
                 widx <= 9'd4;
                 resp_len <= 0;
-                start_emit({reason, cmd, nak_extra, 32'h0}, nak_has_extra ? 4'd4 : 4'd2, FINISH);
+                start_emit({reason, cmd, nak_extra, 8'h0}, nak_has_extra ? 4'd4 : 4'd2, FINISH);
             end
             // --- commands ---
             DISPATCH: if (args_bad || hdr_bad) parity_nak;
@@ -304,7 +313,7 @@ module cmd_exec #(
                 case (cmd)
                     `OH_CMD_PING:
                         if (plen != 0) nak(`OH_NAK_BAD_ARG);
-                        else start_emit({`OH_CHIP_ID, ICD8, FLAGS8, MEM_WORDS16}, 4'd8, FINISH);
+                        else start_emit({`OH_CHIP_ID, 8'h0}, 4'd4, PING_REST);
                     `OH_CMD_READ_REG: begin
                         reg_addr <= args[7:0];
                         if (plen != 1) nak(`OH_NAK_BAD_ARG);
@@ -312,7 +321,6 @@ module cmd_exec #(
                     end
                     `OH_CMD_WRITE_REG, `OH_CMD_SCRUB: begin
                         reg_addr <= (cmd == `OH_CMD_SCRUB) ? `OH_REG_SCRUB_PERIOD : args[39:32];
-                        reg_wdata <= args[31:0];
                         if (plen != ((cmd == `OH_CMD_SCRUB) ? 8'd4 : 8'd5)) nak(`OH_NAK_BAD_ARG);
                         else state <= REG_WRITE;
                     end
@@ -322,7 +330,7 @@ module cmd_exec #(
                         else begin
                             maddr <= a_addr16;
                             count <= a_count;
-                            start_emit({a_addr16, a_count, 40'h0}, 4'd3, MEM_NEXT);
+                            start_emit({a_addr16, a_count, 16'h0}, 4'd3, MEM_NEXT);
                         end
                     `OH_CMD_WRITE_MEM:
                         // args holds the first 8 bytes: addr u16, count u8, 5 bytes of word 0
@@ -337,8 +345,6 @@ module cmd_exec #(
                             state <= WMEM_NEXT;  // ridx is 7: the first word
                         end
                     `OH_CMD_RUN_JOB: begin
-                        job_w <= args[63:48]; job_x <= args[47:32]; job_y <= args[31:16];
-                        job_rows <= args[15:8]; job_cols <= args[7:0];
                         if (plen != 8 || args[15:8] == 0 || args[15:8] > `OH_MAX_MATRIX_DIM
                             || args[7:0] == 0 || args[7:0] > `OH_MAX_MATRIX_DIM
                             || args[1:0] != 2'b00
@@ -393,8 +399,8 @@ module cmd_exec #(
             end
             REG_RB:  // reg_addr settled last cycle
                 if (!reg_readable) nak(`OH_NAK_BAD_ARG);
-                else if (cmd == `OH_CMD_SCRUB) start_emit({reg_rdata, 32'h0}, 4'd4, FINISH);
-                else start_emit({reg_addr, reg_rdata, 24'h0}, 4'd5, FINISH);
+                else if (cmd == `OH_CMD_SCRUB) start_emit({reg_rdata, 8'h0}, 4'd4, FINISH);
+                else start_emit({reg_addr, reg_rdata}, 4'd5, FINISH);
             REG_WRITE:
                 if (!reg_writable) nak(`OH_NAK_BAD_ARG);
                 else begin
@@ -418,10 +424,10 @@ module cmd_exec #(
                 end else begin
                     maddr <= maddr + 1'b1;
                     count <= count - 1'b1;
-                    start_emit({mem_rdata, 32'h0}, 4'd4, MEM_NEXT);
+                    start_emit({mem_rdata, 8'h0}, 4'd4, MEM_NEXT);
                 end
             end
-            WMEM_NEXT: if (count == 0) start_emit({rq_addr, rq_count, 40'h0}, 4'd3, FINISH);
+            WMEM_NEXT: if (count == 0) start_emit({rq_addr, rq_count, 16'h0}, 4'd3, FINISH);
             else begin  // read the next word's 4 bytes into args[31:0]
                 rcount <= 4'd4;
                 ret <= WMEM_WORD;
@@ -432,7 +438,6 @@ module cmd_exec #(
                 mem_req <= 1'b1;
                 mem_we <= 1'b1;
                 mem_addr <= maddr[AW-1:0];
-                mem_wdata <= args[31:0];
                 state <= WMEM_WAIT;
             end
             WMEM_WAIT: if (mem_ack) begin
@@ -440,12 +445,13 @@ module cmd_exec #(
                 count <= count - 1'b1;
                 state <= WMEM_NEXT;
             end
-            JOB_WAIT: if (job_done) start_emit({job_status, job_cycles, 24'h0}, 4'd5, FINISH);
+            JOB_WAIT: if (job_done) start_emit({job_status, job_cycles}, 4'd5, FINISH);
+            PING_REST: start_emit({ICD8, FLAGS8, MEM_WORDS16, 8'h0}, 4'd4, FINISH);
             TELEM_NEXT: state <= TELEM_TAKE;  // reg_addr settles
             TELEM_TAKE: begin  // every RO register: 0x00..0x0F, then 0x15 and 0x16
                 reg_addr <= (treg == 8'h0F) ? 8'h15 : treg + 1'b1;
                 treg <= (treg == 8'h0F) ? 8'h15 : treg + 1'b1;
-                start_emit({reg_rdata, 32'h0}, 4'd4, (treg == 8'h16) ? FINISH : TELEM_NEXT);
+                start_emit({reg_rdata, 8'h0}, 4'd4, (treg == 8'h16) ? FINISH : TELEM_NEXT);
             end
             INJ_WAIT: if (args_bad) parity_nak;
             else begin
@@ -453,11 +459,15 @@ module cmd_exec #(
                     if (!reg_is_rw) nak(`OH_NAK_BAD_ARG);
                     else begin
                         reg_inj <= 1'b1;
-                        start_emit({args[39:0], 24'h0}, 4'd5, FINISH);
+                        start_emit(args[39:0], 4'd5, FINISH);
                     end
-                end else if (mem_ack) start_emit({args[39:0], 24'h0}, 4'd5, FINISH);
+                end else if (mem_ack) start_emit(args[39:0], 4'd5, FINISH);
             end
             default: state <= IDLE;
         endcase
+        if (loading && !rst) begin
+            obuf <= load;
+            obuf_par <= byte_par({load, 24'h0}) >> 3;
+        end
     end
 endmodule

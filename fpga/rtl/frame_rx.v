@@ -63,10 +63,9 @@ module frame_rx #(
     end
     reg       wbank;         // the bank being received into
     reg       xbank;         // the bank of the frame handed to the executor
-    // The verdict of a complete frame, waiting for the executor.
-    reg       v_pending, v_fec, v_bank, v_par;
-    reg [7:0] v_status, v_seq, v_cmd;
-    reg [8:0] v_len;
+    // A complete frame waiting for the executor: its verdict is already on the outputs
+    // (status .. vpar: the executor took the previous one with its `done`), its bank here.
+    reg       v_pending, v_bank;
     reg [7:0] r_seq, r_cmd;  // the header bytes of the run being received
     wire      blocked = v_pending && hold;  // both banks taken: data bytes are dropped
     reg [8:0] len;           // decoded bytes so far
@@ -165,16 +164,14 @@ module frame_rx #(
             fstate <= F_IDLE; acc_a <= 0; acc_b <= 0; pos_a <= 0; pos_b <= 0;
             need_a <= 1'b0; need_b <= 1'b0; fix_a <= 1'b0; fix_b <= 1'b0; fi <= 0;
             fseq <= 0; fcmd <= 0; fix_addr <= 0; fix_data <= 0;
-            wbank <= 1'b0; xbank <= 1'b0; v_pending <= 1'b0; v_fec <= 1'b0; v_bank <= 1'b0;
-            v_par <= 1'b0; v_status <= 0; v_seq <= 0; v_cmd <= 0; v_len <= 0;
+            wbank <= 1'b0; xbank <= 1'b0; v_pending <= 1'b0; v_bank <= 1'b0;
             r_seq <= 0; r_cmd <= 0;
         end else begin
             // A waiting verdict goes to the executor when it is free (`hold` low; not in
             // the cycle after a `done`, when the executor has not yet raised it).
             if (v_pending && !hold && !done) begin
                 done <= 1'b1;
-                status <= v_status; body_len <= v_len; seq <= v_seq; cmd <= v_cmd;
-                fec <= v_fec; vpar <= v_par; xbank <= v_bank;
+                xbank <= v_bank;
                 v_pending <= 1'b0;
             end
             if (fbusy) begin
@@ -226,14 +223,14 @@ module frame_rx #(
                     F_CHECK: begin
                         if (crc == 16'h0000 && version == `OH_FEC_VERSION
                             && {1'b0, len_field} == len - 9'd10) begin
-                            v_status <= 8'h00; v_fec <= 1'b1; v_len <= len - 9'd4;
-                            v_seq <= fseq; v_cmd <= fcmd;
-                            v_par <= vparity(8'h00, len - 9'd4, fseq, fcmd, 1'b1);
+                            status <= 8'h00; fec <= 1'b1; body_len <= len - 9'd4;
+                            seq <= fseq; cmd <= fcmd;
+                            vpar <= vparity(8'h00, len - 9'd4, fseq, fcmd, 1'b1);
                             fec_fixed <= {1'b0, fix_a} + {1'b0, fix_b};  // parity bytes too
                         end
                         fstate <= F_DONE;
                     end
-                    F_DONE: begin  // the verdict is in v_*; ready for the next run
+                    F_DONE: begin  // the verdict is on the outputs; ready for the next run
                         v_pending <= 1'b1;
                         wbank <= ~wbank;
                         len <= 0; crc <= `OH_CRC16_INIT;
@@ -246,12 +243,12 @@ module frame_rx #(
                 // A run ends. With a verdict still waiting there is no room for this one:
                 // it is lost (its data bytes were dropped already, see `blocked`).
                 if ((enc_count != 0 || overrun) && !v_pending) begin
-                    v_status <= v1_status;
-                    v_len <= len;
-                    v_fec <= 1'b0;
-                    v_seq <= (len < 9'd2) ? 8'h00 : r_seq;
-                    v_cmd <= (len < 9'd3) ? 8'h00 : r_cmd;
-                    v_par <= vparity(v1_status, len, (len < 9'd2) ? 8'h00 : r_seq,
+                    status <= v1_status;
+                    body_len <= len;
+                    fec <= 1'b0;
+                    seq <= (len < 9'd2) ? 8'h00 : r_seq;
+                    cmd <= (len < 9'd3) ? 8'h00 : r_cmd;
+                    vpar <= vparity(v1_status, len, (len < 9'd2) ? 8'h00 : r_seq,
                                      (len < 9'd3) ? 8'h00 : r_cmd, 1'b0);
                     v_bank <= wbank;
                     if (repairable) fstate <= F_START;  // perhaps version 2: the sequencer decides

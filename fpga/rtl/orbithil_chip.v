@@ -94,7 +94,7 @@ module orbithil_chip #(
     wire [31:0] scrub_period = rw_values[32*`OH_RW_SCRUB_PERIOD +: 32];
     wire [31:0] wdt_timeout  = rw_values[32*`OH_RW_WDT_TIMEOUT +: 32];
     wire [31:0] inj_arm      = rw_values[32*`OH_RW_INJ_ARM +: 32];
-    wire        armed = inj_arm == `OH_INJECT_ARM_MAGIC;
+    wire        armed = INJECT != 0 && inj_arm == `OH_INJECT_ARM_MAGIC;
     wire        kick = reg_we && reg_addr == `OH_REG_WDT_KICK;
     wire        clear_flags = reg_we && reg_addr == `OH_REG_CTRL && reg_wdata[0];
 

@@ -4,7 +4,8 @@
 // voted value, so an upset in one copy is out-voted at once and repaired on the next
 // clock; `mismatch` is high on any cycle where copies disagree. HARDEN=0: one copy.
 // `inj` flips bit `inj_bit` of copy `inj_copy` of register `inj_index` (debug SEU);
-// INJECT=0 (flight bitstreams) leaves the flip logic out of every copy.
+// INJECT=0 (flight bitstreams) leaves the flip logic out of every copy, and INJ_ARM out
+// altogether (it reads 0: there is nothing to arm).
 `default_nettype none
 `include "orbithil_icd.vh"
 
@@ -63,7 +64,11 @@ module regfile_tmr #(
             wire        hit = inj && inj_index == r;
             wire [31:0] d = write ? wdata : voted;  // each copy reloads the vote: repair
             // (INJECT=0: each copy makes this choice itself, see tmr_copy)
-            if (HARDEN != 0) begin : g_tmr
+            if (INJECT == 0 && r == `OH_RW_INJ_ARM) begin : g_absent
+                // nothing to arm in a build without INJECT: reads 0, writes are ignored
+                assign voted = 32'h0;
+                assign differs[r] = 1'b0;
+            end else if (HARDEN != 0) begin : g_tmr
                 wire [31:0] q0, q1, q2;
                 tmr_copy #(.INJECT(INJECT)) u_c0 (
                     .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
