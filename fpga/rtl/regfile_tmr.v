@@ -64,11 +64,13 @@ module regfile_tmr #(
             wire        hit = inj && inj_index == r;
             wire [31:0] d = write ? wdata : voted;  // each copy reloads the vote: repair
             // (INJECT=0: each copy makes this choice itself, see tmr_copy)
+            // (three plain ifs, not an else-if chain: simulators name the scopes alike)
             if (INJECT == 0 && r == `OH_RW_INJ_ARM) begin : g_absent
                 // nothing to arm in a build without INJECT: reads 0, writes are ignored
                 assign voted = 32'h0;
                 assign differs[r] = 1'b0;
-            end else if (HARDEN != 0) begin : g_tmr
+            end
+            if (!(INJECT == 0 && r == `OH_RW_INJ_ARM) && HARDEN != 0) begin : g_tmr
                 wire [31:0] q0, q1, q2;
                 tmr_copy #(.INJECT(INJECT)) u_c0 (
                     .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
@@ -81,7 +83,8 @@ module regfile_tmr #(
                     .flip_en(hit && inj_copy == 2'd2), .bit_sel(bit_sel), .q(q2));
                 assign voted = (q0 & q1) | (q1 & q2) | (q0 & q2);
                 assign differs[r] = |((q0 ^ q1) | (q1 ^ q2));
-            end else begin : g_single
+            end
+            if (!(INJECT == 0 && r == `OH_RW_INJ_ARM) && HARDEN == 0) begin : g_single
                 wire [31:0] q0;
                 tmr_copy #(.INJECT(INJECT)) u_c0 (
                     .clk(clk), .rst(rst), .d(d), .write(write), .wdata(wdata), .voted(voted),
