@@ -64,11 +64,11 @@ def test_plan_over_the_real_netlist():
     space = TargetSpace(netlist.list_targets(1, clks_per_bit=4))
     # flip-flops, then memories: the SRAM's 2,048 x 39, the two receive banks' and the
     # transmit buffer's 512 x 9 (bytes with their parity)
-    assert space.total_bits == 2244 + 2048 * 39 + 3 * 512 * 9
+    assert space.total_bits == 2064 + 2048 * 39 + 3 * 512 * 9
     assert space.bits_per_block()["u_mem"] > 79_000
     plan = space.plan(4000, seed=4, cycles=(0, 1000))
     memory_share = sum(i.word is not None for i in plan) / len(plan)
-    assert 0.965 < memory_share < 0.99  # 93,696 of 95,940 bits are memory bits
+    assert 0.965 < memory_share < 0.99  # 93,696 of 95,760 bits are memory bits
     assert any(i.word is None for i in plan)  # flip-flops are drawn too, by their share
 
 

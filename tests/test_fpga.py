@@ -37,7 +37,9 @@ def test_memories_are_listed_with_their_width(targets):
     harden, result = targets
     memories = {m["name"]: (m["words"], m["width"]) for m in result["memories"]}
     assert memories["u_mem.mem"] == (2048, 39 if harden else 32)
-    assert memories["u_frame_rx.buffer"] == memories["u_frame_tx.buffer"] == (512, 8)
+    byte = (512, 9 if harden else 8)  # hardened: each buffered byte with its parity bit
+    assert memories["u_frame_rx.buffer0"] == memories["u_frame_rx.buffer1"] == byte
+    assert memories["u_frame_tx.buffer"] == byte
     assert result["memory_bits"] == sum(w * b for w, b in memories.values())
 
 
@@ -56,7 +58,9 @@ def test_build_fits_the_up5k_and_meets_12_mhz(build):
     assert result.fits(), result
     assert result.timing_met() and result.fmax_mhz >= 12.0, result  # the iCEBreaker's clock
     assert result.ffs > 0 and result.luts > 0
-    assert result.spram_blocks == 3 and result.ebr == 2  # SRAM in SPRAM; the frame buffers
+    # the SRAM in SPRAM; the frame buffers (two receive banks and the transmit buffer,
+    # 512 x 9 each: a byte and its parity) in two block RAMs each
+    assert result.spram_blocks == 3 and result.ebr == 6
     assert result.as_json()["fits"] and 0 < result.as_json()["lc_share"] <= 1
 
 
