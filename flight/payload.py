@@ -349,7 +349,7 @@ class Payload:
             if tenant is not None:
                 try:
                     txn = self.ledger.reserve(tenant.name, quote.hold, job=job)
-                except LedgerError as exc:  # the journal could not be written: no hold
+                except LedgerError as exc:  # the store could not be written: no hold
                     self.pool.cancel(job, f"not reserved: {exc}")
                     raise PayloadRefused(str(exc)) from None
             with self._lock:
@@ -475,7 +475,7 @@ class Payload:
                 errors = sorted({item.error for item in items if item.error})
                 txn = self.ledger.release(record.hold, "no image completed: " +
                                           ("; ".join(errors)[:200] or "unknown"))  # fmt: skip
-        except LedgerError as exc:  # the journal cannot be written: the hold stays open
+        except LedgerError as exc:  # the store cannot be written: the hold stays open
             log.critical("job %d of %s not settled: %s", job_id, record.tenant.name, exc)
             return
         self.report(txn)
