@@ -257,7 +257,7 @@ def test_console_shows_the_tenants_tokens_and_a_tenant_submits_and_sees_only_its
     fly_toml = tmp_path / "fly.toml"
     fly_toml.write_text(
         'hk_period_ms = 200\n[[tenants]]\nname = "acme"\nkey_ids = [2]\n'
-        f'[ledger]\njournal = "{tmp_path / "ledger.jsonl"}"\n'
+        f'[ledger]\nstore = "{tmp_path / "ledger.sqlite"}"\n'
     )
     archive = tmp_path / "ground.sqlite"
     users = Users(Archive(archive))

@@ -272,13 +272,13 @@ def test_the_server_asks_again_for_transactions_it_never_received(flight_stack, 
     """A stack restarting releases the hold its killed predecessor left open, before any
     ground hears it; the server sees the ledger's count in telemetry and asks for what its
     archive lacks."""
-    journal = tmp_path / "ledger.jsonl"
-    killed = Ledger(tenants_from_data(TENANTS), journal=journal)
+    store = tmp_path / "ledger.sqlite"
+    killed = Ledger(tenants_from_data(TENANTS), store=store)
     killed.grant("acme", 500)
     killed.reserve("acme", 100, job=9)
     killed.close()
     fs = flight_stack("model://", hk_period_ms=100, tenants=TENANTS,
-                      ledger={"journal": str(journal)})  # fmt: skip
+                      ledger={"store": str(store)})  # fmt: skip
     server = GroundServer(ServerConfig(
         stack=fs.stack.link.udp_address, keys={1: fs.keys[1]}, archive=tmp_path / "g.sqlite",
         sequence=MemorySequence(1_000_000), tenants=tenants_from_data(TENANTS),
