@@ -170,17 +170,34 @@ def check_tenant_keys(tenants: Sequence[Tenant], keys: Iterable[int]) -> None:
 
 
 # --- the tariff ---------------------------------------------------------------------------
+BUILDS = {"unhardened": 0, "hardened": 1}  # [ledger.prices] tables, by the chip's HARDEN
+
+
+def _positive(value, what: str, *, at_least: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= at_least:
+        raise ConfigError(f"{what}={value!r}: give a number >= {at_least:g}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Tariff:
-    """What a token buys: ``cycles_per_token`` MAC-engine cycles (the ``[ledger]`` table's
-    ``cycles_per_token``)."""
+    """What a token buys, the ``[ledger]`` table's price settings: ``cycles_per_token``
+    MAC-engine cycles, or ``1/tokens_per_joule`` joules of the chip's energy (both add up);
+    a run costs that times its build's and policy's factor (``prices``: build -> policy ->
+    factor, default 1), times ``eclipse_multiplier`` when the power model has the
+    spacecraft in eclipse (the battery pays)."""
 
     cycles_per_token: int = 1000
+    tokens_per_joule: float = 0.0
+    eclipse_multiplier: float = 1.0
+    prices: tuple[tuple[int, str, float], ...] = ()  # (harden, policy, factor)
 
     def __post_init__(self) -> None:
         value = self.cycles_per_token
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"cycles_per_token={value!r}: give a whole number of cycles >= 1")
+        _positive(self.tokens_per_joule, "tokens_per_joule")
+        _positive(self.eclipse_multiplier, "eclipse_multiplier", at_least=1.0)
 
     def tokens(self, cycles: float) -> int:
         """Tokens for ``cycles`` cycles, rounded up (a started token is paid)."""
@@ -188,8 +205,58 @@ class Tariff:
 
     def hold(self, images: int, runs_per_image: int, run_cycles: float) -> int:
         """The quote of a job: ``images`` images, each run at most ``runs_per_image``
-        times, each run at most ``run_cycles`` cycles."""
+        times, each run at most ``run_cycles`` cycles (at factor 1, in sunlight, no energy
+        price: ``price`` has the rest)."""
         return self.tokens(images * runs_per_image * run_cycles)
+
+    def factor(self, harden: int, policy: str) -> float:
+        """The price factor of a run on a build under a policy (1 unless ``prices`` says)."""
+        for build, name, factor in self.prices:
+            if build == int(harden) and name == policy:
+                return factor
+        return 1.0
+
+    def units(self, cycles: float, joules: float) -> float:
+        """Tokens (unrounded) for a run's cycles and energy at factor 1 in sunlight."""
+        return cycles / self.cycles_per_token + joules * self.tokens_per_joule
+
+    def price(self, runs: Iterable[tuple[int, float, float]], policy: str, *,
+              eclipse: bool) -> int:  # fmt: skip
+        """Tokens for ``runs`` ((harden, cycles, joules) each) under ``policy``, rounded up
+        once (a started token is paid); ``eclipse``: the eclipse multiplier applies."""
+        total = sum(self.units(c, j) * self.factor(h, policy) for h, c, j in runs)
+        if eclipse:
+            total *= self.eclipse_multiplier
+        return math.ceil(total - 1e-9) if total > 0 else 0
+
+
+def prices_from_data(data: object) -> tuple[tuple[int, str, float], ...]:
+    """``[ledger.prices]``: ``hardened``/``unhardened`` tables of policy = factor."""
+    from orbithil.flight.dictionary import POLICIES
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            "ledger prices: give [ledger.prices.hardened] and/or [ledger.prices.unhardened] "
+            "tables of policy = factor, e.g. dmr = 1.5"
+        )
+    out = []
+    for build, table in data.items():
+        if build not in BUILDS:
+            raise ConfigError(f"ledger prices: {build!r} is not a build; use "
+                              f"{' or '.join(BUILDS)}")  # fmt: skip
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"ledger prices.{build}: give a table of policy = factor")
+        for policy, factor in table.items():
+            if policy not in POLICIES:
+                raise ConfigError(f"ledger prices.{build}.{policy}: not a policy; use "
+                                  f"{', '.join(POLICIES)}")  # fmt: skip
+            value = _positive(factor, f"ledger prices.{build}.{policy}")
+            out.append((BUILDS[build], policy, value))
+    return tuple(out)
+
+
+LEDGER_SETTINGS = ("store", "cycles_per_token", "tokens_per_joule", "eclipse_multiplier",
+                   "prices")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,6 +265,9 @@ class LedgerConfig:
 
     store: str = ""  # the SQLite file that keeps the book; "" keeps it in memory
     cycles_per_token: int = 1000
+    tokens_per_joule: float = 0.0
+    eclipse_multiplier: float = 1.0
+    prices: tuple[tuple[int, str, float], ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> LedgerConfig:
@@ -209,20 +279,25 @@ class LedgerConfig:
                 'store = "ledger.sqlite" instead of journal = ... (a new file: the old '
                 "journal is not read)"
             )
-        unknown = sorted(set(data) - {"store", "cycles_per_token"})
+        unknown = sorted(set(data) - set(LEDGER_SETTINGS))
         if unknown:
             raise ConfigError(
-                f"unknown ledger setting(s) {', '.join(unknown)}; valid: cycles_per_token, store"
+                f"unknown ledger setting(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(sorted(LEDGER_SETTINGS))}"
             )
         if not isinstance(data.get("store", ""), str):
             raise ConfigError('ledger store: give a file path, e.g. store = "ledger.sqlite"')
-        config = cls(**data)
-        config.tariff  # noqa: B018 (checks cycles_per_token)
+        values = dict(data)
+        if "prices" in values:
+            values["prices"] = prices_from_data(values["prices"])
+        config = cls(**values)
+        config.tariff  # noqa: B018 (checks the prices)
         return config
 
     @property
     def tariff(self) -> Tariff:
-        return Tariff(self.cycles_per_token)
+        return Tariff(self.cycles_per_token, self.tokens_per_joule, self.eclipse_multiplier,
+                      self.prices)  # fmt: skip
 
 
 # --- transactions ---------------------------------------------------------------------------

@@ -168,7 +168,10 @@ _CHECKS = {
         lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
         "[[tenants]] tables (name, key_ids)",
     ),
-    "ledger": (lambda v: isinstance(v, dict), "a [ledger] table (store, cycles_per_token)"),
+    "ledger": (
+        lambda v: isinstance(v, dict),
+        "a [ledger] table (store, cycles_per_token, tokens_per_joule, eclipse_multiplier, prices)",
+    ),
 }
 
 

@@ -242,3 +242,53 @@ def test_orbithil_fly_killed_with_a_job_held_releases_it_when_it_flies_again(tmp
         kinds = [k for (k,) in db.execute("SELECT kind FROM ledger_txns ORDER BY txn")]
     assert kinds == ["grant", "reserve", "release"]
     assert check_store(tmp_path / "ledger.sqlite").ok
+
+
+def test_the_price_table_prices_a_job_by_build_and_policy_and_eclipse_costs_more(flight_stack):
+    """``[ledger]`` prices: an unhardened chip's ``none`` runs at 0.75 of the cycle price,
+    and in eclipse everything costs twice as much: the job is settled at its measured
+    cycles times both, and its hold covered that."""
+    eclipse = Orbit.default().timeline().next_eclipse(0.0)
+    ledger = {"eclipse_multiplier": 2.0, "prices": {"unhardened": {"none": 0.75, "dmr": 3.0}}}
+    fs = flight_stack("model://?harden=0", orbit_start_s=eclipse.entry_s + 60, hk_period_ms=50,
+                      tenants=TENANTS, ledger=ledger)  # fmt: skip
+    g = fs.ground
+    g.command("GRANT_TOKENS", tenant=0, tokens=1000)
+    g.command("SET_MODE", mode="NOMINAL")
+    g.command("SET_MODE", mode="COMPUTE")
+    acme = fs.ground_for(2)
+    hold = math.ceil(4 * HARDENED_INFERENCE / 1000 * 0.75 * 2)  # before any run: the prior
+    assert acme.command_result("QUOTE_JOB", count=4, policy="none").startswith(
+        f"quote: hold {hold} tokens (about {hold}) for 4 images under none"
+    )
+    since = len(acme.events)
+    acme.command_result("SUBMIT_JOB", first=0, count=4, policy="none")
+    done = fields(acme.wait_event("JOB_DONE", timeout=30, since=since))
+    settled = fields(acme.wait_event("JOB_SETTLED", timeout=10, since=since))
+    charged = math.ceil(int(done["cycles"]) / 1000 * 0.75 * 2)
+    assert settled["charged"] == str(charged) and int(settled["released"]) == hold - charged
+    assert charged > math.ceil(int(done["cycles"]) / 1000)  # more than in sunlight at 1.0
+    fs.stack.ledger.check()
+
+
+def test_the_price_table_is_checked_and_prices_cycles_energy_build_and_eclipse():
+    from orbithil.errors import ConfigError
+    from orbithil.flight.ledger import LedgerConfig
+
+    tariff = LedgerConfig.from_mapping({
+        "cycles_per_token": 1000, "tokens_per_joule": 10.0, "eclipse_multiplier": 1.5,
+        "prices": {"hardened": {"tmr": 2.0}, "unhardened": {"tmr": 1.0}},
+    }).tariff  # fmt: skip
+    runs = [(1, 2000, 0.1), (0, 2000, 0.1)]  # (harden, cycles, joules): 3 tokens each at 1.0
+    assert tariff.price(runs, "tmr", eclipse=False) == 9  # 3 x 2.0 + 3 x 1.0
+    assert tariff.price(runs, "tmr", eclipse=True) == 14  # 9 x 1.5, a started token paid
+    assert tariff.price(runs, "none", eclipse=False) == 6  # no factor for none: 1.0
+    for bad, message in [
+        ({"prices": {"rad-hard": {"none": 1}}}, "'rad-hard' is not a build; use unhardened or"),
+        ({"prices": {"hardened": {"quad": 1}}}, "prices.hardened.quad: not a policy; use none"),
+        ({"prices": {"hardened": {"dmr": -1}}}, "prices.hardened.dmr=-1: give a number >= 0"),
+        ({"eclipse_multiplier": 0.5}, "eclipse_multiplier=0.5: give a number >= 1"),
+        ({"prices": 3}, "give [ledger.prices.hardened] and/or"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            LedgerConfig.from_mapping(bad)
