@@ -691,6 +691,19 @@ class GroundServer:
             "transactions": ground_ledger.statement(db, book, tenant=tenant, limit=limit),
         }
 
+    def statement_json(
+        self, tenant: str, *, book: str | None = None, since_us: int | None = None,
+        until_us: int | None = None,
+    ) -> dict | None:  # fmt: skip
+        """``tenant``'s statement over a period in a ledger (default the latest), or None
+        when the archive has no such ledger (tools/ground/ledger.py ``period_statement``)."""
+        db = self.archive.connect()
+        book = book or ground_ledger.current_book(db)
+        if book is None or book not in {b["book"] for b in ground_ledger.books(db)}:
+            return None
+        return ground_ledger.period_statement(db, book, tenant, since_us=since_us,
+                                              until_us=until_us)  # fmt: skip
+
     def visible(self, message: dict, *, user: str, tenant: str) -> dict | None:
         """What a tenant user may see of a stream message (None: nothing): its own
         commands and their stages, events naming its tenant, the payload's public channels
