@@ -444,7 +444,7 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
         book: Annotated[str | None, Query(description="a ledger id; default the latest")] = None,
         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     ):
-        """A tenant's statement over a period (on-board time, ``from`` included, ``to``
+        """A tenant's statement over a period (received time, ``from`` included, ``to``
         excluded): the balances at its start, each transaction, the balances at its end;
         ``format=csv`` as ``orbithil ledger statement --csv`` writes it."""
         own = tenant_of(found)

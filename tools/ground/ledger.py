@@ -208,8 +208,9 @@ STATEMENT_COLUMNS = (
 
 def period_statement(db: sqlite3.Connection, book: str, tenant: str, *,
                      since_us: int | None = None, until_us: int | None = None) -> dict:  # fmt: skip
-    """Tenant ``tenant``'s statement of ``book`` over a period (on-board time, ``since_us``
-    included, ``until_us`` excluded; None: open-ended): the balances at its start (sums of
+    """Tenant ``tenant``'s statement of ``book`` over a period (``since_us`` included,
+    ``until_us`` excluded; None: open-ended) by each transaction's time: when the stack
+    booked it in a flight store, when the ground received it in an archive: the balances at its start (sums of
     every earlier posting), each transaction in it with what it moved, and the balances at
     its end. Works on a ground archive and on a flight store (one schema)."""
     accounts = {f"tenant:{tenant}": "available", f"held:{tenant}": "held",
@@ -220,14 +221,14 @@ def period_statement(db: sqlite3.Connection, book: str, tenant: str, *,
     for account, total in db.execute(
         "SELECT p.account, SUM(p.amount) FROM ledger_postings p JOIN ledger_txns t ON "
         "t.book = p.book AND t.txn = p.txn WHERE p.book = ? AND t.tenant = ? AND "
-        "t.onboard_us < ? GROUP BY p.account",
+        "t.rx_us < ? GROUP BY p.account",
         (book, tenant, low),
     ):
         if account in accounts:
             opening[accounts[account]] = total
     rows = db.execute(
-        "SELECT txn, kind, job, hold, cycles, runs, why, available, onboard_us FROM ledger_txns "
-        "WHERE book = ? AND tenant = ? AND onboard_us >= ? AND onboard_us < ? ORDER BY txn",
+        "SELECT txn, kind, job, hold, cycles, runs, why, available, rx_us FROM ledger_txns "
+        "WHERE book = ? AND tenant = ? AND rx_us >= ? AND rx_us < ? ORDER BY txn",
         (book, tenant, low, high),
     ).fetchall()
     moved: dict[int, dict[str, int]] = {}
@@ -242,12 +243,12 @@ def period_statement(db: sqlite3.Connection, book: str, tenant: str, *,
                 entry[accounts[account]] += amount
     closing = dict(opening)
     lines = []
-    for txn, kind, job, hold, cycles, runs, why, available, onboard_us in rows:
+    for txn, kind, job, hold, cycles, runs, why, available, rx_us in rows:
         change = moved.get(txn, dict.fromkeys(accounts.values(), 0))
         for column, amount in change.items():
             closing[column] += amount
         lines.append({
-            "time_utc": _iso(onboard_us), "txn": txn, "kind": kind, "job": job, "hold": hold,
+            "time_utc": _iso(rx_us), "txn": txn, "kind": kind, "job": job, "hold": hold,
             "available_change": change["available"], "held_change": change["held"],
             "spent_change": change["spent"], "available_after": available, "cycles": cycles,
             "runs": runs, "why": why,
