@@ -209,10 +209,10 @@ STATEMENT_COLUMNS = (
 def period_statement(db: sqlite3.Connection, book: str, tenant: str, *,
                      since_us: int | None = None, until_us: int | None = None) -> dict:  # fmt: skip
     """Tenant ``tenant``'s statement of ``book`` over a period (``since_us`` included,
-    ``until_us`` excluded; None: open-ended) by each transaction's time: when the stack
-    booked it in a flight store, when the ground received it in an archive: the balances at its start (sums of
-    every earlier posting), each transaction in it with what it moved, and the balances at
-    its end. Works on a ground archive and on a flight store (one schema)."""
+    ``until_us`` excluded; None: open-ended) by each transaction's time (when the stack
+    booked it, in a flight store; when the ground received it, in an archive): the
+    balances at its start (sums of every earlier posting), each transaction in it with
+    what it moved, and the balances at its end. One schema: works on both."""
     accounts = {f"tenant:{tenant}": "available", f"held:{tenant}": "held",
                 f"earned:{tenant}": "spent"}  # fmt: skip
     low = -(2**62) if since_us is None else since_us
