@@ -479,6 +479,7 @@ class Ledger:
         self._lock = threading.Lock()  # the book in memory and the staged rows
         self._commit_lock = threading.Lock()  # one commit at a time
         self._committed = 0  # the last transaction on disk
+        self._pending: list[tuple] = []  # rows of transactions not yet written
         self.commits = 0  # commits made (several transactions may share one)
         self._broken = ""  # why the store took no more transactions
         self._book = _Book()
@@ -529,40 +530,50 @@ class Ledger:
             self.restart_releases.append(txn)
 
     def close(self) -> None:
-        """Commit what is staged and close the store."""
-        with self._commit_lock, self._lock:
-            if self._store is not None:
-                if not self._broken:
-                    try:
-                        self._store.commit()
-                    except sqlite3.Error as exc:
-                        log.error("ledger store %s: the last commit failed (%s)",
-                                  self.store_path, exc)  # fmt: skip
-                self._store.close()
-                self._store = None
+        """Write what is staged and close the store."""
+        with self._commit_lock:
+            if self._store is None:
+                return
+            if not self._broken:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    self._store.write(batch)
+                except sqlite3.Error as exc:
+                    log.error("ledger store %s: the last %d transactions could not be "
+                              "written (%s)", self.store_path, len(batch), exc)  # fmt: skip
+            self._store.close()
+            self._store = None
 
     def _durable(self, number: int) -> None:
-        """Return once transaction ``number`` is on disk: the first caller commits every
-        transaction staged so far, the others it covered return at once (group commit)."""
+        """Return once transaction ``number`` is on disk. The first caller writes every
+        transaction staged so far in one SQLite transaction and commits it; those that
+        arrive meanwhile are staged for the next commit, and a caller whose transaction
+        went with an earlier one returns at once (group commit). The book's lock is not
+        held during the write, so others go on staging."""
         if self._store is None:
             return
         with self._commit_lock:
             if self._committed >= number:
                 return
+            if self._broken:  # the write that held it failed
+                raise LedgerError(f"the ledger store {self.store_path} could not be written "
+                                  f"({self._broken}): restart the stack")  # fmt: skip
             with self._lock:
+                batch, self._pending = self._pending, []
                 upto = self._book.count
-                try:
-                    if self._store is not None:
-                        self._store.commit()
-                except sqlite3.Error as exc:
-                    self._broken = f"a commit failed ({exc})"
-                    self._store.rollback()
-                    raise LedgerError(
-                        f"the ledger store {self.store_path} cannot be written ({exc}); the "
-                        "ledger takes no more transactions: restart the stack"
-                    ) from None
-                self._committed = upto
-                self.commits += 1
+            try:
+                if self._store is None:
+                    raise sqlite3.OperationalError("the store is closed")
+                self._store.write(batch)
+            except sqlite3.Error as exc:
+                self._broken = f"a commit failed ({exc})"
+                raise LedgerError(
+                    f"the ledger store {self.store_path} cannot be written ({exc}); the "
+                    "ledger takes no more transactions: restart the stack"
+                ) from None
+            self._committed = upto
+            self.commits += 1
 
     # --- posting ---
     @staticmethod
@@ -588,7 +599,7 @@ class Ledger:
         self.recent.append(txn)
 
     def _post(self, kind: Kind, tenant: str, posts, **fields) -> Txn:
-        """Under the lock: number, stage in the store and apply a transaction (the caller
+        """Under the lock: number, stage for the store and apply a transaction (the caller
         waits for ``_durable`` before it returns it)."""
         own = tenant_account(tenant)
         available = self._book.balances[own] + sum(a for name, a in posts if name == own)
@@ -599,13 +610,9 @@ class Ledger:
             raise LedgerError(f"the ledger store {self.store_path} takes no more transactions "
                               f"({self._broken}): restart the stack")  # fmt: skip
         if self._store is not None:
-            try:
-                self._store.insert((txn.number, txn.kind.value, tenant, txn.job, txn.hold,
-                                    txn.cycles, txn.runs, txn.why, available,
-                                    round(txn.time_s * 1e6)), posts)  # fmt: skip
-            except sqlite3.Error as exc:  # not staged: not applied either
-                self._broken = f"a write failed ({exc})"
-                raise LedgerError(f"the ledger store cannot be written ({exc})") from None
+            self._pending.append(((txn.number, txn.kind.value, tenant, txn.job, txn.hold,
+                                   txn.cycles, txn.runs, txn.why, available,
+                                   round(txn.time_s * 1e6)), posts))  # fmt: skip
         self._apply(txn)
         return txn
 
@@ -706,7 +713,7 @@ class Ledger:
     def history(self, first: int, last: int) -> list[Txn]:
         """Transactions ``first``..``last`` (those that exist): from memory when they are
         among the last ``RECENT``, else from the store."""
-        with self._lock:
+        with self._commit_lock, self._lock:  # (the store's connection: one user at a time)
             last = min(last, self._book.count)
             if first > last:
                 return []

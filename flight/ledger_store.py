@@ -44,8 +44,7 @@ PROBLEMS_LISTED = 50  # problems listed per check (all are counted)
 
 class LedgerStore:
     """The SQLite file of one flight stack's book (``[ledger] store``); one stack at a time
-    (a lock file next to it). Rows are inserted in an open SQLite transaction and made
-    durable by ``commit``."""
+    (a lock file next to it). ``write`` puts transactions on disk, a batch in one commit."""
 
     def __init__(self, path: str | Path, *, book_id: str) -> None:
         self.path = Path(path)
@@ -123,28 +122,32 @@ class LedgerStore:
                 pending = next(postings, None)
             yield (*row, mine)
 
-    def insert(self, row: tuple, posts) -> None:
-        """Stage one transaction (``row``: txn, kind, tenant, job, hold, cycles, runs, why,
-        available, time us) and its postings; durable at the next ``commit``."""
+    def write(self, batch: list[tuple]) -> None:
+        """Write transactions in one SQLite transaction, on disk (WAL, synchronous=FULL)
+        before this returns; ``batch``: (row, postings) each, a row being (txn, kind,
+        tenant, job, hold, cycles, runs, why, available, time us)."""
         assert self.db is not None
-        if not self.db.in_transaction:
+        if not batch:
+            return
+        txns = [(self.book_id, number, *rest, time_us, time_us)
+                for (number, *rest, time_us), _ in batch]  # fmt: skip
+        posts = [(self.book_id, row[0], account, amount)
+                 for row, postings in batch for account, amount in postings]  # fmt: skip
+        try:
             self.db.execute("BEGIN IMMEDIATE")
-        number, *rest, time_us = row
-        self.db.execute(
-            "INSERT INTO ledger_txns (book, txn, kind, tenant, job, hold, cycles, runs, why, "
-            "available, rx_us, onboard_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.book_id, number, *rest, time_us, time_us),
-        )
-        self.db.executemany(
-            "INSERT INTO ledger_postings (book, txn, account, amount) VALUES (?, ?, ?, ?)",
-            [(self.book_id, number, account, amount) for account, amount in posts],
-        )
-
-    def commit(self) -> None:
-        """Everything staged, on disk (WAL, synchronous=FULL) before this returns."""
-        assert self.db is not None
-        if self.db.in_transaction:
+            self.db.executemany(
+                "INSERT INTO ledger_txns (book, txn, kind, tenant, job, hold, cycles, runs, "
+                "why, available, rx_us, onboard_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                txns,
+            )
+            self.db.executemany(
+                "INSERT INTO ledger_postings (book, txn, account, amount) VALUES (?, ?, ?, ?)",
+                posts,
+            )
             self.db.execute("COMMIT")
+        except sqlite3.Error:
+            self.rollback()
+            raise
 
     def rollback(self) -> None:
         if self.db is not None and self.db.in_transaction:

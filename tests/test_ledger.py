@@ -323,3 +323,22 @@ def test_bench_ledger_pieces_run_at_small_sizes(tmp_path):
     assert all(r > 0 for r in bench.booking_rates(tmp_path, 40))
     tenant, operator = bench.submit_round_trips(tmp_path, 1)
     assert len(tenant) == len(operator) == 1
+
+
+def test_a_store_that_cannot_be_written_refuses_the_transaction_and_all_after(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = book(store=path)
+    ledger.grant("acme", 100)
+
+    def full_disk(batch):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    ledger._store.write = full_disk
+    with pytest.raises(LedgerError, match=r"cannot be written \(database or disk is full\)"):
+        ledger.grant("acme", 5)
+    with pytest.raises(LedgerError, match=r"takes no more transactions.*restart the stack"):
+        ledger.reserve("acme", 10)
+    ledger.close()
+    again = book(store=path)  # only what was acknowledged is in the book
+    assert again.available("acme") == 100 and again.transactions == 1
+    again.close()
