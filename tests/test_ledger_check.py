@@ -131,7 +131,9 @@ def test_bad_statement_input_says_what_was_wrong(tmp_path, capsys):
     stored_book(path).close()
     base = ["ledger", "statement", str(path)]
     assert main([*base, "--tenant", "acme", "--from", "yesterday"]) == 2
-    assert "--from 'yesterday': not an ISO 8601 time; give e.g." in capsys.readouterr().err
+    assert "--from time 'yesterday': give an age (30s, 10m, 2h, 1d), an ISO date/time" in (
+        capsys.readouterr().err
+    )
     assert main([*base, "--tenant", "zed"]) == 2
     assert "no transactions of that tenant" in capsys.readouterr().err
     assert main([*base, "--tenant", "acme", "--from", "2025-12-03", "--to", "2025-12-02"]) == 2

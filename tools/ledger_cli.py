@@ -4,7 +4,6 @@ ground server's archive (one schema: flight/ledger_store.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 
@@ -12,15 +11,16 @@ from orbithil.errors import ConfigError
 
 
 def parse_time(text: str, option: str) -> int:
-    """Unix microseconds of an ISO 8601 time (a date alone is midnight; no zone: UTC)."""
+    """Unix microseconds of a time given as the archive's queries take it: an age (``2h``,
+    ``30d``: that long ago), an ISO 8601 date/time (UTC unless it names a zone), epoch
+    seconds, or ``now``."""
+    from orbithil.tools.ground.archive import ArchiveError
+    from orbithil.tools.ground.archive import parse_time as archive_time
+
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{option} {text!r}: not an ISO 8601 time; give e.g. 2026-12-01 or "
-                          "2026-12-01T10:30:00Z") from None  # fmt: skip
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return round(when.timestamp() * 1e6)
+        return archive_time(text)
+    except ArchiveError as exc:
+        raise ConfigError(f"{option} {exc}") from None
 
 
 def check_main(args) -> int:
@@ -118,9 +118,12 @@ def register(subparsers) -> None:
     statement.add_argument("file", help="a flight stack's [ledger] store or a ground archive")
     statement.add_argument("--tenant", required=True, help="the tenant's name")
     statement.add_argument(
-        "--from", dest="since", metavar="ISO", help="start (included), e.g. 2026-12-01"
+        "--from",
+        dest="since",
+        metavar="TIME",
+        help="start (included): an ISO time (2026-12-01), an age (30d) or epoch seconds",
     )
-    statement.add_argument("--to", dest="until", metavar="ISO", help="end (excluded)")
+    statement.add_argument("--to", dest="until", metavar="TIME", help="end (excluded), as --from")
     statement.add_argument("--book", help="a ledger id (default: the latest)")
     statement.add_argument("--csv", metavar="OUT", help="write CSV to OUT ('-': stdout)")
     statement.add_argument("--json", action="store_true", help="the statement as JSON")
