@@ -34,24 +34,23 @@ run it (``Pool.max_runs``: ``none`` once, ``rerun`` three times, ``dmr`` and ``t
 five chips), each run as long as the longest run seen so far. The job settles at the cycles
 its completed images ran, never above its hold; images that failed cost nothing.
 
-The journal. With a ``journal`` file every transaction is appended to it as one JSON line
-and flushed to disk (fsync) before it takes effect, and the file is replayed at start, so
-balances survive a restart and a crash. A hold still open at start belonged to a job that
-did not survive the stop: it is released then. A torn last line (the process died while
-writing it) is dropped: its transaction never took effect. Without a journal the book lives
-in memory and starts empty.
+The store. With a ``store`` (``[ledger] store``, a SQLite file: flight/ledger_store.py)
+every transaction is a row with its postings, committed to disk (WAL, synchronous=FULL)
+before it takes effect for the caller; transactions that arrive together share one commit
+(group commit), none acknowledged before it. The store is replayed at start (balances are
+sums of its postings), so balances survive a restart and a crash. A hold still open at
+start belonged to a job that did not survive the stop: it is released then, once. Without
+a store the book lives in memory and starts empty.
 """
 
 from __future__ import annotations
 
 import collections
-import fcntl
-import json
 import logging
 import math
-import os
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,13 +61,13 @@ from pathlib import Path
 from orbithil.config import read_toml
 from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import MAX_TENANTS
+from orbithil.flight.ledger_store import LedgerStore
 
 log = logging.getLogger(__name__)
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 ISSUED = "issued"
-JOURNAL_VERSION = 1
-RECENT = 1000  # transactions kept in memory for statements (the journal keeps all)
+RECENT = 1000  # transactions kept in memory for statements (the store keeps all)
 STOPPED = "the stack stopped before the job finished"  # why a hold is released at a stop
 
 
@@ -171,17 +170,34 @@ def check_tenant_keys(tenants: Sequence[Tenant], keys: Iterable[int]) -> None:
 
 
 # --- the tariff ---------------------------------------------------------------------------
+BUILDS = {"unhardened": 0, "hardened": 1}  # [ledger.prices] tables, by the chip's HARDEN
+
+
+def _positive(value, what: str, *, at_least: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= at_least:
+        raise ConfigError(f"{what}={value!r}: give a number >= {at_least:g}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Tariff:
-    """What a token buys: ``cycles_per_token`` MAC-engine cycles (the ``[ledger]`` table's
-    ``cycles_per_token``)."""
+    """What a token buys, the ``[ledger]`` table's price settings: ``cycles_per_token``
+    MAC-engine cycles, or ``1/tokens_per_joule`` joules of the chip's energy (both add up);
+    a run costs that times its build's and policy's factor (``prices``: build -> policy ->
+    factor, default 1), times ``eclipse_multiplier`` when the power model has the
+    spacecraft in eclipse (the battery pays)."""
 
     cycles_per_token: int = 1000
+    tokens_per_joule: float = 0.0
+    eclipse_multiplier: float = 1.0
+    prices: tuple[tuple[int, str, float], ...] = ()  # (harden, policy, factor)
 
     def __post_init__(self) -> None:
         value = self.cycles_per_token
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(f"cycles_per_token={value!r}: give a whole number of cycles >= 1")
+        _positive(self.tokens_per_joule, "tokens_per_joule")
+        _positive(self.eclipse_multiplier, "eclipse_multiplier", at_least=1.0)
 
     def tokens(self, cycles: float) -> int:
         """Tokens for ``cycles`` cycles, rounded up (a started token is paid)."""
@@ -189,35 +205,99 @@ class Tariff:
 
     def hold(self, images: int, runs_per_image: int, run_cycles: float) -> int:
         """The quote of a job: ``images`` images, each run at most ``runs_per_image``
-        times, each run at most ``run_cycles`` cycles."""
+        times, each run at most ``run_cycles`` cycles (at factor 1, in sunlight, no energy
+        price: ``price`` has the rest)."""
         return self.tokens(images * runs_per_image * run_cycles)
+
+    def factor(self, harden: int, policy: str) -> float:
+        """The price factor of a run on a build under a policy (1 unless ``prices`` says)."""
+        for build, name, factor in self.prices:
+            if build == int(harden) and name == policy:
+                return factor
+        return 1.0
+
+    def units(self, cycles: float, joules: float) -> float:
+        """Tokens (unrounded) for a run's cycles and energy at factor 1 in sunlight."""
+        return cycles / self.cycles_per_token + joules * self.tokens_per_joule
+
+    def price(self, runs: Iterable[tuple[int, float, float]], policy: str, *,
+              eclipse: bool) -> int:  # fmt: skip
+        """Tokens for ``runs`` ((harden, cycles, joules) each) under ``policy``, rounded up
+        once (a started token is paid); ``eclipse``: the eclipse multiplier applies."""
+        total = sum(self.units(c, j) * self.factor(h, policy) for h, c, j in runs)
+        if eclipse:
+            total *= self.eclipse_multiplier
+        return math.ceil(total - 1e-9) if total > 0 else 0
+
+
+def prices_from_data(data: object) -> tuple[tuple[int, str, float], ...]:
+    """``[ledger.prices]``: ``hardened``/``unhardened`` tables of policy = factor."""
+    from orbithil.flight.dictionary import POLICIES
+
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            "ledger prices: give [ledger.prices.hardened] and/or [ledger.prices.unhardened] "
+            "tables of policy = factor, e.g. dmr = 1.5"
+        )
+    out = []
+    for build, table in data.items():
+        if build not in BUILDS:
+            raise ConfigError(f"ledger prices: {build!r} is not a build; use "
+                              f"{' or '.join(BUILDS)}")  # fmt: skip
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"ledger prices.{build}: give a table of policy = factor")
+        for policy, factor in table.items():
+            if policy not in POLICIES:
+                raise ConfigError(f"ledger prices.{build}.{policy}: not a policy; use "
+                                  f"{', '.join(POLICIES)}")  # fmt: skip
+            value = _positive(factor, f"ledger prices.{build}.{policy}")
+            out.append((BUILDS[build], policy, value))
+    return tuple(out)
+
+
+LEDGER_SETTINGS = ("store", "cycles_per_token", "tokens_per_joule", "eclipse_multiplier",
+                   "prices")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class LedgerConfig:
     """The flight config's ``[ledger]`` table."""
 
-    journal: str = ""  # the journal file; "" keeps the book in memory (empty at each start)
+    store: str = ""  # the SQLite file that keeps the book; "" keeps it in memory
     cycles_per_token: int = 1000
+    tokens_per_joule: float = 0.0
+    eclipse_multiplier: float = 1.0
+    prices: tuple[tuple[int, str, float], ...] = ()
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> LedgerConfig:
         if not isinstance(data, Mapping):
-            raise ConfigError("ledger is a table of settings ([ledger]: journal, cycles_per_token)")
-        unknown = sorted(set(data) - {"journal", "cycles_per_token"})
+            raise ConfigError("ledger is a table of settings ([ledger]: store, cycles_per_token)")
+        if "journal" in data:
+            raise ConfigError(
+                "ledger journal: the JSONL journal was replaced by a SQLite store; write "
+                'store = "ledger.sqlite" instead of journal = ... (a new file: the old '
+                "journal is not read)"
+            )
+        unknown = sorted(set(data) - set(LEDGER_SETTINGS))
         if unknown:
             raise ConfigError(
-                f"unknown ledger setting(s) {', '.join(unknown)}; valid: cycles_per_token, journal"
+                f"unknown ledger setting(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(sorted(LEDGER_SETTINGS))}"
             )
-        if not isinstance(data.get("journal", ""), str):
-            raise ConfigError("ledger journal: give a file path")
-        config = cls(**data)
-        config.tariff  # noqa: B018 (checks cycles_per_token)
+        if not isinstance(data.get("store", ""), str):
+            raise ConfigError('ledger store: give a file path, e.g. store = "ledger.sqlite"')
+        values = dict(data)
+        if "prices" in values:
+            values["prices"] = prices_from_data(values["prices"])
+        config = cls(**values)
+        config.tariff  # noqa: B018 (checks the prices)
         return config
 
     @property
     def tariff(self) -> Tariff:
-        return Tariff(self.cycles_per_token)
+        return Tariff(self.cycles_per_token, self.tokens_per_joule, self.eclipse_multiplier,
+                      self.prices)  # fmt: skip
 
 
 # --- transactions ---------------------------------------------------------------------------
@@ -388,103 +468,112 @@ class _Book:
 
 
 class Ledger:
-    """The book of ``tenants`` (see the module docstring); thread-safe. ``journal``: a file
-    to keep it in (replayed now; created if missing)."""
+    """The book of ``tenants`` (see the module docstring); thread-safe. ``store``: a SQLite
+    file to keep it in (replayed now; created if missing)."""
 
-    def __init__(self, tenants: Sequence[Tenant] = (), *, journal: str | Path | None = None,
+    def __init__(self, tenants: Sequence[Tenant] = (), *, store: str | Path | None = None,
                  clock=time.time) -> None:  # fmt: skip
         self.tenants = {t.name: t for t in tenants}
         self.by_key = {k: t for t in tenants for k in t.key_ids}
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the book in memory and the staged rows
+        self._commit_lock = threading.Lock()  # one commit at a time
+        self._committed = 0  # the last transaction on disk
+        self._pending: list[tuple] = []  # rows of transactions not yet written
+        self.commits = 0  # commits made (several transactions may share one)
+        self._broken = ""  # why the store took no more transactions
         self._book = _Book()
         self.recent: collections.deque[Txn] = collections.deque(maxlen=RECENT)
-        self.journal = Path(journal) if journal else None
-        self._file = None
+        self.store_path = Path(store) if store else None
+        self._store: LedgerStore | None = None
         self.book_id = secrets.token_hex(4)
         self.restart_releases: list[Txn] = []  # holds released at start (their jobs died)
-        if self.journal is not None:
-            self._open_journal()
+        if self.store_path is not None:
+            self._open_store()
 
-    # --- the journal ---
-    def _open_journal(self) -> None:
-        path = self.journal
-        assert path is not None
+    # --- the store ---
+    def _open_store(self) -> None:
+        assert self.store_path is not None
+        self._store = LedgerStore(self.store_path, book_id=self.book_id)
+        self.book_id = self._store.book_id
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a")  # noqa: SIM115 (open for the ledger's life; close())
-            try:  # one stack per journal: two writers would interleave their books
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.close()
-                raise ConfigError(
-                    f"ledger journal {path} is in use by another flight stack; give each "
-                    "stack its own ([ledger] journal)"
-                ) from None
-            self._replay(path)
-        except OSError as exc:
+            for (
+                number,
+                kind,
+                tenant,
+                job,
+                hold,
+                cycles,
+                runs,
+                why,
+                available,
+                us,
+                posts,
+            ) in self._store.rows():
+                txn = Txn(number, Kind(kind), tenant, tuple(posts), us / 1e6, job=job,
+                          hold=hold, cycles=cycles, runs=runs, why=why,
+                          available=available)  # fmt: skip
+                self._check(txn, self._book.count + 1)
+                self._apply(txn)
+        except (ValueError, LedgerError, sqlite3.DatabaseError) as exc:
             self.close()
             raise ConfigError(
-                f"ledger journal {path}: {exc.strerror or exc}; give a writable file "
-                "([ledger] journal)"
+                f"ledger store {self.store_path} is damaged ({exc}); the book cannot be "
+                f"trusted: run `orbithil ledger check {self.store_path}` and restore it from a "
+                "copy"
             ) from None
-        except ConfigError:
-            self.close()
-            raise
+        self._committed = self._book.count
+        log.info("ledger %s: %d transactions replayed from %s", self.book_id,
+                 self._book.count, self.store_path)  # fmt: skip
         for hold in list(self._book.holds.values()):
             txn = self.release(hold.number, STOPPED)
             self.restart_releases.append(txn)
 
-    def _write(self, record: dict) -> None:
-        """One line on the journal, on disk (fsync) before it returns."""
-        assert self._file is not None
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def _replay(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            data = f.read()
-        lines = data.split(b"\n")
-        torn = lines.pop() if lines else b""  # what follows the last newline
-        if torn.strip():
-            log.warning("ledger journal %s: dropping a torn last line (%d bytes, never "
-                        "applied)", path, len(torn))  # fmt: skip
-            with open(path, "r+b") as f:
-                f.truncate(len(data) - len(torn))
-        if not lines:  # a new journal, or its header was torn: nothing was ever booked
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._write({"orbithil_ledger": JOURNAL_VERSION, "book": self.book_id,
-                         "created": created})  # fmt: skip
-            return
-        try:
-            header = json.loads(lines[0])
-            version = header["orbithil_ledger"]
-            self.book_id = str(header["book"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise ConfigError(f"ledger journal {path}, line 1: not an orbithil ledger journal's "
-                              "header; give another file ([ledger] journal)") from None  # fmt: skip
-        if version != JOURNAL_VERSION:
-            raise ConfigError(f"ledger journal {path} is of version {version}; this orbithil "
-                              f"keeps version {JOURNAL_VERSION}")  # fmt: skip
-        for number, line in enumerate(lines[1:], 2):
-            try:
-                txn = Txn.from_json(json.loads(line))
-                self._check(txn, self._book.count + 1)
-            except (ValueError, KeyError, TypeError, LedgerError) as exc:
-                raise ConfigError(
-                    f"ledger journal {path}, line {number} is damaged ({exc}); the book cannot "
-                    "be trusted past it: restore the file from a copy"
-                ) from None
-            self._apply(txn)
-        log.info("ledger %s: %d transactions replayed from %s", self.book_id,
-                 self._book.count, path)  # fmt: skip
-
     def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        """Write what is staged and close the store."""
+        with self._commit_lock:
+            if self._store is None:
+                return
+            if not self._broken:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    self._store.write(batch)
+                except sqlite3.Error as exc:
+                    log.error("ledger store %s: the last %d transactions could not be "
+                              "written (%s)", self.store_path, len(batch), exc)  # fmt: skip
+            self._store.close()
+            self._store = None
+
+    def _durable(self, number: int) -> None:
+        """Return once transaction ``number`` is on disk. The first caller writes every
+        transaction staged so far in one SQLite transaction and commits it; those that
+        arrive meanwhile are staged for the next commit, and a caller whose transaction
+        went with an earlier one returns at once (group commit). The book's lock is not
+        held during the write, so others go on staging."""
+        if self._store is None:
+            return
+        with self._commit_lock:
+            if self._committed >= number:
+                return
+            if self._broken:  # the write that held it failed
+                raise LedgerError(f"the ledger store {self.store_path} could not be written "
+                                  f"({self._broken}): restart the stack")  # fmt: skip
+            with self._lock:
+                batch, self._pending = self._pending, []
+                upto = self._book.count
+            try:
+                if self._store is None:
+                    raise sqlite3.OperationalError("the store is closed")
+                self._store.write(batch)
+            except sqlite3.Error as exc:
+                self._broken = f"a commit failed ({exc})"
+                raise LedgerError(
+                    f"the ledger store {self.store_path} cannot be written ({exc}); the "
+                    "ledger takes no more transactions: restart the stack"
+                ) from None
+            self._committed = upto
+            self.commits += 1
 
     # --- posting ---
     @staticmethod
@@ -510,17 +599,20 @@ class Ledger:
         self.recent.append(txn)
 
     def _post(self, kind: Kind, tenant: str, posts, **fields) -> Txn:
-        """Under the lock: number, journal (flushed to disk) and apply a transaction."""
+        """Under the lock: number, stage for the store and apply a transaction (the caller
+        waits for ``_durable`` before it returns it)."""
         own = tenant_account(tenant)
         available = self._book.balances[own] + sum(a for name, a in posts if name == own)
         txn = Txn(self._book.count + 1, kind, tenant, posts, self._clock(), **fields,
                   available=available)  # fmt: skip
         self._check(txn, self._book.count + 1)
-        if self._file is not None:
-            try:
-                self._write(txn.as_json())
-            except OSError as exc:  # not written: not applied either
-                raise LedgerError(f"the ledger journal cannot be written ({exc})") from None
+        if self._broken:
+            raise LedgerError(f"the ledger store {self.store_path} takes no more transactions "
+                              f"({self._broken}): restart the stack")  # fmt: skip
+        if self._store is not None:
+            self._pending.append(((txn.number, txn.kind.value, tenant, txn.job, txn.hold,
+                                   txn.cycles, txn.runs, txn.why, available,
+                                   round(txn.time_s * 1e6)), posts))  # fmt: skip
         self._apply(txn)
         return txn
 
@@ -537,7 +629,9 @@ class Ledger:
         if tokens < 1:
             raise LedgerError(f"grant {tokens} tokens: give 1 or more")
         with self._lock:
-            return self._post(Kind.GRANT, tenant, postings(Kind.GRANT, tenant, tokens=tokens))
+            txn = self._post(Kind.GRANT, tenant, postings(Kind.GRANT, tenant, tokens=tokens))
+        self._durable(txn.number)
+        return txn
 
     def affordable(self, tenant: str, tokens: int) -> None:
         """Whether ``tenant`` could reserve ``tokens`` now; LedgerError says why not."""
@@ -561,8 +655,10 @@ class Ledger:
         The returned transaction's number names the hold."""
         with self._lock:
             self._affordable_locked(tenant, tokens)
-            return self._post(Kind.RESERVE, tenant, postings(Kind.RESERVE, tenant, tokens=tokens),
-                              job=job, hold=self._book.count + 1)  # fmt: skip
+            txn = self._post(Kind.RESERVE, tenant, postings(Kind.RESERVE, tenant, tokens=tokens),
+                             job=job, hold=self._book.count + 1)  # fmt: skip
+        self._durable(txn.number)
+        return txn
 
     def _open_hold(self, hold: int) -> Hold:
         found = self._book.holds.get(hold)
@@ -578,16 +674,20 @@ class Ledger:
             charged = max(0, min(tokens, found.tokens))
             posts = postings(Kind.SETTLE, found.tenant, charged=charged,
                              released=found.tokens - charged)  # fmt: skip
-            return self._post(Kind.SETTLE, found.tenant, posts, job=found.job, hold=hold,
-                              cycles=cycles, runs=runs)  # fmt: skip
+            txn = self._post(Kind.SETTLE, found.tenant, posts, job=found.job, hold=hold,
+                             cycles=cycles, runs=runs)  # fmt: skip
+        self._durable(txn.number)
+        return txn
 
     def release(self, hold: int, why: str) -> Txn:
         """Close ``hold`` charging nothing: its job was refused, failed or lost."""
         with self._lock:
             found = self._open_hold(hold)
             posts = postings(Kind.RELEASE, found.tenant, tokens=found.tokens)
-            return self._post(Kind.RELEASE, found.tenant, posts, job=found.job, hold=hold,
-                              why=why)  # fmt: skip
+            txn = self._post(Kind.RELEASE, found.tenant, posts, job=found.job, hold=hold,
+                             why=why)  # fmt: skip
+        self._durable(txn.number)
+        return txn
 
     # --- reading ---
     def balance(self, account: str) -> int:
@@ -612,23 +712,19 @@ class Ledger:
 
     def history(self, first: int, last: int) -> list[Txn]:
         """Transactions ``first``..``last`` (those that exist): from memory when they are
-        among the last ``RECENT``, else from the journal."""
-        with self._lock:
+        among the last ``RECENT``, else from the store."""
+        with self._commit_lock, self._lock:  # (the store's connection: one user at a time)
             last = min(last, self._book.count)
             if first > last:
                 return []
-            if not self.recent or self.recent[0].number <= first or self.journal is None:
+            if not self.recent or self.recent[0].number <= first or self._store is None:
                 return [t for t in self.recent if first <= t.number <= last]
-        found = []
-        with open(self.journal) as f:
-            next(f)  # the header
-            for line in f:  # (lines after ``last`` may be being written: not read)
-                txn = Txn.from_json(json.loads(line))
-                if txn.number >= first:
-                    found.append(txn)
-                if txn.number >= last:
-                    break
-        return found
+            return [
+                Txn(number, Kind(kind), tenant, tuple(posts), us / 1e6, job=job, hold=hold,
+                    cycles=cycles, runs=runs, why=why, available=available)
+                for number, kind, tenant, job, hold, cycles, runs, why, available, us, posts
+                in self._store.rows(first, last)
+            ]  # fmt: skip
 
     def totals(self, tenant: str) -> TenantTotals:
         with self._lock:

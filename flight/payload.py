@@ -310,8 +310,23 @@ class Payload:
             raise PayloadRefused(str(exc)) from None
         with self._lock:
             run_cycles, pass_cycles = self._run_cycles, self._pass_cycles
-        return Quote(count, policy, self.tariff.hold(count, worst, run_cycles),
-                     self.tariff.tokens(count * usual * pass_cycles))  # fmt: skip
+        # priced on the build its policy makes dearest; the hold as if in eclipse (the job
+        # may wait into one), the expected cost as the satellite is now
+        harden = max({a.harden for a in self._accounts.values()},
+                     key=lambda h: self.tariff.factor(h, policy))  # fmt: skip
+        hold = self._price([(harden, count * worst * run_cycles)], policy, eclipse=True)
+        eclipse = not self.timeline.is_sunlit(self.clock.now())
+        expected = self._price([(harden, count * usual * pass_cycles)], policy, eclipse=eclipse)
+        return Quote(count, policy, hold, expected)
+
+    def _price(self, runs, policy: str, *, eclipse: bool) -> int:
+        """Tokens for ``runs`` ((harden, cycles) each): their cycles and their energy on
+        their build, at the tariff's factor for the build and policy (ledger.Tariff)."""
+        config = self.power.config
+        return self.tariff.price(
+            [(h, c, config.job_energy_j(c * ENERGY_PER_CYCLE, harden=h)) for h, c in runs],
+            policy, eclipse=eclipse,
+        )  # fmt: skip
 
     def quote_text(self, count: int, policy: str | None, tenant: Tenant | None) -> str:
         """QUOTE_JOB's completion: the quote, and what the tenant has to pay it with."""
@@ -349,7 +364,7 @@ class Payload:
             if tenant is not None:
                 try:
                     txn = self.ledger.reserve(tenant.name, quote.hold, job=job)
-                except LedgerError as exc:  # the journal could not be written: no hold
+                except LedgerError as exc:  # the store could not be written: no hold
                     self.pool.cancel(job, f"not reserved: {exc}")
                     raise PayloadRefused(str(exc)) from None
             with self._lock:
@@ -469,13 +484,16 @@ class Payload:
             if self._stop.is_set():
                 txn = self.ledger.release(record.hold, STOPPED)
             elif billed:
-                txn = self.ledger.settle(record.hold, self.tariff.tokens(cycles), cycles=cycles,
+                eclipse = not self.timeline.is_sunlit(self.clock.now())
+                cost = self._price([(self._accounts[chip].harden, c) for chip, c in billed],
+                                   record.policy, eclipse=eclipse)  # fmt: skip
+                txn = self.ledger.settle(record.hold, cost, cycles=cycles,
                                          runs=len(billed))  # fmt: skip
             else:
                 errors = sorted({item.error for item in items if item.error})
                 txn = self.ledger.release(record.hold, "no image completed: " +
                                           ("; ".join(errors)[:200] or "unknown"))  # fmt: skip
-        except LedgerError as exc:  # the journal cannot be written: the hold stays open
+        except LedgerError as exc:  # the store cannot be written: the hold stays open
             log.critical("job %d of %s not settled: %s", job_id, record.tenant.name, exc)
             return
         self.report(txn)

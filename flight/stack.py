@@ -87,7 +87,7 @@ class Config:
     power: dict = field(default_factory=dict)  # payload.power.PowerConfig fields
     thermal: dict = field(default_factory=dict)  # payload.power.ThermalConfig fields
     # the compute-token ledger (flight/ledger.py): [[tenants]] tables (name, key_ids), and
-    # [ledger] (journal: the file that keeps the book; cycles_per_token: the tariff)
+    # [ledger] (store: the SQLite file that keeps the book; cycles_per_token: the tariff)
     tenants: list = field(default_factory=list)
     ledger: dict = field(default_factory=dict)
 
@@ -168,7 +168,10 @@ _CHECKS = {
         lambda v: isinstance(v, list) and all(isinstance(t, dict) for t in v),
         "[[tenants]] tables (name, key_ids)",
     ),
-    "ledger": (lambda v: isinstance(v, dict), "a [ledger] table (journal, cycles_per_token)"),
+    "ledger": (
+        lambda v: isinstance(v, dict),
+        "a [ledger] table (store, cycles_per_token, tokens_per_joule, eclipse_multiplier, prices)",
+    ),
 }
 
 
@@ -228,14 +231,14 @@ def contact_plan(config: Config, orbit) -> ContactPlan:
 
 def open_ledger(config: Config, keys) -> tuple[Ledger, Tariff]:
     """The book of the config's tenants (each tenant's key ids among ``keys``), kept in the
-    ``[ledger]`` journal, and the tariff."""
+    ``[ledger]`` store, and the tariff."""
     tenants = tenants_from_data(config.tenants)
     check_tenant_keys(tenants, keys)
     settings = LedgerConfig.from_mapping(config.ledger)
-    if tenants and not settings.journal:
-        log.warning("%d tenant(s) and no [ledger] journal: the book is kept in memory and "
+    if tenants and not settings.store:
+        log.warning("%d tenant(s) and no [ledger] store: the book is kept in memory and "
                     "starts empty at every start", len(tenants))  # fmt: skip
-    return Ledger(tenants, journal=settings.journal or None), settings.tariff
+    return Ledger(tenants, store=settings.store or None), settings.tariff
 
 
 def _as_chips(chips) -> list[tuple[str, object]]:

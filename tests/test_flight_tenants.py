@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 
 import pytest
 
 from orbithil.flight.dictionary import EVENT_BY_NAME
 from orbithil.flight.ground import CommandRejected
 from orbithil.flight.ledger import Ledger, tenants_from_data
+from orbithil.flight.ledger_store import check as check_store
 from orbithil.payload.orbit import Orbit
 
 TENANTS = [{"name": "acme", "key_ids": [2]}, {"name": "bolt", "key_ids": [3]}]
@@ -145,9 +147,9 @@ POWER = {"battery_wh": 5.0, "soc_floor": 0.3, "initial_soc": 0.5, "bus_load_w": 
 def test_a_job_the_stack_stops_before_it_runs_is_released_and_the_book_survives_a_restart(
     flight_stack, tmp_path
 ):
-    journal = tmp_path / "ledger.jsonl"
+    store = tmp_path / "ledger.sqlite"
     eclipse = Orbit.default().timeline().next_eclipse(0.0)
-    settings = {"hk_period_ms": 50, "tenants": TENANTS, "ledger": {"journal": str(journal)},
+    settings = {"hk_period_ms": 50, "tenants": TENANTS, "ledger": {"store": str(store)},
                 "power": POWER}  # fmt: skip
     fs = flight_stack("model://?harden=0", orbit_start_s=eclipse.entry_s + 60, **settings)
     g = fs.ground
@@ -161,12 +163,14 @@ def test_a_job_the_stack_stops_before_it_runs_is_released_and_the_book_survives_
     assert g.wait_telemetry("HOLDS_OPEN", lambda v: v == 1, timeout=5) == 1
     assert g.telemetry["TENANT0_HELD"] == held
     fs.stack.stop()  # (the fixture stops it again after the test: harmless)
-    last = json.loads(journal.read_text().splitlines()[-1])
-    assert last["kind"] == "release" and last["hold"] == 2 and last["job"] == 1
-    assert last["why"] == "the stack stopped before the job finished"
+    with sqlite3.connect(store) as db:
+        last = db.execute(
+            "SELECT kind, hold, job, why FROM ledger_txns ORDER BY txn DESC"
+        ).fetchone()
+    assert last == ("release", 2, 1, "the stack stopped before the job finished")
 
-    # a stack killed with a job under way leaves its hold open in the journal
-    killed = Ledger(tenants_from_data(TENANTS), journal=journal)
+    # a stack killed with a job under way leaves its hold open in the store
+    killed = Ledger(tenants_from_data(TENANTS), store=store)
     killed.reserve("acme", 100, job=9)
     killed.close()
     again = flight_stack("model://?harden=0", **settings)
@@ -179,7 +183,7 @@ def test_a_job_the_stack_stops_before_it_runs_is_released_and_the_book_survives_
 
 def test_orbithil_fly_killed_with_a_job_held_releases_it_when_it_flies_again(tmp_path):
     """``orbithil fly`` as a user runs it, killed (-9) while a tenant's job waits for power:
-    the journal keeps the grant and the hold, and the next start releases the hold, so the
+    the store keeps the grant and the hold, and the next start releases the hold, so the
     tenant has every token back and nothing was charged."""
     import os
     import secrets
@@ -195,7 +199,7 @@ def test_orbithil_fly_killed_with_a_job_held_releases_it_when_it_flies_again(tmp
     power = "\n".join(f"{k} = {v}" for k, v in POWER.items())
     (tmp_path / "fly.toml").write_text(
         f'hk_period_ms = 100\norbit_start_s = {eclipse.entry_s + 60}\n[[tenants]]\nname = "acme"\n'
-        f'key_ids = [2]\n[ledger]\njournal = "{tmp_path / "ledger.jsonl"}"\n[power]\n{power}\n'
+        f'key_ids = [2]\n[ledger]\nstore = "{tmp_path / "ledger.sqlite"}"\n[power]\n{power}\n'
     )
     numbers = MemorySequence(1)  # the restarted stack has a fresh replay window
 
@@ -234,5 +238,57 @@ def test_orbithil_fly_killed_with_a_job_held_releases_it_when_it_flies_again(tmp
     finally:
         again.terminate()
         assert again.wait(20) == 0
-    kinds = [json.loads(line).get("kind") for line in (tmp_path / "ledger.jsonl").open()]
-    assert kinds == [None, "grant", "reserve", "release"]  # the header, then the book
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM ledger_txns ORDER BY txn")]
+    assert kinds == ["grant", "reserve", "release"]
+    assert check_store(tmp_path / "ledger.sqlite").ok
+
+
+def test_the_price_table_prices_a_job_by_build_and_policy_and_eclipse_costs_more(flight_stack):
+    """``[ledger]`` prices: an unhardened chip's ``none`` runs at 0.75 of the cycle price,
+    and in eclipse everything costs twice as much: the job is settled at its measured
+    cycles times both, and its hold covered that."""
+    eclipse = Orbit.default().timeline().next_eclipse(0.0)
+    ledger = {"eclipse_multiplier": 2.0, "prices": {"unhardened": {"none": 0.75, "dmr": 3.0}}}
+    fs = flight_stack("model://?harden=0", orbit_start_s=eclipse.entry_s + 60, hk_period_ms=50,
+                      tenants=TENANTS, ledger=ledger)  # fmt: skip
+    g = fs.ground
+    g.command("GRANT_TOKENS", tenant=0, tokens=1000)
+    g.command("SET_MODE", mode="NOMINAL")
+    g.command("SET_MODE", mode="COMPUTE")
+    acme = fs.ground_for(2)
+    hold = math.ceil(4 * HARDENED_INFERENCE / 1000 * 0.75 * 2)  # before any run: the prior
+    assert acme.command_result("QUOTE_JOB", count=4, policy="none").startswith(
+        f"quote: hold {hold} tokens (about {hold}) for 4 images under none"
+    )
+    since = len(acme.events)
+    acme.command_result("SUBMIT_JOB", first=0, count=4, policy="none")
+    done = fields(acme.wait_event("JOB_DONE", timeout=30, since=since))
+    settled = fields(acme.wait_event("JOB_SETTLED", timeout=10, since=since))
+    charged = math.ceil(int(done["cycles"]) / 1000 * 0.75 * 2)
+    assert settled["charged"] == str(charged) and int(settled["released"]) == hold - charged
+    assert charged > math.ceil(int(done["cycles"]) / 1000)  # more than in sunlight at 1.0
+    fs.stack.ledger.check()
+
+
+def test_the_price_table_is_checked_and_prices_cycles_energy_build_and_eclipse():
+    from orbithil.errors import ConfigError
+    from orbithil.flight.ledger import LedgerConfig
+
+    tariff = LedgerConfig.from_mapping({
+        "cycles_per_token": 1000, "tokens_per_joule": 10.0, "eclipse_multiplier": 1.5,
+        "prices": {"hardened": {"tmr": 2.0}, "unhardened": {"tmr": 1.0}},
+    }).tariff  # fmt: skip
+    runs = [(1, 2000, 0.1), (0, 2000, 0.1)]  # (harden, cycles, joules): 3 tokens each at 1.0
+    assert tariff.price(runs, "tmr", eclipse=False) == 9  # 3 x 2.0 + 3 x 1.0
+    assert tariff.price(runs, "tmr", eclipse=True) == 14  # 9 x 1.5, a started token paid
+    assert tariff.price(runs, "none", eclipse=False) == 6  # no factor for none: 1.0
+    for bad, message in [
+        ({"prices": {"rad-hard": {"none": 1}}}, "'rad-hard' is not a build; use unhardened or"),
+        ({"prices": {"hardened": {"quad": 1}}}, "prices.hardened.quad: not a policy; use none"),
+        ({"prices": {"hardened": {"dmr": -1}}}, "prices.hardened.dmr=-1: give a number >= 0"),
+        ({"eclipse_multiplier": 0.5}, "eclipse_multiplier=0.5: give a number >= 1"),
+        ({"prices": 3}, "give [ledger.prices.hardened] and/or"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            LedgerConfig.from_mapping(bad)

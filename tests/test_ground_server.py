@@ -469,8 +469,10 @@ def test_user_add_reads_the_password_from_stdin(tmp_path):
 
 
 # --- surviving kill -9 ----------------------------------------------------------------------
-def start_serve(tmp_path: Path, stack: tuple[str, int], archive: Path, name: str):
-    """`orbithil ground serve` as a user runs it; (process, its ready-file contents)."""
+def start_serve(tmp_path: Path, stack: tuple[str, int], archive: Path, name: str,
+                extra: tuple[str, ...] = ()):  # fmt: skip
+    """`orbithil ground serve` as a user runs it (``extra``: more options); (process, its
+    ready-file contents, its log file)."""
     ready = tmp_path / f"{name}.json"
     keys = tmp_path / "keys"
     if not keys.exists():
@@ -494,6 +496,7 @@ def start_serve(tmp_path: Path, stack: tuple[str, int], archive: Path, name: str
             "127.0.0.1:0",
             "--ready-file",
             str(ready),
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -272,13 +272,13 @@ def test_the_server_asks_again_for_transactions_it_never_received(flight_stack, 
     """A stack restarting releases the hold its killed predecessor left open, before any
     ground hears it; the server sees the ledger's count in telemetry and asks for what its
     archive lacks."""
-    journal = tmp_path / "ledger.jsonl"
-    killed = Ledger(tenants_from_data(TENANTS), journal=journal)
+    store = tmp_path / "ledger.sqlite"
+    killed = Ledger(tenants_from_data(TENANTS), store=store)
     killed.grant("acme", 500)
     killed.reserve("acme", 100, job=9)
     killed.close()
     fs = flight_stack("model://", hk_period_ms=100, tenants=TENANTS,
-                      ledger={"journal": str(journal)})  # fmt: skip
+                      ledger={"store": str(store)})  # fmt: skip
     server = GroundServer(ServerConfig(
         stack=fs.stack.link.udp_address, keys={1: fs.keys[1]}, archive=tmp_path / "g.sqlite",
         sequence=MemorySequence(1_000_000), tenants=tenants_from_data(TENANTS),
@@ -300,3 +300,51 @@ def test_the_server_asks_again_for_transactions_it_never_received(flight_stack, 
     resends = [c for c in server.archive.commands() if c["name"] == "LEDGER_RESEND"]
     assert resends and resends[0]["user"] == "(server)"
     assert json.loads(resends[0]["args"]) == {"first": 1, "count": 3}
+
+
+def checks(server: GroundServer, n: int) -> None:
+    """Wait for ``n`` more reconciliations of the server's ledger with the stack's."""
+    target = server.stats["ledger_reconciled"] + n
+    wait_until(lambda: server.stats["ledger_reconciled"] >= target, timeout=20,
+               what=f"{n} ledger reconciliations")  # fmt: skip
+
+
+def test_a_ledger_mismatch_is_an_event_and_never_corrected(flight_stack, tmp_path):
+    """The archive's copy made to differ from the stack's book (as a lost or altered event
+    would): the server raises LEDGER_MISMATCH once, archived and on the API, and leaves the
+    archive's books as they are."""
+    fs = flight_stack("model://", hk_period_ms=100, tenants=TENANTS)
+    server = GroundServer(ServerConfig(
+        stack=fs.stack.link.udp_address, keys={1: fs.keys[1]}, archive=tmp_path / "g.sqlite",
+        sequence=MemorySequence(1_000_000), tenants=tenants_from_data(TENANTS),
+        ledger_check_s=0.2,
+    ))  # fmt: skip
+    server.start()
+    try:
+        fs.ground.command("GRANT_TOKENS", tenant=0, tokens=500)
+        wait_until(lambda: server.ledger_json()["accounts"].get("acme", {}).get("available")
+                   == 500, timeout=20, what="the grant booked on the ground")  # fmt: skip
+        checks(server, 3)  # nothing differs: nothing is raised
+        assert server.stats["ledger_mismatches"] == 0
+        with sqlite3.connect(tmp_path / "g.sqlite") as db:  # the copy altered, still balanced
+            db.execute("UPDATE ledger_postings SET amount = amount + 7 WHERE account = "
+                       "'tenant:acme'")  # fmt: skip
+            db.execute("UPDATE ledger_postings SET amount = amount - 7 WHERE account = 'issued'")
+        mismatches = wait_until(
+            lambda: [e for e in server.archive.events() if e["name"] == "LEDGER_MISMATCH"],
+            timeout=20, what="a LEDGER_MISMATCH event",
+        )  # fmt: skip
+        checks(server, 3)  # the same difference is raised once
+        assert server.stats["ledger_mismatches"] == len(mismatches) == 2  # telemetry, event
+    finally:
+        server.stop()
+    texts = sorted(e["text"] for e in mismatches)
+    assert texts[0].startswith(
+        f"book {fs.stack.ledger.book_id} tenant acme: the ground's sum is 507 available, its "
+        "last transaction says 500; not corrected"
+    )
+    assert "its telemetry says 500" in texts[1]
+    with sqlite3.connect(tmp_path / "g.sqlite") as db:  # the archive was not corrected
+        assert db.execute("SELECT SUM(amount) FROM ledger_postings WHERE account = "
+                          "'tenant:acme'").fetchone() == (507,)  # fmt: skip
+    assert fs.stack.ledger.available("acme") == 500

@@ -1,12 +1,13 @@
 """The compute-token ledger (flight/ledger.py): a balanced double-entry book, holds closed
-exactly once, the tariff, the journal surviving restarts and crashes, tenants' config, and
+exactly once, the tariff, the SQLite store surviving restarts and crashes, tenants' config, and
 each transaction read back from its event as the ground reads it."""
 
 from __future__ import annotations
 
 import collections
-import json
+import sqlite3
 import string
+import threading
 
 import pytest
 from hypothesis import given
@@ -27,6 +28,7 @@ from orbithil.flight.ledger import (
     tenants_from_data,
     txn_from_event,
 )
+from orbithil.flight.ledger_store import check as check_store
 
 ACME, BOLT = Tenant(0, "acme", (2,)), Tenant(1, "bolt", (3, 4))
 
@@ -147,18 +149,27 @@ def test_the_tariff_charges_started_tokens_and_quotes_the_worst_case():
         LedgerConfig.from_mapping({"price": 5})
 
 
-# --- the journal ------------------------------------------------------------------------------
-def test_the_journal_keeps_the_book_across_restarts_and_releases_holds_left_open(tmp_path):
-    path = tmp_path / "ledger.jsonl"
-    first = book(journal=path)
+# --- the store ------------------------------------------------------------------------------
+def rows(path, sql):
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_the_store_keeps_the_book_across_restarts_and_releases_holds_left_open(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    first = book(store=path)
     first.grant("acme", 1000)
     first.settle(first.reserve("acme", 100, job=1).number, 60, cycles=59_000, runs=3)
     left_open = first.reserve("acme", 250, job=2)  # the stack stops before job 2 is done
     first.close()
-    lines = path.read_text().splitlines()
-    assert json.loads(lines[0])["book"] == first.book_id and len(lines) == 5
+    assert rows(path, "SELECT value FROM ledger_meta WHERE key = 'book'") == [(first.book_id,)]
+    assert rows(path, "SELECT COUNT(*) FROM ledger_txns") == [(4,)]
+    # one row per posting, with its transaction's number; balances are sums
+    assert rows(path, "SELECT account, SUM(amount) FROM ledger_postings GROUP BY account "
+                      "ORDER BY account") == [("earned:acme", 60), ("held:acme", 250),
+                                              ("issued", -1000), ("tenant:acme", 690)]  # fmt: skip
 
-    again = book(journal=path)
+    again = book(store=path)
     assert again.book_id == first.book_id  # the same book, continued
     [released] = again.restart_releases
     assert released.kind is Kind.RELEASE and released.hold == left_open.number
@@ -167,56 +178,81 @@ def test_the_journal_keeps_the_book_across_restarts_and_releases_holds_left_open
     assert again.transactions == 5 and not again.holds()
     again.check()
     again.close()
-    assert len(path.read_text().splitlines()) == 6  # the release is journaled too
+    assert rows(path, "SELECT txn, kind, why FROM ledger_txns WHERE txn = 5") == [
+        (5, "release", "the stack stopped before the job finished")
+    ]  # the release is stored too, and released once: a third start has nothing to release
+    third = book(store=path)
+    assert third.restart_releases == [] and third.transactions == 5
+    third.close()
+    assert check_store(path).ok
 
 
-def test_a_torn_last_line_is_dropped_and_a_damaged_one_refuses_the_book(tmp_path):
-    path = tmp_path / "ledger.jsonl"
-    ledger = book(journal=path)
+def test_a_damaged_store_refuses_the_book_and_check_lists_what_is_wrong(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = book(store=path)
     ledger.grant("acme", 10)
+    ledger.settle(ledger.reserve("acme", 4, job=1).number, 3)
     ledger.close()
-    with open(path, "a") as f:
-        f.write('{"n":2,"kind":"grant","tenant":"acme","postings":[["issued",-5')  # killed here
-    again = book(journal=path)
-    assert again.available("acme") == 10 and again.transactions == 1  # never applied
-    again.grant("acme", 5)
-    again.close()
-    assert book(journal=path).available("acme") == 15
-
-    lines = path.read_text().splitlines()
-    lines[1] = lines[1].replace('"issued",-10', '"issued",-9')  # a posting changed on disk
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ConfigError, match=r"line 2 is damaged \(transaction 1's postings do "
-                                          r"not sum to zero\)"):  # fmt: skip
-        book(journal=path)
-    (tmp_path / "torn").write_text('{"orbithil_ledger":1,"bo')  # killed as it was made
-    fresh = book(journal=tmp_path / "torn")
-    assert fresh.transactions == 0
-    fresh.close()
-    assert json.loads((tmp_path / "torn").read_text())["orbithil_ledger"] == 1
-    (tmp_path / "other").write_text("hello\n")
-    with pytest.raises(ConfigError, match=r"line 1: not an orbithil ledger journal"):
-        book(journal=tmp_path / "other")
+    with sqlite3.connect(path) as db:  # a posting changed on disk
+        db.execute("UPDATE ledger_postings SET amount = -9 WHERE txn = 1 AND account = 'issued'")
+    with pytest.raises(ConfigError, match=r"is damaged \(transaction 1's postings do not sum "
+                                          r"to zero\).*orbithil ledger check"):  # fmt: skip
+        book(store=path)
+    report = check_store(path)
+    assert not report.ok
+    assert any("transaction 1: its postings sum to 1, not 0" in p for p in report.problems)
+    (tmp_path / "other.sqlite").write_bytes(b"hello, not a database" * 100)
+    with pytest.raises(ConfigError, match=r"other.sqlite: file is not a database"):
+        book(store=tmp_path / "other.sqlite")
 
 
-def test_old_transactions_are_read_back_from_the_journal(tmp_path):
-    ledger = book(journal=tmp_path / "ledger.jsonl")
+def test_old_transactions_are_read_back_from_the_store(tmp_path):
+    ledger = book(store=tmp_path / "ledger.sqlite")
     made = [ledger.grant("acme", n) for n in range(1, 6)]
     assert ledger.history(4, 9) == made[3:]  # from memory
     ledger.recent = collections.deque(list(ledger.recent)[-2:], maxlen=2)  # the rest aged out
-    assert ledger.history(2, 3) == made[1:3]  # from the journal, with their balances
+    assert ledger.history(2, 3) == made[1:3]  # from the store, with their balances
     assert [t.available for t in ledger.history(1, 5)] == [1, 3, 6, 10, 15]
     assert ledger.history(6, 8) == [] and ledger.history(3, 2) == []
     ledger.close()
 
 
-def test_one_journal_serves_one_stack_at_a_time(tmp_path):
-    path = tmp_path / "ledger.jsonl"
-    first = book(journal=path)
+def test_one_store_serves_one_stack_at_a_time(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    first = book(store=path)
     with pytest.raises(ConfigError, match="is in use by another flight stack"):
-        book(journal=path)
+        book(store=path)
     first.close()
-    book(journal=path).close()
+    book(store=path).close()
+
+
+def test_the_old_journal_setting_is_refused_with_the_new_one_named():
+    with pytest.raises(ConfigError, match=r'replaced by a SQLite store; write store = "ledger'):
+        LedgerConfig.from_mapping({"journal": "ledger.jsonl"})
+    assert LedgerConfig.from_mapping({"store": "x.sqlite"}).store == "x.sqlite"
+
+
+def test_settlements_arriving_together_share_commits_and_all_are_kept(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = book(store=path)
+    ledger.grant("acme", 100_000)
+
+    def settle_some(offset):
+        for job in range(offset, offset + 50):
+            ledger.settle(ledger.reserve("acme", 10, job=job).number, 7)
+
+    threads = [threading.Thread(target=settle_some, args=(i * 100,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    ledger.check()
+    assert ledger.available("acme") == 100_000 - 200 * 7
+    ledger.close()
+    report = check_store(path)
+    assert report.ok and report.books[0]["txns"] == 401
+    assert report.books[0]["balances"]["earned:acme"] == 1400
 
 
 # --- tenants ------------------------------------------------------------------------------
@@ -276,9 +312,33 @@ def test_bench_ledger_pieces_run_at_small_sizes(tmp_path):
     from orbithil.tools.bench import ledger as bench
 
     assert BENCHMARKS["ledger"][0] == "orbithil.tools.bench.ledger"
-    rate, each = bench.book_rate(20, tmp_path / "j.jsonl")
+    rate, each = bench.book_rate(20, tmp_path / "j.sqlite")
     assert rate > 0 and len(each) == 40
-    assert bench.replay_seconds(tmp_path / "j.jsonl") > 0
+    assert bench.replay_seconds(tmp_path / "j.sqlite") > 0
+    settled, commits = bench.settle_rate(tmp_path / "s.sqlite", 40, settlers=4)
+    assert settled > 0 and 1 <= commits <= 40
+    assert bench.synthetic_store(tmp_path / "c.sqlite", 1000) == 1 + 2 * 199
+    seconds, ok = bench.check_seconds(tmp_path / "c.sqlite")
+    assert ok and seconds > 0
     assert all(r > 0 for r in bench.booking_rates(tmp_path, 40))
     tenant, operator = bench.submit_round_trips(tmp_path, 1)
     assert len(tenant) == len(operator) == 1
+
+
+def test_a_store_that_cannot_be_written_refuses_the_transaction_and_all_after(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    ledger = book(store=path)
+    ledger.grant("acme", 100)
+
+    def full_disk(batch):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    ledger._store.write = full_disk
+    with pytest.raises(LedgerError, match=r"cannot be written \(database or disk is full\)"):
+        ledger.grant("acme", 5)
+    with pytest.raises(LedgerError, match=r"takes no more transactions.*restart the stack"):
+        ledger.reserve("acme", 10)
+    ledger.close()
+    again = book(store=path)  # only what was acknowledged is in the book
+    assert again.available("acme") == 100 and again.transactions == 1
+    again.close()

@@ -50,6 +50,8 @@ def serve_main(args) -> int:
         raise ConfigError(f"--key-id {key_id}: no such key; the keys have ids {sorted(keys)}")
     if args.retention_days < 0:
         raise ConfigError("--retention-days: give a number of days >= 0 (0: keep everything)")
+    if not args.ledger_check_s > 0:
+        raise ConfigError("--ledger-check-s: give a number of seconds > 0 (default 15)")
     if not 0 < args.session_hours <= 24 * 30:
         raise ConfigError("--session-hours: give a number of hours in (0, 720]")
     http = _host_port(args.http, "--http")
@@ -83,6 +85,7 @@ def serve_main(args) -> int:
         stations=stations,
         tle=str(args.tle or ""),
         tenants=tenants,
+        ledger_check_s=args.ledger_check_s,
     )
     try:
         sock = bind_http(*http)
@@ -323,6 +326,13 @@ def register(subparsers) -> None:
         type=float,
         default=8.0,
         help="console sessions end after this long (default 8)",
+    )
+    s.add_argument(
+        "--ledger-check-s",
+        type=float,
+        default=15.0,
+        help="how often the archive's ledger is compared with the stack's: transactions "
+        "missing asked again (LEDGER_RESEND), balances reconciled (LEDGER_MISMATCH) (default 15)",
     )
     s.add_argument(
         "--no-claim",

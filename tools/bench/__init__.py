@@ -47,7 +47,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "ledger": (
         "orbithil.tools.bench.ledger",
-        "compute-token ledger: txns/s in memory and journaled, replay, booking, job overhead",
+        "compute-token ledger: settlements/s on disk, ledger check over 1M rows, replay, booking",
     ),
 }
 

@@ -1,9 +1,16 @@
 """``orbithil bench ledger``: what the compute-token ledger costs.
 
 - transactions per second, a job's reserve and settle at a time, in memory and with the
-  journal (each transaction fsync'd, in the cache directory: a real disk, not tmpfs),
-  and the latency of one journaled transaction (median, p99);
-- replaying a journal at start, per 10,000 transactions;
+  SQLite store (each transaction committed, fsync'd, before it returns, in the cache
+  directory: a real disk, not tmpfs), and the latency of one stored transaction (median,
+  p99);
+- settlements per second with the store on disk when jobs finish together (``SETTLERS``
+  threads settling at once, as a pool's chips finish theirs: group commit lets
+  settlements that arrive together share one commit, none acknowledged before it is on
+  disk); target >= 2,000;
+- ``orbithil ledger check`` over a store of 1,000,000 posting rows (made directly in
+  SQLite, a valid book of grants, reserves and settlements);
+- replaying a store at start, per 10,000 transactions;
 - the ground's booking: archive ingest of ledger events (each booked with its postings)
   against the same number of other events, in packets/s;
 - SUBMIT_JOB's round trip on a stack on the model (sent to COMPLETED received), a
@@ -16,8 +23,10 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,16 +36,21 @@ from spacepackets.ccsds.spacepacket import PacketType
 from orbithil.flight import ccsds
 from orbithil.flight.dictionary import APID_EVENT, EVENT_BY_NAME
 from orbithil.flight.ledger import Ledger, Tenant, event_of
+from orbithil.flight.ledger_store import SCHEMA, STORE_VERSION
+from orbithil.flight.ledger_store import check as check_store
 from orbithil.settings import cache_dir
 
 from . import BenchResult
 
 TENANT = Tenant(0, "acme", (2,))
+SETTLERS = 8
+SETTLE_TARGET = 2000.0
+CHECK_TARGET_S = 15.0
 
 
-def book_rate(pairs: int, journal: Path | None) -> tuple[float, list[float]]:
-    """(transactions/s, each journaled transaction's ms) over ``pairs`` reserve+settle."""
-    ledger = Ledger([TENANT], journal=journal)
+def book_rate(pairs: int, store: Path | None) -> tuple[float, list[float]]:
+    """(transactions/s, each stored transaction's ms) over ``pairs`` reserve+settle."""
+    ledger = Ledger([TENANT], store=store)
     ledger.grant("acme", 10**12)
     each: list[float] = []
     start = time.perf_counter()
@@ -52,10 +66,78 @@ def book_rate(pairs: int, journal: Path | None) -> tuple[float, list[float]]:
     return rate, each
 
 
-def replay_seconds(journal: Path) -> float:
+def replay_seconds(store: Path) -> float:
     start = time.perf_counter()
-    Ledger([TENANT], journal=journal).close()
+    Ledger([TENANT], store=store).close()
     return time.perf_counter() - start
+
+
+def settle_rate(store: Path, jobs: int, settlers: int = SETTLERS) -> tuple[float, int]:
+    """(settlements/s, commits) of ``jobs`` holds settled by ``settlers`` threads at once
+    on a store on disk; every settlement is on disk when its call returns."""
+    ledger = Ledger([TENANT], store=store)
+    ledger.grant("acme", 10**12)
+    holds = [ledger.reserve("acme", 500, job=job).number for job in range(jobs)]
+    commits = ledger.commits
+    share = [holds[i::settlers] for i in range(settlers)]
+    go = threading.Barrier(settlers + 1)
+
+    def settle(mine: list[int]) -> None:
+        go.wait(timeout=30)
+        for hold in mine:
+            ledger.settle(hold, 300, cycles=299_000, runs=3)
+
+    threads = [threading.Thread(target=settle, args=(m,)) for m in share]
+    for t in threads:
+        t.start()
+    go.wait(timeout=30)
+    start = time.perf_counter()
+    for t in threads:
+        t.join(timeout=600)
+    seconds = time.perf_counter() - start
+    if any(t.is_alive() for t in threads):
+        raise RuntimeError("settlements did not finish in 600 s")
+    commits = ledger.commits - commits
+    ledger.check()
+    ledger.close()
+    return jobs / seconds, commits
+
+
+def synthetic_store(path: Path, postings: int) -> int:
+    """A valid store of about ``postings`` posting rows (a grant, then each job reserved
+    and settled: five postings a job), written straight into SQLite; its transactions."""
+    jobs = max(1, (postings - 2) // 5)
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA + "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT);")
+    db.executemany(
+        "INSERT INTO ledger_meta VALUES (?, ?)",
+        [("version", str(STORE_VERSION)), ("book", "bench"), ("created", "-")],
+    )
+    grant = 10 * jobs + 10
+    txns = [("bench", 1, "grant", "acme", None, None, 0, 0, "", grant, 0, 0)]
+    posts = [("bench", 1, "issued", -grant), ("bench", 1, "tenant:acme", grant)]
+    available = grant
+    for job in range(jobs):
+        reserve, settle = 2 + 2 * job, 3 + 2 * job
+        available -= 10
+        txns.append(("bench", reserve, "reserve", "acme", job, reserve, 0, 0, "", available, 0, 0))
+        posts += [("bench", reserve, "tenant:acme", -10), ("bench", reserve, "held:acme", 10)]
+        available += 3
+        txns.append(("bench", settle, "settle", "acme", job, reserve, 7000, 1, "", available,
+                     0, 0))  # fmt: skip
+        posts += [("bench", settle, "held:acme", -10), ("bench", settle, "earned:acme", 7),
+                  ("bench", settle, "tenant:acme", 3)]  # fmt: skip
+    db.executemany("INSERT INTO ledger_txns VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", txns)
+    db.executemany("INSERT INTO ledger_postings VALUES (?, ?, ?, ?)", posts)
+    db.commit()
+    db.close()
+    return len(txns)
+
+
+def check_seconds(path: Path) -> tuple[float, bool]:
+    """(seconds, ok) of ``orbithil ledger check`` over the store at ``path``."""
+    report = check_store(path)
+    return report.seconds, report.ok
 
 
 def booking_rates(folder: Path, n: int) -> tuple[float, float]:
@@ -102,7 +184,7 @@ def submit_round_trips(folder: Path, jobs: int) -> tuple[list[float], list[float
 
     keys = {1: secrets.token_bytes(32), 2: secrets.token_bytes(32)}
     config = Config(udp_port=0, hk_period_ms=1000, tenants=[{"name": "acme", "key_ids": [2]}],
-                    ledger={"journal": str(folder / "stack.jsonl")})  # fmt: skip
+                    ledger={"store": str(folder / "stack.sqlite")})  # fmt: skip
     tenant_ms: list[float] = []
     operator_ms: list[float] = []
     numbers = MemorySequence()
@@ -132,9 +214,15 @@ def run(*, quick: bool = False) -> BenchResult:
     folder = Path(tempfile.mkdtemp(dir=cache_dir("bench")))
     try:
         memory_rate, _ = book_rate(pairs, None)
-        journal_rate, each = book_rate(pairs, folder / "bench.jsonl")
-        replay = replay_seconds(folder / "bench.jsonl")
+        store_rate, each = book_rate(pairs, folder / "bench.sqlite")
+        replay = replay_seconds(folder / "bench.sqlite")
         txns = 2 * pairs + 1
+        settled, commits = settle_rate(folder / "settle.sqlite", 2000 if quick else 10_000)
+        rows = 100_000 if quick else 1_000_000
+        synthetic_store(folder / "check.sqlite", rows)
+        check_s, check_ok = check_seconds(folder / "check.sqlite")
+        if not check_ok:
+            raise RuntimeError("ledger check found the synthetic book wrong")
         ledger_rate, other_rate = booking_rates(folder, 2000 if quick else 10_000)
         tenant_ms, operator_ms = submit_round_trips(folder, 10 if quick else 40)
     finally:
@@ -142,9 +230,12 @@ def run(*, quick: bool = False) -> BenchResult:
     return BenchResult(
         {
             "memory_txns_per_s": round(memory_rate),
-            "journal_txns_per_s": round(journal_rate),
-            "journal_txn_median_ms": round(statistics.median(each), 3),
-            "journal_txn_p99_ms": round(float(np.percentile(each, 99)), 3),
+            "store_txns_per_s": round(store_rate),
+            "store_txn_median_ms": round(statistics.median(each), 3),
+            "store_txn_p99_ms": round(float(np.percentile(each, 99)), 3),
+            "settlements_per_s": round(settled),
+            "settlements_per_commit": round((2000 if quick else 10_000) / max(commits, 1), 1),
+            f"ledger_check_s_{'100k' if quick else '1m'}_rows": round(check_s, 2),
             "replay_s_per_10k_txns": round(replay * 10_000 / txns, 3),
             "archive_ledger_events_per_s": round(ledger_rate),
             "archive_other_events_per_s": round(other_rate),
@@ -153,9 +244,14 @@ def run(*, quick: bool = False) -> BenchResult:
             "tenant_submit_p99_ms": round(float(np.percentile(tenant_ms, 99)), 2),
             "operator_submit_p99_ms": round(float(np.percentile(operator_ms, 99)), 2),
         },
+        targets={
+            "settlements_per_s": (">=", SETTLE_TARGET),
+            **({} if quick else {"ledger_check_s_1m_rows": ("<=", CHECK_TARGET_S)}),
+        },
         params={
             "pairs": pairs,
-            "journal_dir": str(cache_dir("bench")),
+            "settlers": SETTLERS,
+            "store_dir": str(cache_dir("bench")),
             "chip": "model://?harden=1",
             "jobs_each": len(tenant_ms),
         },

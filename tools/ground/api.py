@@ -30,6 +30,7 @@ its tenant's key, and sees only its own: its commands, the events naming its ten
 | GET /api/passes | user | station passes and contact windows over the next hours (TLE) |
 | GET /api/tenants | user | tenants, their accounts in the ledger, their telemetry |
 | GET /api/ledger | user | the ledger the stack reported: transactions, accounts, what is missing |
+| GET /api/statement | user | a tenant's statement over a period, JSON or CSV (a tenant: its own) |
 | WS /api/stream | user | telemetry, events, commands and verification stages as they arrive |
 """
 
@@ -38,6 +39,7 @@ its tenant's key, and sees only its own: its commands, the events naming its ten
 import asyncio
 import contextlib
 import importlib.resources
+import io
 import json
 import logging
 import math
@@ -55,6 +57,7 @@ from starlette.websockets import WebSocketDisconnect
 from orbithil import __version__
 from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import CHANNEL_BY_NAME
+from orbithil.tools.ground import ledger as ground_ledger
 from orbithil.tools.ground.archive import ArchiveError, iso, now_us, parse_time
 from orbithil.tools.ground.auth import Role, Session
 from orbithil.tools.ground.server import GroundServer, dictionary_document
@@ -427,6 +430,44 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
                 raise HTTPException(403, f"{found.user} sees tenant {own}'s account only")
             tenant = own
         return server.ledger_json(tenant=tenant, book=book, limit=limit)
+
+    @app.get("/api/statement", tags=["ledger"])
+    def statement(
+        found: User,
+        tenant: Annotated[
+            str | None, Query(description="the tenant (a tenant user: its own)")
+        ] = None,
+        since: Annotated[
+            str | None, Query(alias="from", description="age, ISO time or epoch s")
+        ] = None,
+        until: Annotated[str | None, Query(alias="to", description="as from; default now")] = None,
+        book: Annotated[str | None, Query(description="a ledger id; default the latest")] = None,
+        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    ):
+        """A tenant's statement over a period (received time, ``from`` included, ``to``
+        excluded): the balances at its start, each transaction, the balances at its end;
+        ``format=csv`` as ``orbithil ledger statement --csv`` writes it."""
+        own = tenant_of(found)
+        if own is not None:
+            if tenant not in (None, own):
+                raise HTTPException(403, f"{found.user} sees tenant {own}'s statement only")
+            tenant = own
+        if tenant is None:
+            raise HTTPException(422, "give tenant=NAME (the tenant whose statement it is)")
+        try:
+            low = parse_time(since) if since else None
+            high = parse_time(until) if until else None
+        except ArchiveError as exc:
+            raise HTTPException(422, str(exc)) from None
+        found_statement = server.statement_json(tenant, book=book, since_us=low, until_us=high)
+        if found_statement is None:
+            what = f"ledger {book}" if book else "ledger transaction"
+            raise HTTPException(404, f"no {what} in the archive yet")
+        if format == "csv":
+            out = io.StringIO()
+            ground_ledger.statement_csv(found_statement, out)
+            return Response(out.getvalue(), media_type="text/csv")
+        return found_statement
 
     # --- live ---
     @app.websocket("/api/stream")

@@ -59,6 +59,7 @@ from orbithil.tools.ground import ledger as ground_ledger
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
+GROUND_EVENT_ID = -1  # an event the ground raised (events.event_id), not the stack
 SEGMENT_SAMPLES = 512
 US = 1_000_000
 
@@ -375,6 +376,20 @@ class Archive:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (now_us(), user, key_id, seq, name, args),
             )
+
+    def record_event(self, *, name: str, severity: int, text: str) -> int:
+        """Archive an event the ground itself raised (``GROUND_EVENT_ID``: not the stack's
+        dictionary's), such as a ledger mismatch; its receive time (us)."""
+        rx = now_us()
+        with self._write_lock:
+            db = self.connect()
+            with db:
+                db.execute(
+                    "INSERT INTO events (rx_us, onboard_us, event_id, name, severity, text) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (rx, rx, GROUND_EVENT_ID, name, severity, text),
+                )
+        return rx
 
     def retain(self, days: float, *, now: int | None = None) -> dict[str, int]:
         """Delete what was received more than ``days`` ago; rows deleted per table."""

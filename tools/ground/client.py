@@ -59,6 +59,8 @@ class GroundClient:
             raise ApiError(
                 response.status_code, detail if isinstance(detail, str) else json.dumps(detail)
             )
+        if response.headers.get("content-type", "").startswith("text/csv"):
+            return response.text
         return response.json() if response.content else None
 
     # --- sessions ---
@@ -113,6 +115,15 @@ class GroundClient:
         params = {"limit": limit, **({"tenant": tenant} if tenant else {}),
                   **({"book": book} if book else {})}  # fmt: skip
         return self._request("GET", "/api/ledger", params=params)
+
+    def statement(self, *, tenant: str | None = None, since: str | None = None,
+                  until: str | None = None, csv: bool = False) -> dict | str:  # fmt: skip
+        """A tenant's statement over a period (``since``/``until``: ages, ISO times or
+        epoch seconds); ``csv``: the CSV text."""
+        given = {"tenant": tenant, "from": since, "to": until}
+        params = {"format": "csv" if csv else "json"}
+        params |= {k: v for k, v in given.items() if v is not None}
+        return self._request("GET", "/api/statement", params=params)
 
     # --- commanding ---
     def send(self, name: str, **args) -> dict:

@@ -188,3 +188,126 @@ def statement(db: sqlite3.Connection, book: str, *, tenant: str | None = None,
         {**dict(zip(keys, row, strict=True)), "postings": postings.get(row[0], [])}
         for row in reversed(rows)
     ]
+
+
+STATEMENT_COLUMNS = (
+    "time_utc",
+    "txn",
+    "kind",
+    "job",
+    "hold",
+    "available_change",
+    "held_change",
+    "spent_change",
+    "available_after",
+    "cycles",
+    "runs",
+    "why",
+)
+
+
+def period_statement(db: sqlite3.Connection, book: str, tenant: str, *,
+                     since_us: int | None = None, until_us: int | None = None) -> dict:  # fmt: skip
+    """Tenant ``tenant``'s statement of ``book`` over a period (``since_us`` included,
+    ``until_us`` excluded; None: open-ended) by each transaction's time (when the stack
+    booked it, in a flight store; when the ground received it, in an archive): the
+    balances at its start (sums of every earlier posting), each transaction in it with
+    what it moved, and the balances at its end. One schema: works on both."""
+    accounts = {f"tenant:{tenant}": "available", f"held:{tenant}": "held",
+                f"earned:{tenant}": "spent"}  # fmt: skip
+    low = -(2**62) if since_us is None else since_us
+    high = 2**62 if until_us is None else until_us
+    opening = dict.fromkeys(accounts.values(), 0)
+    for account, total in db.execute(
+        "SELECT p.account, SUM(p.amount) FROM ledger_postings p JOIN ledger_txns t ON "
+        "t.book = p.book AND t.txn = p.txn WHERE p.book = ? AND t.tenant = ? AND "
+        "t.rx_us < ? GROUP BY p.account",
+        (book, tenant, low),
+    ):
+        if account in accounts:
+            opening[accounts[account]] = total
+    rows = db.execute(
+        "SELECT txn, kind, job, hold, cycles, runs, why, available, rx_us FROM ledger_txns "
+        "WHERE book = ? AND tenant = ? AND rx_us >= ? AND rx_us < ? ORDER BY txn",
+        (book, tenant, low, high),
+    ).fetchall()
+    moved: dict[int, dict[str, int]] = {}
+    if rows:
+        for txn, account, amount in db.execute(
+            "SELECT txn, account, amount FROM ledger_postings WHERE book = ? AND txn BETWEEN ? "
+            "AND ?",
+            (book, rows[0][0], rows[-1][0]),
+        ):
+            if account in accounts:
+                entry = moved.setdefault(txn, dict.fromkeys(accounts.values(), 0))
+                entry[accounts[account]] += amount
+    closing = dict(opening)
+    lines = []
+    for txn, kind, job, hold, cycles, runs, why, available, rx_us in rows:
+        change = moved.get(txn, dict.fromkeys(accounts.values(), 0))
+        for column, amount in change.items():
+            closing[column] += amount
+        lines.append({
+            "time_utc": _iso(rx_us), "txn": txn, "kind": kind, "job": job, "hold": hold,
+            "available_change": change["available"], "held_change": change["held"],
+            "spent_change": change["spent"], "available_after": available, "cycles": cycles,
+            "runs": runs, "why": why,
+        })  # fmt: skip
+    return {"book": book, "tenant": tenant,
+            "from": _iso(since_us) if since_us is not None else None,
+            "to": _iso(until_us) if until_us is not None else None,
+            "opening": opening, "closing": closing, "transactions": lines}  # fmt: skip
+
+
+def _iso(us: int) -> str:
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(us / 1e6, dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def statement_csv(statement: dict, out) -> None:
+    """``statement`` (``period_statement``) as CSV on ``out``: one row per transaction,
+    framed by an ``opening`` and a ``closing`` row with the balances."""
+    import csv
+
+    writer = csv.writer(out)
+    writer.writerow(("tenant", *STATEMENT_COLUMNS))
+    o, c = statement["opening"], statement["closing"]
+    writer.writerow(
+        (
+            statement["tenant"],
+            statement["from"] or "",
+            "",
+            "opening",
+            "",
+            "",
+            o["available"],
+            o["held"],
+            o["spent"],
+            o["available"],
+            "",
+            "",
+            "",
+        )
+    )
+    for line in statement["transactions"]:
+        writer.writerow((statement["tenant"], *(line[k] if line[k] is not None else ""
+                                                for k in STATEMENT_COLUMNS)))  # fmt: skip
+    writer.writerow(
+        (
+            statement["tenant"],
+            statement["to"] or "",
+            "",
+            "closing",
+            "",
+            "",
+            c["available"],
+            c["held"],
+            c["spent"],
+            c["available"],
+            "",
+            "",
+            "",
+        )
+    )

@@ -46,6 +46,7 @@ from orbithil.flight.dictionary import (
     COMMAND_BY_NAME,
     EVENT_BY_NAME,
     LEDGER_RESEND_MAX,
+    Severity,
     as_dict,
     dictionary_hash,
 )
@@ -250,6 +251,8 @@ class GroundServer:
         self._last_retention = -math.inf
         self._last_ledger_check = -math.inf
         self._ledger_seen: tuple[str, int] | None = None  # (ledger, count) a check ago
+        self._reconcile_seen: tuple[str, int] | None = None  # the same, for reconciling
+        self._mismatches: set[tuple] = set()  # LEDGER_MISMATCH events raised
         self._orbit = None
         self._passes_cache: dict = {}
         self._restore()
@@ -370,12 +373,14 @@ class GroundServer:
                     self.stats["claims"] += 1
                 except OSError as exc:
                     log.debug("claiming the downlink: %s", exc)
-        if self.config.claim and now - self._last_ledger_check > self.config.ledger_check_s:
+        if now - self._last_ledger_check > self.config.ledger_check_s:
             self._last_ledger_check = now
-            try:
-                self._repair_ledger()
-            except OSError as exc:
-                log.debug("asking for ledger transactions: %s", exc)
+            if self.config.claim:
+                try:
+                    self._repair_ledger()
+                except OSError as exc:
+                    log.debug("asking for ledger transactions: %s", exc)
+            self._reconcile_ledger()
         if self.config.retention_days and now - self._last_retention > RETENTION_EVERY_S:
             self._last_retention = now
             deleted = self.archive.retain(self.config.retention_days)
@@ -400,6 +405,58 @@ class GroundServer:
             count = min(LEDGER_RESEND_MAX, last - first + 1)
             self.send_command("(server)", "LEDGER_RESEND", {"first": first, "count": count})
             self.stats["ledger_resends"] += 1
+
+    def _reconcile_ledger(self) -> None:
+        """Compare each tenant's available tokens as the stack reports them (its
+        TENANT<n>_AVAILABLE telemetry, and the balance each transaction's event carries)
+        with the archive's sum of postings, once the archive holds every transaction the
+        stack counted and the count stood still since the last check. A difference is a
+        LEDGER_MISMATCH event (archived, on the stream), once per difference; the archive's
+        books are never corrected."""
+        with self._state_lock:
+            ident, count = self.latest.get("LEDGER_ID"), self.latest.get("LEDGER_TXNS")
+            if ident is None or count is None:
+                return
+            onboard = {name: self.latest.get(f"TENANT{t.index}_AVAILABLE")
+                       for name, t in self.tenants.items()}  # fmt: skip
+        book, counted = f"{int(ident[2]):08x}", int(count[2])
+        seen, self._reconcile_seen = self._reconcile_seen, (book, counted)
+        if seen != (book, counted):  # transactions under way: compare when it is quiet
+            return
+        self.stats["ledger_reconciled"] += 1
+        db = self.archive.connect()
+        booked, highest = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(txn), 0) FROM ledger_txns WHERE book = ?", (book,)
+        ).fetchone()
+        if booked != counted or highest != counted:  # a gap: LEDGER_RESEND's to fill
+            return
+        accounts = ground_ledger.accounts(db, book, list(self.tenants))
+        for name, account in accounts.items():
+            differences = []
+            sample = onboard.get(name)
+            told = int(sample[2]) if sample is not None and sample[1] >= count[1] else None
+            if told is not None and told != account["available"]:
+                differences.append(f"its telemetry says {told}")
+            if not account["agrees"]:
+                differences.append(f"its last transaction says {account['onboard_available']}")
+            for difference in differences:
+                key = (book, name, difference, account["available"])
+                if key in self._mismatches:
+                    continue
+                self._mismatches.add(key)
+                text = (f"book {book} tenant {name}: the ground's sum is {account['available']} "
+                        f"available, {difference}; not corrected: run `orbithil ledger check` "
+                        "on the archive and the stack's store")  # fmt: skip
+                self.raise_event("LEDGER_MISMATCH", int(Severity.WARNING), text)
+                self.stats["ledger_mismatches"] += 1
+
+    def raise_event(self, name: str, severity: int, text: str) -> None:
+        """An event of the ground's own: archived with the stack's and sent on the stream."""
+        rx = self.archive.record_event(name=name, severity=severity, text=text)
+        log.warning("%s: %s", name, text)
+        event = {"type": "event", "rx_us": rx, "onboard_us": rx, "name": name,
+                 "severity": severity, "text": text}  # fmt: skip
+        self.hub.publish_threadsafe([event])
 
     def _publish(self, d: Decoded) -> None:
         messages: list[dict] = []
@@ -633,6 +690,19 @@ class GroundServer:
             "accounts": accounts,
             "transactions": ground_ledger.statement(db, book, tenant=tenant, limit=limit),
         }
+
+    def statement_json(
+        self, tenant: str, *, book: str | None = None, since_us: int | None = None,
+        until_us: int | None = None,
+    ) -> dict | None:  # fmt: skip
+        """``tenant``'s statement over a period in a ledger (default the latest), or None
+        when the archive has no such ledger (tools/ground/ledger.py ``period_statement``)."""
+        db = self.archive.connect()
+        book = book or ground_ledger.current_book(db)
+        if book is None or book not in {b["book"] for b in ground_ledger.books(db)}:
+            return None
+        return ground_ledger.period_statement(db, book, tenant, since_us=since_us,
+                                              until_us=until_us)  # fmt: skip
 
     def visible(self, message: dict, *, user: str, tenant: str) -> dict | None:
         """What a tenant user may see of a stream message (None: nothing): its own

@@ -485,6 +485,69 @@ async function loadLedger() {
   }));
 }
 
+// the tenants' names and numbers for the top-up and statement forms (a tenant user: its own)
+async function loadTenantChoices() {
+  let tenants;
+  try { tenants = await api("GET", "/api/tenants"); } catch (_) { return; }
+  for (const id of ["topup-tenant", "statement-tenant"]) {
+    const select = $(id);
+    const chosen = select.value;
+    select.replaceChildren(...tenants.map((t) => el("option", { value: id === "topup-tenant" ? String(t.index) : t.name }, t.name)));
+    if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }
+}
+
+// a top-up is GRANT_TOKENS, signed by the server for an operator; anyone else is refused
+async function topUp(submit) {
+  submit.preventDefault();
+  const status = $("topup-status");
+  const args = { tenant: Number($("topup-tenant").value), tokens: Number($("topup-tokens").value) };
+  $("topup-send").disabled = true;
+  try {
+    const record = await api("POST", "/api/commands", { name: "GRANT_TOKENS", args });
+    upsertCommand(record);
+    status.textContent = `GRANT_TOKENS sent (#${record.seq})`;
+    status.className = "hint";
+  } catch (failure) {
+    status.textContent = `top-up refused (${failure.status}): ${failure.detail}`;
+    status.className = "hint error";
+  } finally {
+    $("topup-send").disabled = false;
+  }
+}
+
+function statementQuery(format) {
+  const params = new URLSearchParams({ format });
+  if (!isTenant() && $("statement-tenant").value) params.set("tenant", $("statement-tenant").value);
+  if ($("statement-from").value.trim()) params.set("from", $("statement-from").value.trim());
+  if ($("statement-to").value.trim()) params.set("to", $("statement-to").value.trim());
+  return `/api/statement?${params}`;
+}
+
+async function showStatement(submit) {
+  if (submit) submit.preventDefault();
+  const summary = $("statement-summary");
+  $("statement-csv").href = statementQuery("csv");
+  let data;
+  try {
+    data = await api("GET", statementQuery("json"));
+  } catch (failure) {
+    summary.textContent = `statement: ${failure.detail}`;
+    summary.className = "hint error";
+    return;
+  }
+  const o = data.opening, c = data.closing;
+  summary.textContent = `${data.tenant}, ${data.from || "the start"} to ${data.to || "now"}: `
+    + `opening ${o.available} available, ${o.held} held, ${o.spent} spent; `
+    + `closing ${c.available} available, ${c.held} held, ${c.spent} spent`;
+  summary.className = "hint";
+  const signed = (n) => (n > 0 ? `+${n}` : String(n));
+  $("statement").tBodies[0].replaceChildren(...data.transactions.map((t) => el("tr", { "data-kind": t.kind },
+    el("td", {}, t.time_utc.slice(0, 19).replace("T", " ")), el("td", {}, String(t.txn)), el("td", {}, t.kind),
+    el("td", {}, t.job === null ? "" : String(t.job)), el("td", {}, signed(t.available_change)),
+    el("td", {}, signed(t.held_change)), el("td", {}, signed(t.spent_change)), el("td", {}, t.why))));
+}
+
 function onVerification(message) {
   let record = state.commands.get(message.seq);
   if (!record) {
@@ -578,6 +641,8 @@ async function startConsole() {
     }
     $("cmd-name").addEventListener("change", buildArgs);
     $("cmd-form").addEventListener("submit", sendCommand);
+    $("topup-form").addEventListener("submit", topUp);
+    $("statement-form").addEventListener("submit", showStatement);
   }
   buildCommandForm();  // again at every login: a tenant user sees fewer commands
   document.body.classList.toggle("tenant", isTenant());
@@ -607,6 +672,10 @@ async function startConsole() {
   for (const name of wanted) if (plottable(name) && !state.plots.has(name)) togglePlot(name);
   connect();
   loadLedger();
+  loadTenantChoices();
+  $("topup-status").textContent = "";
+  $("statement-summary").textContent = "";
+  $("statement").tBodies[0].replaceChildren();
   loadPasses();
   pollStatus();
   clearInterval(state.statusTimer);
