@@ -54,6 +54,7 @@ from orbithil.flight.dictionary import (
     DICT_HASH32,
     EVENT_BY_ID,
 )
+from orbithil.flight.ledger_store import SCHEMA as LEDGER_SCHEMA  # one layout for both
 from orbithil.tools.ground import ledger as ground_ledger
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class Archive:
         db = self.connect()
         try:
             with db:
-                db.executescript(_SCHEMA + ground_ledger.SCHEMA)
+                db.executescript(_SCHEMA + LEDGER_SCHEMA)
                 row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

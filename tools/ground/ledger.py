@@ -14,7 +14,8 @@ The stack's ledger is the book of record; this copy is built from its events onl
   can be compared with the ground's sum (``agrees``);
 - never deleted by retention: a statement must stay whole.
 
-Tables: ``ledger_txns`` (one row per transaction) and ``ledger_postings`` (its postings).
+Tables: ``ledger_txns`` (one row per transaction) and ``ledger_postings`` (its postings),
+laid out as the flight stack's store (``flight/ledger_store.py`` SCHEMA).
 """
 
 from __future__ import annotations
@@ -28,17 +29,6 @@ from orbithil.flight.ledger import KIND_OF_EVENT, Kind, txn_from_event
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_txns (
-    book TEXT NOT NULL, txn INTEGER NOT NULL, kind TEXT NOT NULL, tenant TEXT NOT NULL,
-    job INTEGER, hold INTEGER, cycles INTEGER NOT NULL, runs INTEGER NOT NULL,
-    why TEXT NOT NULL, available INTEGER NOT NULL, rx_us INTEGER NOT NULL,
-    onboard_us INTEGER NOT NULL, PRIMARY KEY (book, txn));
-CREATE INDEX IF NOT EXISTS ledger_txns_tenant ON ledger_txns (tenant, rx_us);
-CREATE TABLE IF NOT EXISTS ledger_postings (
-    book TEXT NOT NULL, txn INTEGER NOT NULL, account TEXT NOT NULL, amount INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS ledger_postings_txn ON ledger_postings (book, txn);
-"""
 MISSING_LISTED = 20  # missing transaction numbers listed per ledger (all are counted)
 
 
