@@ -5,6 +5,7 @@ the model, the Python client, and the CLI (serve, query, user; the REPL's option
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -609,6 +610,22 @@ def test_bench_ground_pieces_run_and_lose_nothing_at_a_gentle_rate(tmp_path):
 
 
 # --- station passes -------------------------------------------------------------------------
+def _same_plan(got, plan):
+    """The endpoint's stations, passes and windows are ``plan``'s, to the millisecond."""
+    assert [s["name"] for s in got["stations"]] == [s.name for s in plan.stations]
+    for station in got["stations"]:
+        want = plan.passes[station["name"]]
+        assert [p["rise_s"] for p in station["passes"]] == pytest.approx(
+            [p.rise_s for p in want], abs=1e-3
+        )
+        assert [p["set_s"] for p in station["passes"]] == pytest.approx(
+            [p.set_s for p in want], abs=1e-3
+        )
+    assert [t for w in got["windows"] for t in (w["start_s"], w["end_s"])] == pytest.approx(
+        [t for w in plan.windows for t in (w.start_s, w.end_s)], abs=1e-3
+    )
+
+
 def test_the_passes_endpoint_gives_what_pass_plan_gives_for_the_same_window(ground_server):
     from orbithil.payload.orbit import Orbit
     from orbithil.payload.passes import DEFAULT_STATIONS, pass_plan
@@ -625,23 +642,25 @@ def test_the_passes_endpoint_gives_what_pass_plan_gives_for_the_same_window(grou
     assert abs(got["now_s"] - (time.time() - orbit.epoch.timestamp())) < 60
     assert got["tle_age_days"] == pytest.approx(got["now_s"] / 86400, abs=1e-3)
     assert got["stale"] is True  # the bundled ISS TLE is from 2018
-    plan = pass_plan(orbit, DEFAULT_STATIONS, got["start_s"], 6)
-    assert [s["name"] for s in got["stations"]] == [s.name for s in DEFAULT_STATIONS]
-    for station in got["stations"]:
-        want = plan.passes[station["name"]]
-        assert [p["rise_s"] for p in station["passes"]] == pytest.approx(
-            [p.rise_s for p in want], abs=1e-3
+    _same_plan(got, pass_plan(orbit, DEFAULT_STATIONS, got["start_s"], 6))
+    upcoming = [w for w in got["windows"] if w["end_s"] > got["now_s"]]
+    assert got["next_window"] == (upcoming[0] if upcoming else None)
+    if upcoming:
+        assert got["next_in_s"] == pytest.approx(
+            max(0.0, upcoming[0]["start_s"] - got["now_s"]), abs=1e-3
         )
-        assert [p["set_s"] for p in station["passes"]] == pytest.approx(
-            [p.set_s for p in want], abs=1e-3
-        )
-    assert [t for w in got["windows"] for t in (w["start_s"], w["end_s"])] == pytest.approx(
-        [t for w in plan.windows for t in (w.start_s, w.end_s)], abs=1e-3
-    )
-    assert got["windows"], "the ISS sees one of four stations within 6 h"
-    nxt = got["next_window"]
-    assert nxt == next(w for w in got["windows"] if w["end_s"] > got["now_s"])
-    assert got["next_in_s"] == pytest.approx(max(0.0, nxt["start_s"] - got["now_s"]), abs=1e-3)
+    # A plan from a given start does not depend on the wall clock: from the TLE's epoch
+    # (2018-10-02 18:03:36 UTC, minute-aligned down) the ISS sees a station within 6 h.
+    epoch_s = orbit.epoch.timestamp()
+    pinned = client.passes(hours=6, start=orbit.epoch.isoformat())
+    assert pinned["start_s"] == pytest.approx(math.floor(epoch_s / 60) * 60 - epoch_s)
+    _same_plan(pinned, pass_plan(orbit, DEFAULT_STATIONS, pinned["start_s"], 6))
+    assert pinned["windows"], "the ISS sees one of four stations within 6 h of its epoch"
+    assert pinned["now_s"] == pytest.approx(time.time() - epoch_s, abs=60)  # still now
+    assert client.passes(hours=6, start=epoch_s)["windows"] == pinned["windows"]
+    with pytest.raises(ApiError) as bad:
+        client.passes(hours=6, start="yesterday-ish")
+    assert bad.value.status == 422 and "ISO" in str(bad.value)
     with pytest.raises(ApiError) as bad:
         client.passes(hours=0)
     assert bad.value.status == 422

@@ -58,7 +58,7 @@ from orbithil import __version__
 from orbithil.errors import ConfigError
 from orbithil.flight.dictionary import CHANNEL_BY_NAME
 from orbithil.tools.ground import ledger as ground_ledger
-from orbithil.tools.ground.archive import ArchiveError, iso, now_us, parse_time
+from orbithil.tools.ground.archive import US, ArchiveError, iso, now_us, parse_time
 from orbithil.tools.ground.auth import Role, Session
 from orbithil.tools.ground.server import GroundServer, dictionary_document
 
@@ -329,12 +329,20 @@ def create_app(server: GroundServer, *, secure_cookie: bool = False) -> FastAPI:
     async def passes(
         found: User,
         hours: Annotated[float, Query(gt=0, le=24 * 7, description="hours ahead")] = 24.0,
+        start: Annotated[
+            str | None, Query(description="where the plan starts: age, ISO time or epoch s")
+        ] = None,
     ) -> dict:
-        """Each station's passes and the merged contact windows from now over ``hours``,
-        from the spacecraft's TLE (times in seconds since the TLE epoch and UTC;
-        ``tle_age_days`` and ``stale`` say how far now is from the TLE's epoch)."""
+        """Each station's passes and the merged contact windows over ``hours`` from
+        ``start`` (default now), from the spacecraft's TLE (times in seconds since the TLE
+        epoch and UTC; ``tle_age_days`` and ``stale`` say how far now is from the TLE's
+        epoch)."""
         try:
-            return await asyncio.to_thread(server.passes_json, hours)
+            begin = parse_time(start) / US if start else None
+        except ArchiveError as exc:
+            raise HTTPException(422, str(exc)) from None
+        try:
+            return await asyncio.to_thread(server.passes_json, hours, start=begin)
         except ConfigError as exc:
             raise HTTPException(422, str(exc)) from None
 

@@ -100,9 +100,11 @@ class GroundClient:
     def events(self, *, since: str = "1d", limit: int = 200) -> list[dict]:
         return self._request("GET", "/api/events", params={"since": since, "limit": limit})
 
-    def passes(self, *, hours: float = 24.0) -> dict:
-        """Each station's passes and the contact windows over the next ``hours``."""
-        return self._request("GET", "/api/passes", params={"hours": hours})
+    def passes(self, *, hours: float = 24.0, start: str | float | None = None) -> dict:
+        """Each station's passes and the contact windows over ``hours`` from ``start``
+        (an age such as ``2h``: that long ago, an ISO time or epoch seconds; default now)."""
+        params = {"hours": hours, **({"start": start} if start is not None else {})}
+        return self._request("GET", "/api/passes", params=params)
 
     # --- tenants and the ledger ---
     def tenants(self) -> list[dict]:

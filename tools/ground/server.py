@@ -566,9 +566,12 @@ class GroundServer:
         return record
 
     # --- station passes ---
-    def passes_json(self, hours: float = 24.0, *, now: float | None = None) -> dict:
-        """Every station's passes and the merged contact windows over the next ``hours``
-        from ``now`` (Unix seconds; default the wall clock), from the spacecraft's TLE.
+    def passes_json(
+        self, hours: float = 24.0, *, now: float | None = None, start: float | None = None
+    ) -> dict:
+        """Every station's passes and the merged contact windows over ``hours`` from
+        ``start`` (Unix seconds; default ``now``, itself by default the wall clock), from
+        the spacecraft's TLE.
         Times are seconds since the TLE epoch (``*_s``) and UTC (``*_utc``); ``now_s`` is
         now on that clock. ``tle_age_days`` says how old the element set is: SGP4 still
         propagates an old one, but its positions drift by kilometres per day of age, so a
@@ -583,11 +586,12 @@ class GroundServer:
         stations = tuple(self.config.stations) or passes_mod.DEFAULT_STATIONS
         now = time.time() if now is None else now
         epoch = orbit.epoch.timestamp()
-        key = (round(float(hours), 6), int(now // 60))
+        start = now if start is None else start
+        key = (round(float(hours), 6), int(start // 60))
         with self._state_lock:
             cached = self._passes_cache.get(key)
         if cached is None:
-            start_s = math.floor(now / 60) * 60 - epoch  # minute-aligned: cacheable
+            start_s = math.floor(start / 60) * 60 - epoch  # minute-aligned: cacheable
             plan = passes_mod.pass_plan(orbit, stations, start_s, hours)
             cached = {
                 "satellite": orbit.name,
