@@ -2,23 +2,28 @@
 
 The one place that knows how each simulator is driven (flags, clocking, optimisation),
 so tests, the HAL's sim backend and the injection engine all build the chip the same way.
-Builds are cached per (simulator, top, parameters, hash of every source): a second build
-of the same thing returns at once.
+Builds are cached per (simulator, top, parameters, hash of every source, the cocotb
+install that runs them): a second build of the same thing returns at once. A build links
+the cocotb libraries of the environment that made it, so two checkouts (two venvs)
+sharing one cache directory get a build each; two processes asking for the same build at
+once take turns under a lock, and the second reuses the first's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orbithil.sim.paths import RTL_DIR, TB_DIR, rtl_sources, sim_build_dir
-from orbithil.sim.toolchain import tool_path
+from orbithil.sim.toolchain import tool_dirs, tool_path
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,7 @@ class Build:
             digest.update(path.read_bytes())
         digest.update(repr(sorted(self.parameters.items())).encode())
         digest.update(repr(VERILATOR_ARGS + self.extra_args).encode())
+        digest.update(_cocotb_install().encode())  # the build links this install's libraries
         params = "-".join(f"{k}{v}" for k, v in sorted(self.parameters.items()))
         return f"{self.sim}-{self.top}-{params}-{digest.hexdigest()[:12]}"
 
@@ -122,6 +128,40 @@ def _build_environment(sim: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _cocotb_install() -> str:
+    """Where cocotb (its simulator libraries) and the simulators come from."""
+    import cocotb
+
+    dirs = os.pathsep.join(map(str, tool_dirs()))
+    return f"{Path(cocotb.__file__).resolve().parent}|{cocotb.__version__}|{dirs}"
+
+
+BUILD_LOCK_WAIT_S = 1800.0  # another process building the same thing: wait this long at most
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``build_dir`` across processes (polled, with a deadline)."""
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f".{build_dir.name}.lock", "a") as lock:
+        deadline = time.monotonic() + BUILD_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process has been building {build_dir} for over "
+                        f"{BUILD_LOCK_WAIT_S:.0f} s; if none is, remove {lock.name}"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
 def build(spec: Build):
     """Build ``spec`` (or reuse the cached build); returns the cocotb runner."""
     from cocotb_tools.runner import get_runner
@@ -130,6 +170,15 @@ def build(spec: Build):
     stamp = spec.build_dir / ".orbithil-built"
     if stamp.exists():  # complete and keyed by a hash of every input: nothing to do
         return runner
+    with _build_lock(spec.build_dir):
+        if stamp.exists():  # built by another process while this one waited
+            return runner
+        _build(spec, runner)
+        stamp.write_text(spec.key())
+    return runner
+
+
+def _build(spec: Build, runner) -> None:
     log.info("building %s (%s) in %s", spec.top, spec.sim, spec.build_dir)
     with _build_environment(spec.sim):
         runner.build(
@@ -144,8 +193,6 @@ def build(spec: Build):
             timescale=("1ns", "1ps"),
             always=True,
         )
-    stamp.write_text(spec.key())
-    return runner
 
 
 @dataclass(frozen=True)

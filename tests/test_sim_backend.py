@@ -149,3 +149,59 @@ def test_the_bridge_expects_no_more_of_a_chip_frame_than_is_left_to_come(frames,
             body = HEADER_LEN + len(payload) + CRC_LEN + (FEC_PARITY if version == 2 else 0)
             cobs_codes = len(wires[k]) - 2 - body
             assert sending.certain == left - (cobs_codes - 1)
+
+
+# --- the build cache: one build per environment, one builder at a time ------------------
+def test_a_build_is_keyed_by_the_cocotb_install_that_links_it(monkeypatch):
+    from orbithil.sim import harness
+
+    spec = harness.chip_build("icarus")
+    here = spec.key()
+    monkeypatch.setattr(harness, "_cocotb_install", lambda: "/another/venv/cocotb|2.0|/bin")
+    assert spec.key() != here  # another checkout's venv gets its own build
+    assert spec.key().rsplit("-", 1)[0] == here.rsplit("-", 1)[0]
+
+
+def test_two_processes_asking_for_one_build_get_one_build(monkeypatch, tmp_path):
+    import threading
+
+    from orbithil.sim import harness
+
+    monkeypatch.setenv("ORBITHIL_CACHE_DIR", str(tmp_path))
+    spec = harness.Build("icarus", top="nothing_tb")
+    built = []
+    started = threading.Barrier(3)
+
+    def slow_build(spec, runner):
+        built.append(threading.get_ident())
+        time.sleep(0.3)  # the others arrive meanwhile, wait for the lock, then reuse
+        spec.build_dir.mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(harness, "_build", slow_build)
+
+    def ask():
+        started.wait(timeout=10)
+        harness.build(spec)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(built) == 1
+    assert (spec.build_dir / ".orbithil-built").read_text() == spec.key()
+
+
+def test_a_build_held_too_long_by_another_process_is_a_clear_error(monkeypatch, tmp_path):
+    import fcntl
+
+    from orbithil.sim import harness
+
+    monkeypatch.setattr(harness, "BUILD_LOCK_WAIT_S", 0.3)
+    build_dir = tmp_path / "sim_build" / "icarus-x"
+    build_dir.parent.mkdir()
+    with open(build_dir.parent / ".icarus-x.lock", "a") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        waiting = pytest.raises(TimeoutError, match=r"building .*icarus-x.* remove")
+        with waiting, harness._build_lock(build_dir):
+            pass
