@@ -86,6 +86,7 @@ class LinkStats:
     frame_naks: int = 0
     damaged_answers: int = 0
     stalled_answers: int = 0
+    lost_delimiters: int = 0  # a frame came whole but for its closing delimiter
     overruns: int = 0
     fec_requests: int = 0  # attempts sent as version 2
     bytes_out: int = 0
@@ -132,12 +133,16 @@ class FrameLink:
     """One outstanding request at a time over ``port`` (a pyserial-like object).
 
     Each attempt waits ``timeout_s`` at most. With ``adaptive`` (the default) an attempt
-    gives up earlier, after the retransmission timeout learned from answered first
-    attempts of the same class of request (command, request size, expected answer size;
-    RFC 6298 smoothing, Karn's rule, doubling after each early give-up), so a frame lost
-    on a noisy line costs a few round trips instead of the whole timeout. It does so only
-    while the line is noisy (a resend within the last ``NOISY_FOR_REQUESTS`` requests):
-    a clean line never resends a request that is merely slow. The last attempt always
+    gives up earlier when nothing comes back: after the retransmission timeout learned
+    from the time answered first attempts of the same class of request (command, request
+    size, expected answer size) took to start arriving (RFC 6298 smoothing, Karn's rule,
+    doubling after each early give-up), so a frame lost on a noisy line costs a few round
+    trips instead of the whole timeout. A frame that has started to arrive is never given
+    up on by the estimate: it ends by its delimiter, by ``gap_s`` of silence (its
+    delimiter was lost) or by ``timeout_s`` (a resend then would only make the chip send
+    the same answer twice and delay the next request behind it). The estimate is used only
+    while the line is noisy (a resend within the last ``NOISY_FOR_REQUESTS`` requests): a
+    clean line never resends a request that is merely slow. The last attempt always
     waits the full ``timeout_s``: a LinkTimeout still means the chip was silent that long.
     """
 
@@ -236,13 +241,13 @@ class FrameLink:
         remaining = deadline - time.monotonic()
         self.port.timeout = max(0.0, min(remaining, 0.05))
         # pyserial's read(n) waits for all n bytes or the timeout: wait for the first byte
-        # only, then take whatever else has arrived.
+        # only, then take whatever else has arrived without waiting (``in_waiting`` would
+        # not do: on socket:// it says 1 for any number of bytes).
         data = self.port.read(1)
         if not data:
             return []
-        waiting = self.port.in_waiting
-        if waiting:
-            data += self.port.read(min(waiting, self.read_chunk))
+        self.port.timeout = 0
+        data += self.port.read(self.read_chunk)
         self._last_byte = time.monotonic()
         self.stats.bytes_in += len(data)
         result = self.deframer.feed(data)
@@ -284,10 +289,29 @@ class FrameLink:
             self.port.write(wire)
             self.stats.bytes_out += len(wire)
             sent_at = time.monotonic()
-            deadline = sent_at + wait
+            quiet_since = sent_at  # the estimate runs from the write or a skipped frame's end
+            began = 0.0  # when the body of the frame now arriving began to (0.0: none is)
             resend = False
-            while not resend and time.monotonic() < deadline:
-                frames = self._read_frames(deadline)
+            while not resend:
+                now = time.monotonic()
+                if self.deframer.pending and self._last_byte > sent_at:
+                    # A frame is coming in: it ends by its delimiter, by gap_s of silence
+                    # (its delimiter was lost) or by the full timeout, not by the estimate.
+                    limit = min(sent_at + full, self._last_byte + self.gap_s)
+                    if now >= limit:
+                        if now - self._last_byte >= self.gap_s:
+                            # Half a frame, then silence: its closing delimiter was lost.
+                            self.stats.stalled_answers += 1
+                            self.deframer.reset()
+                            resend = True
+                        break
+                else:
+                    limit = min(sent_at + full, quiet_since + wait)
+                    if now >= limit:
+                        break
+                frames = self._read_frames(limit)
+                if not began and self.deframer.pending and self._last_byte > sent_at:
+                    began = self._last_byte  # a frame's first bytes (not a lone delimiter)
                 for index, frame in enumerate(frames):
                     verdict = judge(frame, seq)
                     if verdict is Verdict.SKIP:
@@ -302,7 +326,7 @@ class FrameLink:
                         resend = True
                         break
                     if attempt == 0:  # Karn: only an unambiguous round trip is a sample
-                        estimate.update(time.monotonic() - sent_at)
+                        estimate.update((began or time.monotonic()) - sent_at)
                     return frame
                 if resend:
                     break
@@ -311,11 +335,15 @@ class FrameLink:
                     # chip answers a repeated sequence number from its stored response.
                     self.stats.damaged_answers += 1
                     resend = True
-                elif self.deframer.pending and time.monotonic() - self._last_byte > self.gap_s:
-                    # Half a frame, then silence: its closing delimiter was lost.
-                    self.stats.stalled_answers += 1
+                elif self.deframer.overdue:
+                    # A frame came as long as its header says, then no delimiter but more
+                    # bytes: the delimiter was damaged. Drop it and ask again at once.
+                    self.stats.lost_delimiters += 1
                     self.deframer.reset()
                     resend = True
+                elif frames:  # only frames that were not the answer: wait on from here
+                    quiet_since = self._last_byte
+                    began = self._last_byte if self.deframer.pending else 0.0
             self._since_damage = 0  # a resend: this line damages or loses frames
             if not resend:
                 self.stats.timeouts += 1

@@ -35,12 +35,10 @@ import cocotb
 from cocotb.triggers import First, Timer
 
 from orbithil.hal.codec.frame_format import (
-    CRC_LEN,
-    FEC_PARITY,
-    FEC_VERSION,
     HEADER_LEN,
     MAX_ENCODED,
     MIN_BODY,
+    body_len_from_header,
 )
 from orbithil.sim.tb_link import RING, TbLink, params
 
@@ -111,32 +109,7 @@ class ChipFrames:
         self._run += len(run)
         if self._body is None and len(self._head) < _HEAD:
             self._head += run[: _HEAD - len(self._head)]
-            header = cobs_prefix(self._head, HEADER_LEN)
-            if header is not None:
-                version, _, _, length = header
-                parity = FEC_PARITY if version == FEC_VERSION else 0
-                self._body = HEADER_LEN + length + CRC_LEN + parity
-
-
-def cobs_prefix(encoded: bytes | bytearray, n: int) -> bytes | None:
-    """The first ``n`` bytes COBS-decoded from the start of ``encoded`` (the bytes after
-    a delimiter), or None while too few have come to tell."""
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        if i >= len(encoded):
-            return None
-        code = encoded[i]
-        group = encoded[i + 1 : i + code]
-        out += group
-        if len(out) >= n:
-            break
-        if len(group) < code - 1:
-            return None
-        i += code
-        if code != 0xFF:
-            out.append(0)  # a group that ends before the run does ends at a zero
-    return bytes(out[:n])
+            self._body = body_len_from_header(self._head)
 
 
 @cocotb.test()

@@ -203,3 +203,23 @@ def test_deframe_segments_beyond_one_c_call():
 def test_deframer_rejects_text_with_a_clear_error():
     with pytest.raises(TypeError, match="encode it first"):
         codec.new_deframer().feed("not bytes")
+
+
+def test_a_run_longer_than_its_header_announces_is_overdue():
+    """READ_REG's answer (version 1, 4 payload bytes): body 10 bytes, COBS 11. Its run is
+    not overdue until a 12th byte comes where the closing delimiter should have been."""
+    from orbithil.hal.codec.frame_format import body_len_from_header, run_overdue
+
+    run = codec.frame_encode(1, 0x82, b"\x01\x02\x03\x04")[1:-1]
+    assert len(run) == 11 and body_len_from_header(run) == 10
+    assert body_len_from_header(run[:2]) is None  # too little to tell
+    assert not run_overdue(run[:5]) and not run_overdue(run)
+    assert run_overdue(run + b"\x40")  # the delimiter arrived as 0x40
+    fec = codec.frame_encode(1, 0x82, b"\x01\x02\x03\x04", version=2)[1:-1]
+    assert body_len_from_header(fec) == 14 and not run_overdue(fec)
+    assert run_overdue(fec + b"\x01")
+    deframer = codec.new_deframer()
+    deframer.feed(b"\x00" + run + b"\x40")
+    assert deframer.overdue
+    deframer.reset()
+    assert not deframer.overdue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,114 @@ def test_chip_arguments_out_of_range_are_hal_errors_saying_what_is_valid(call, m
             call(chip)
         assert isinstance(info.value, hal.HalError) and isinstance(info.value, ValueError)
         assert chip.telemetry()["STATUS"] >> 5 & 1  # nothing was sent: still armed
+
+
+# --- the link's waits, against a scripted line (no chip: exact timings) -------------------
+class ScriptedLine:
+    """A pyserial-like port: each write gets the next scripted answer, a list of (seconds
+    after the write, bytes) pieces that become readable then. Like socket://, in_waiting
+    says 1 however many bytes are waiting."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.writes = []
+        self.timeout = 1.0
+        self.reads = 0
+        self._due = []  # (monotonic time, bytes), in order
+        self._buffer = b""
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        now = time.monotonic()
+        if self.answers:
+            self._due += [(now + after, piece) for after, piece in self.answers.pop(0)]
+        return len(data)
+
+    def _arrived(self):
+        now = time.monotonic()
+        while self._due and self._due[0][0] <= now:
+            self._buffer += self._due.pop(0)[1]
+        return self._buffer
+
+    def read(self, size=1):
+        self.reads += 1
+        deadline = time.monotonic() + (self.timeout or 0)
+        while not self._arrived() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    @property
+    def in_waiting(self):
+        return 1 if self._arrived() else 0
+
+
+def _noisy_link(answers, **kwargs):
+    from orbithil.hal import codec
+    from orbithil.hal.link import FrameLink, RttEstimator
+
+    line = ScriptedLine(answers)
+    link = FrameLink(line, timeout_s=5.0, retries=3, fec="off", **kwargs)
+    link._synchronised = True  # no PING first: the script answers the request itself
+    link._since_damage = 0  # a noisy line: the estimate is used
+    est = link.rtt.setdefault(link._rtt_class(2, b"\x00", codec.FRAME_VERSION), RttEstimator())
+    for _ in range(5):
+        est.update(0.005)  # the chip starts answering in ~5 ms: an early give-up at ~5 ms
+    return link, line
+
+
+def _answer(seq, value=b"\x01\x02\x03\x04"):
+    from orbithil.hal import codec
+    from orbithil.hal.icd import ACK_FLAG, Cmd
+
+    return codec.frame_encode(seq, Cmd.READ_REG | ACK_FLAG, value)
+
+
+def test_an_answer_whose_closing_delimiter_was_lost_is_asked_for_again_at_once():
+    """The answer came whole but its last delimiter arrived damaged (0x00 -> 0x40) and
+    nothing follows: the link sees the run is longer than its header says, drops it and
+    resends at once, instead of waiting out a timeout or gap_s of silence."""
+    damaged = _answer(1)[:-1] + b"\x40"
+    link, line = _noisy_link([[(0.001, damaged)], [(0.001, _answer(1))]], gap_s=2.0)
+    started = time.monotonic()
+    frame = link.transact(2, b"\x00")
+    assert frame.payload == b"\x01\x02\x03\x04"
+    assert link.stats.lost_delimiters == 1 and link.stats.retries == 1
+    assert link.stats.timeouts == 0 and link.stats.stalled_answers == 0
+    assert time.monotonic() - started < 1.5  # not gap_s (2 s), not the timeout (5 s)
+    assert line.writes[0] == line.writes[1]  # the same request, the same sequence number
+
+
+def test_an_answer_already_arriving_is_waited_for_not_resent():
+    """A tight estimate (~5 ms) and an answer that trickles in over ~40 ms, its first byte
+    within the estimate: the link waits for its delimiter and resends nothing (a resend
+    would make the chip send the same answer twice, delaying the next request)."""
+    wire = _answer(1)
+    pieces = [(0.002 + 0.004 * i, wire[i : i + 1]) for i in range(len(wire))]
+    link, line = _noisy_link([pieces], gap_s=0.05)
+    frame = link.transact(2, b"\x00")
+    assert frame.payload == b"\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.retries == 0 and link.stats.timeouts == 0
+
+
+def test_nothing_coming_back_is_resent_after_the_estimate_not_the_timeout():
+    link, line = _noisy_link([[], [(0.001, _answer(1))]])
+    started = time.monotonic()
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert link.stats.timeouts == 1 and len(line.writes) == 2
+    assert time.monotonic() - started < 2.5  # ~5 ms + 4 x variation, not the timeout (5 s)
+
+
+def test_half_an_answer_then_silence_is_resent_after_gap_s():
+    wire = _answer(1)
+    link, line = _noisy_link([[(0.001, wire[:6])], [(0.001, wire)]], gap_s=0.03)
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert link.stats.stalled_answers == 1 and len(line.writes) == 2
+
+
+def test_whatever_has_arrived_is_taken_in_one_read_on_a_socket():
+    """socket:// says in_waiting == 1 for any number of bytes: the link reads what has
+    come without waiting instead of two bytes per call."""
+    link, line = _noisy_link([[(0.001, _answer(1))]])
+    link.transact(2, b"\x00")
+    assert line.reads <= 4

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._args import as_bytes
-from .frame_format import MAX_ENCODED, Discard, Frame, FrameStatus
+from .frame_format import MAX_ENCODED, Discard, Frame, FrameStatus, run_overdue
 
 # (buffer, max_encoded) -> (frames, [(start, end, reason)], offset past the last delimiter)
 SegmentDecoder = Callable[[bytes, int], tuple[list, list, int]]
@@ -65,6 +65,12 @@ class Deframer:
     def pending(self) -> bytes:
         """Bytes of an incomplete frame waiting for their delimiter."""
         return self._pending
+
+    @property
+    def overdue(self) -> bool:
+        """The pending bytes are more than the frame their header announces: its closing
+        delimiter was lost (or the header damaged); only ``reset`` or a delimiter ends it."""
+        return bool(self._pending) and not self._oversize and run_overdue(self._pending)
 
     @property
     def offset(self) -> int:

@@ -48,6 +48,45 @@ MAX_ENCODED = cobs_max_encoded_len(MAX_BODY)  # longest run of bytes between del
 MAX_WIRE = MAX_ENCODED + 2  # with both delimiters
 
 
+def cobs_prefix(encoded: bytes | bytearray, n: int) -> bytes | None:
+    """The first ``n`` bytes COBS-decoded from the start of ``encoded`` (the bytes after
+    a delimiter), or None while too few have come to tell."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        if i >= len(encoded):
+            return None
+        code = encoded[i]
+        group = encoded[i + 1 : i + code]
+        out += group
+        if len(out) >= n:
+            break
+        if len(group) < code - 1:
+            return None
+        i += code
+        if code != 0xFF:
+            out.append(0)  # a group that ends before the run does ends at a zero
+    return bytes(out[:n])
+
+
+def body_len_from_header(encoded: bytes | bytearray) -> int | None:
+    """The body length (header, payload, CRC and, in version 2, parity) that the header at
+    the start of a run of encoded bytes announces; None while too few bytes have come."""
+    header = cobs_prefix(encoded, HEADER_LEN)
+    if header is None:
+        return None
+    version, _, _, length = header
+    return HEADER_LEN + length + CRC_LEN + (FEC_PARITY if version == FEC_VERSION else 0)
+
+
+def run_overdue(encoded: bytes | bytearray) -> bool:
+    """Whether a run still waiting for its delimiter already holds more bytes than the
+    frame its header announces can encode to: its closing delimiter was lost (or its
+    header damaged), and no delimiter will make it a good frame."""
+    body = body_len_from_header(encoded)
+    return body is not None and len(encoded) > cobs_max_encoded_len(body)
+
+
 class FrameStatus(IntEnum):
     """Why a frame was or was not accepted. Shared with C (build.py) and the chip's NAK codes."""
 
