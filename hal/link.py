@@ -18,9 +18,11 @@ cost bytes; ``"on"`` and ``"off"`` fix the choice. Only a chip known to take ver
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from orbithil.hal import codec
@@ -50,21 +52,34 @@ class Verdict(enum.Enum):
     """What a requester does with a frame that arrived while it waits for its answer."""
 
     SKIP = "skip"  # not an answer to this request: stale, or an echo of a request
+    UNCLAIMED = "unclaimed"  # a frame-level NAK for a sequence number nobody used lately
     WAIT = "wait"  # OVERRUN: a resend met the chip mid-answer; that answer is on its way
     RESEND = "resend"  # a frame-level NAK: the request arrived damaged, send it again
     ANSWER = "answer"  # the chip's answer (an ACK or a command NAK): done
 
 
-def judge(frame: Frame, seq: int) -> Verdict:
+def judge(frame: Frame, seq: int, *, recent: Collection[int] | None = None) -> Verdict:
     """The per-frame rule of the link, for ``FrameLink`` and the injection engine alike.
 
     A frame for another sequence number, or one that is not a response (an echo of a
-    request, as a loopback or half-duplex line gives back), is skipped: a NAK for another
-    sequence number is stale, and resending on it would only feed a storm of retries
-    arriving while the chip is still answering. An OVERRUN NAK means our resend reached
-    the chip while it was still answering an earlier copy: that answer is coming, so keep
-    waiting. A NAK with a frame-level reason means our frame arrived damaged: resend."""
+    request, as a loopback or half-duplex line gives back), is skipped: a NAK for a
+    sequence number used lately (``recent``) is stale, and resending on it would only feed
+    a storm of retries arriving while the chip is still answering. A frame-level NAK for
+    a number not in ``recent`` (given) is UNCLAIMED: the chip echoes the second byte of
+    the run it got, and a run whose first bytes were damaged (its leading delimiter, most
+    often) gives a number nobody sent: likely our request, garbled. An OVERRUN NAK means
+    our resend reached the chip while it was still answering an earlier copy: that answer
+    is coming, so keep waiting. A NAK with a frame-level reason means our frame arrived
+    damaged: resend."""
     if frame.seq != seq or not (frame.cmd & ACK_FLAG):
+        if (
+            recent is not None
+            and frame.cmd == NAK
+            and frame.seq not in recent
+            and frame.payload[:1]
+            and frame.payload[0] in RESEND_REASONS
+        ):
+            return Verdict.UNCLAIMED
         return Verdict.SKIP
     if frame.cmd == NAK and frame.payload[:1]:
         reason = frame.payload[0]
@@ -87,6 +102,7 @@ class LinkStats:
     damaged_answers: int = 0
     stalled_answers: int = 0
     lost_delimiters: int = 0  # a frame came whole but for its closing delimiter
+    unclaimed_naks: int = 0  # frame NAKs for a number not sent lately: resent at once
     overruns: int = 0
     fec_requests: int = 0  # attempts sent as version 2
     bytes_out: int = 0
@@ -100,6 +116,8 @@ class LinkStats:
 NOISY_FOR_REQUESTS = 100
 
 FEC_MODES = ("auto", "on", "off")
+
+RECENT_SEQS = 8  # sequence numbers remembered as "used lately" (judge's ``recent``)
 
 
 def check_fec_mode(fec: str) -> str:
@@ -171,6 +189,9 @@ class FrameLink:
         self.retries = retries
         self.read_chunk = read_chunk
         self.seq = 0
+        # Numbers this link used lately: a frame NAK for one of them (or for 0, the chip's
+        # number for a run too short to carry one) is stale, not a garbled request.
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_SEQS)
         self._synchronised = False
         self.stats = LinkStats()
         self.deframer = codec.new_deframer()
@@ -228,6 +249,7 @@ class FrameLink:
             raise
 
     def _next_seq(self) -> int:
+        self._recent.append(self.seq)
         self.seq = (self.seq + 1) & 0xFF
         return self.seq
 
@@ -286,8 +308,12 @@ class FrameLink:
             wait = full
             if self.adaptive and self.noisy and estimate.samples >= 3 and attempt < self.retries:
                 wait = min(full, estimate.rto(self.min_rto_s) * backoff)
-            self.port.write(wire)
-            self.stats.bytes_out += len(wire)
+            # On a noisy line a second closing delimiter: one damaged delimiter then no
+            # longer leaves the chip's receiver running on into the next request (its
+            # run gets a NAK with our number at once instead of no answer at all).
+            sent = wire + b"\x00" if self.noisy else wire
+            self.port.write(sent)
+            self.stats.bytes_out += len(sent)
             sent_at = time.monotonic()
             quiet_since = sent_at  # the estimate runs from the write or a skipped frame's end
             began = 0.0  # when the body of the frame now arriving began to (0.0: none is)
@@ -313,10 +339,17 @@ class FrameLink:
                 if not began and self.deframer.pending and self._last_byte > sent_at:
                     began = self._last_byte  # a frame's first bytes (not a lone delimiter)
                 for index, frame in enumerate(frames):
-                    verdict = judge(frame, seq)
+                    verdict = judge(frame, seq, recent=(0, *self._recent))
                     if verdict is Verdict.SKIP:
                         self.stats.stale_frames += 1
                         continue
+                    if verdict is Verdict.UNCLAIMED:
+                        # Most likely our request, garbled: resending costs at worst a
+                        # second copy of the answer; waiting costs the whole estimate.
+                        self.stats.unclaimed_naks += 1
+                        self._pending = frames[index + 1 :]
+                        resend = True
+                        break
                     self._pending = frames[index + 1 :]  # later frames: looked at next time
                     if verdict is Verdict.WAIT:
                         self.stats.overruns += 1

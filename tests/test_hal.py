@@ -89,7 +89,7 @@ def test_a_thousand_commands_over_a_corrupting_link_all_come_back_right(fec):
     damaged frames are repaired instead of resent."""
     rng = np.random.default_rng(11)
     url = "fault://model://?harden=1?flip=0.01&seed=7"
-    with hal.open(url, timeout=0.05, retries=8, fec=fec) as chip:
+    with hal.open(url, timeout=0.05, retries=12, fec=fec) as chip:
         expected = {}
         for _ in range(1000):
             op = rng.integers(0, 3)

@@ -7,6 +7,8 @@ frame goes as version 2 (link FEC on), for HARDEN=0 as version 1.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from orbithil import hal
 from orbithil.hal import protocol as p
-from orbithil.hal.icd import INJECT_ARM_MAGIC, NakReason
+from orbithil.hal.icd import INJECT_ARM_MAGIC, REG, NakReason
 
 BACKENDS = [
     pytest.param("model://?harden=1", id="model-h1"),
@@ -73,6 +75,71 @@ def test_matvec_matches_numpy(fresh):
     x = rng.integers(-128, 128, 48).astype(np.int8)
     assert np.array_equal(fresh.run_matvec(w, x), w.astype(np.int32) @ x.astype(np.int32))
     assert fresh.telemetry()["JOB_COUNT"] == 1
+
+
+def _raw_exchange(chip, wire: bytes, answers: int) -> list:
+    """Write ``wire`` as is and read frames until ``answers`` came (5 s at most), then read
+    on 0.3 s more for anything extra."""
+    from orbithil.hal import codec
+
+    port, deframer, frames = chip.link.port, codec.new_deframer(), []
+    port.write(wire)
+    deadline = time.monotonic() + 5.0
+    extra_until = None
+    while time.monotonic() < (extra_until or deadline):
+        port.timeout = 0.02
+        frames += deframer.feed(port.read(4096)).frames
+        if extra_until is None and len(frames) >= answers:
+            extra_until = time.monotonic() + 0.3
+    return frames
+
+
+def _seqs(chip, n: int) -> list[int]:
+    """``n`` sequence numbers after the link's, which then carries on after them."""
+    if not chip.link._synchronised:
+        chip.link.synchronise()
+    first = chip.link.seq
+    chip.link.seq = (first + n) & 0xFF
+    return [(first + 1 + i) & 0xFF for i in range(n)]
+
+
+def test_extra_delimiters_are_ignored_even_while_a_frame_is_corrected(fresh):
+    """A sender may put more than one delimiter between frames (the HAL adds one on a noisy
+    line). Right after a version-2 frame they arrive while the chip runs its correction;
+    they carry nothing, so nothing answers them: one request, one answer."""
+    from orbithil.hal import codec
+    from orbithil.hal.icd import ACK_FLAG, Cmd
+
+    version = codec.FEC_VERSION if fresh.identity.fec else codec.FRAME_VERSION
+    (seq,) = _seqs(fresh, 1)
+    words = np.arange(60, dtype=np.uint32) * 0x01000193  # a long frame: a long correction
+    wire = codec.frame_encode(seq, *p.write_mem(300, words), version=version) + b"\x00" * 3
+    frames = _raw_exchange(fresh, wire, 1)
+    assert [(f.seq, f.cmd) for f in frames] == [(seq, Cmd.WRITE_MEM | ACK_FLAG)]
+    assert np.array_equal(fresh.read_mem(300, 60), words)
+    assert fresh.telemetry()["FRAMES_BAD"] == 0
+
+
+def test_a_frame_arriving_while_the_chip_answers_is_taken(fresh):
+    """Two requests back to back, the second arriving while the chip executes and sends
+    the first's long answer: the second is received into the other buffer and answered
+    after the first, in order; nothing is lost as OVERRUN."""
+    from orbithil.hal import codec
+    from orbithil.hal.icd import ACK_FLAG, Cmd
+
+    words = np.arange(60, dtype=np.uint32) * 0x01010101
+    fresh.write_mem(100, words)
+    first, second = _seqs(fresh, 2)
+    wire = codec.frame_encode(first, *p.read_mem(100, 60)) + codec.frame_encode(
+        second, *p.read_reg(REG["SCRATCH0"].addr)
+    )
+    frames = _raw_exchange(fresh, wire, 2)
+    assert [(f.seq, f.cmd) for f in frames] == [
+        (first, Cmd.READ_MEM | ACK_FLAG),
+        (second, Cmd.READ_REG | ACK_FLAG),
+    ]
+    assert np.array_equal(p.parse_mem(frames[0].payload)[1], words)
+    assert fresh.telemetry()["FRAMES_BAD"] == 0
 
 
 def test_memory_upset_behaviour_depends_on_the_build(fresh):

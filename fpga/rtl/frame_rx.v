@@ -175,7 +175,9 @@ module frame_rx #(
                 v_pending <= 1'b0;
             end
             if (fbusy) begin
-                if (in_valid) overrun <= 1'b1;  // not listening: the next run is an OVERRUN
+                // Not listening: a data byte makes its run an OVERRUN. A delimiter carries
+                // nothing: an empty run is ignored as anywhere else (ICD).
+                if (in_valid && in_data != 8'h00) overrun <= 1'b1;
                 case (fstate)
                     // A codeword with both syndromes 0 is whole; with one of them 0 it has
                     // more than one damaged byte; else the search finds its damaged byte.
