@@ -178,6 +178,14 @@ def test_the_per_frame_link_rule_is_one_pure_function():
         assert judge(Frame(7, NAK, bytes([reason])), 7) is Verdict.RESEND
     assert judge(Frame(7, NAK, bytes([NakReason.BAD_ARG])), 7) is Verdict.ANSWER
     assert judge(Frame(7, NAK, b""), 7) is Verdict.ANSWER
+    # A frame NAK for a number not used lately: a garbled request, likely ours
+    cobs = bytes([NakReason.COBS, 0])
+    assert judge(Frame(2, NAK, cobs), 7, recent=(0, 5, 6)) is Verdict.UNCLAIMED
+    assert judge(Frame(6, NAK, cobs), 7, recent=(0, 5, 6)) is Verdict.SKIP  # stale
+    assert judge(Frame(0, NAK, cobs), 7, recent=(0, 5, 6)) is Verdict.SKIP  # a tiny run
+    assert judge(Frame(2, NAK, bytes([NakReason.BAD_ARG])), 7, recent=(0,)) is Verdict.SKIP
+    assert judge(Frame(2, ack, b""), 7, recent=(0,)) is Verdict.SKIP
+    assert judge(Frame(2, NAK, cobs), 7) is Verdict.SKIP  # no ``recent``: the engine's rule
 
 
 def test_the_engine_retries_as_often_as_the_hal():
@@ -370,3 +378,27 @@ def test_whatever_has_arrived_is_taken_in_one_read_on_a_socket():
     link, line = _noisy_link([[(0.001, _answer(1))]])
     link.transact(2, b"\x00")
     assert line.reads <= 4
+
+
+def test_a_nak_for_a_number_nobody_sent_is_answered_with_a_resend_at_once():
+    """The request's leading delimiter arrived damaged: the chip got one run of garbage
+    and our frame, and NAKs it with whatever its second byte decoded to. The link resends
+    at once instead of waiting out its estimate."""
+    from orbithil.hal import codec
+    from orbithil.hal.icd import NAK, NakReason
+
+    garbled = codec.frame_encode(2, NAK, bytes([NakReason.COBS, 1]))
+    link, line = _noisy_link([[(0.001, garbled)], [(0.001, _answer(1))]])
+    link._recent.extend([250, 251])
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert link.stats.unclaimed_naks == 1 and link.stats.timeouts == 0
+    assert len(line.writes) == 2
+
+
+def test_a_noisy_line_gets_a_second_closing_delimiter_and_a_clean_one_does_not():
+    link, line = _noisy_link([[(0.001, _answer(1))], [(0.001, _answer(2))]])
+    link.transact(2, b"\x00")
+    assert line.writes[0].endswith(b"\x00\x00") and line.writes[0].startswith(b"\x00")
+    link._since_damage = 1000  # a clean line for a long time
+    link.transact(2, b"\x00")
+    assert line.writes[1].endswith(b"\x00") and not line.writes[1].endswith(b"\x00\x00")
