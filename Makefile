@@ -12,8 +12,10 @@ demo: setup
 	$(VENV)/bin/orbithil demo
 
 # pytest exits 5 when it collects no tests; that is a failure here, like any other.
+# The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process).
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -49,15 +49,17 @@ def _results(path: Path) -> dict[tuple[int, int], str]:
 
 def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_path):
     spec_path = tmp_path / "c.toml"
-    spec_path.write_text(_spec_text(90, chunk=8))
+    per_build = 48
+    total = 2 * per_build
+    spec_path.write_text(_spec_text(per_build, chunk=8))
     store_path = tmp_path / "c.sqlite"
     cmd = [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run"]
     env = dict(os.environ)
     # Each run is killed the moment the store holds its kill point's count (seeded points
-    # spread over the 180 injections): killed mid-run however fast the machine is, since
+    # spread over the 96 injections): killed mid-run however fast the machine is, since
     # the count is watched, not a clock. A run that finishes first ends the loop.
     rng = np.random.default_rng(20261124)
-    points = sorted(int(k) for k in rng.choice(np.arange(1, 170), size=3, replace=False))
+    points = sorted(int(k) for k in rng.choice(np.arange(1, total - 8), size=3, replace=False))
     kills, seen = 0, []
     for point in points:
         args = [*cmd, str(spec_path), "--store", str(store_path)] if not kills else [
@@ -78,8 +80,8 @@ def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_pat
         # a second process reads status while nothing (or something) runs
         status = subprocess.run([*cmd[:-1], "status", str(store_path)], env=env, cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert f"{seen[-1]}/180 done" in status.stdout, status.stdout + status.stderr
-    assert kills >= 1 and seen[-1] < 180, (points, seen)
+        assert f"{seen[-1]}/{total} done" in status.stdout, status.stdout + status.stderr
+    assert kills >= 1 and seen[-1] < total, (points, seen)
     done = subprocess.run([*cmd, "--store", str(store_path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -89,7 +91,7 @@ def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_pat
     missing = db.execute(
         "SELECT COUNT(*) FROM plan p LEFT JOIN result r ON r.plan_id = p.id WHERE r.plan_id IS NULL"
     ).fetchone()[0]
-    assert planned == 180 and results == (180, 180) and missing == 0
+    assert planned == total and results == (total, total) and missing == 0
     # resumed results are the results an uninterrupted run gives (the engine is
     # deterministic): compare with a clean run of the same spec
     clean = tmp_path / "clean.sqlite"
