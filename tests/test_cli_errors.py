@@ -218,3 +218,16 @@ def test_a_bad_flight_config_value_is_refused_at_load(tmp_path, keys, setting, f
     done = orbithil("fly", "--chip", "model://", "--keys", str(keys), "--config", str(config),
                     timeout=60)  # fmt: skip
     user_error(done, f"{config}: {fragment}")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``orbithil dict export | head -1``: the reader closes the pipe; the command stops
+    with the shell's code for it (141), not a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orbithil.tools.cli", "dict", "export"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    proc.stdout.close()  # gone before the first byte: every write meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
