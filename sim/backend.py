@@ -84,6 +84,7 @@ class SimBackend:
         fec: int = 1,
         inject: int = 1,
         spram: int = 0,
+        quick: int = 0,
         start_timeout: float = 300.0,
     ) -> SimBackend:
         if simulator not in harness.SIMULATORS:
@@ -98,11 +99,14 @@ class SimBackend:
             FEC=fec,
             INJECT=inject,
             MEM_SPRAM=spram,
+            quick=bool(quick),
         )
         workdir = tempfile.TemporaryDirectory(prefix="orbithil-sim-")
         port_file = Path(workdir.name) / "port"
         log = Path(workdir.name) / "sim.log"
-        config = json.dumps({"sim": simulator, "params": dict(spec.parameters)})
+        config = json.dumps(
+            {"sim": simulator, "params": dict(spec.parameters), "quick": spec.quick}
+        )
         proc = start_child(
             ["orbithil.sim.backend", config, str(port_file)], log, cwd=Path(workdir.name)
         )
@@ -148,7 +152,7 @@ class SimBackend:
 def _serve(argv: list[str]) -> int:
     """Child process: run the bridge test on the (cached) build."""
     config = json.loads(argv[0])
-    spec = harness.chip_build(config["sim"], **config["params"])
+    spec = harness.chip_build(config["sim"], quick=config["quick"], **config["params"])
     env = {"ORBITHIL_BRIDGE_PORT_FILE": argv[1]}
     results = harness.run(spec, "orbithil.sim.bridge", extra_env=env)
     return 0 if results.ok else 1
@@ -162,6 +166,12 @@ def _sim_options() -> dict[str, Option]:
             int,
             "1: the data SRAM on the board's SPRAM path (a model of SB_SPRAM256KA); "
             "0: the block-RAM array that injection flips bits of",
+            (0, 1),
+        ),
+        "quick": Option(
+            int,
+            "1: a Verilator build that compiles in a quarter of the time and runs ~25% "
+            "slower (for a short check of a variant); 0: built to run fast",
             (0, 1),
         ),
     }

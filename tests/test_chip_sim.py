@@ -31,7 +31,9 @@ def cocotb_tests_in(path: Path) -> list[str]:
 @pytest.mark.sim
 @pytest.mark.parametrize("sim", harness.SIMULATORS)
 def test_generated_secded_verilog_equals_the_codec(sim):
-    spec = harness.Build(sim, top="secded_tb", sources=(harness.TB_DIR / "secded_tb.v",))
+    spec = harness.Build(
+        sim, top="secded_tb", sources=(harness.TB_DIR / "secded_tb.v",), quick=True
+    )
     results = harness.run(spec, "orbithil.sim.cocotb_tests.tb_secded", seed=SEED)
     assert (results.tests, results.failed) == (1, 0), results.xml
 
@@ -53,7 +55,7 @@ def test_block_bench(sim, bench):
     top, module, count, parameters = BLOCK_BENCHES[bench]
     assert len(cocotb_tests_in(Path(importlib.util.find_spec(module).origin))) == count
     spec = harness.Build(
-        sim, top=top, parameters=parameters, sources=(harness.TB_DIR / f"{top}.v",)
+        sim, top=top, parameters=parameters, sources=(harness.TB_DIR / f"{top}.v",), quick=True
     )
     results = harness.run(spec, module, seed=SEED)
     assert (results.tests, results.failed) == (count, 0), results.xml

@@ -1,8 +1,10 @@
 """Fuzzing every parser a user or a link feeds: each input ends in a result or in the
 module's own clear error, never another exception, a hang or unbounded memory.
 
-At least 10,000 examples per target, derandomized (the same examples on every run, as in
-CI: tests/conftest.py's profile). Marked ``slow``. For a longer, random search:
+Derandomized (the same examples on every run: tests/conftest.py's profiles) and marked
+``slow``. ``make test`` gives each target 2,000 examples, which keeps the suite inside its
+20 minutes on CI's two cores; ``make fuzz`` gives each 10,000 (``--hypothesis-profile=fuzz``).
+For a longer, random search:
 
     .venv/bin/python -m pytest -m slow tests/test_fuzz.py --hypothesis-profile=fuzz-long
 
@@ -33,7 +35,7 @@ from orbithil.tools.campaign import spec as spec_mod
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = max(10_000, settings.default.max_examples)  # a longer profile raises it
+EXAMPLES = max(2_000, settings.default.max_examples)  # the fuzz profiles raise it
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -289,7 +289,7 @@ def test_a_chip_built_without_fec_says_so_and_refuses_version2_frames(url):
     [
         "model://?inject=0",
         pytest.param("sim://icarus?inject=0", marks=pytest.mark.sim),
-        pytest.param("sim://verilator?inject=0", marks=pytest.mark.sim),
+        pytest.param("sim://verilator?inject=0&quick=1", marks=pytest.mark.sim),
     ],
 )
 def test_a_chip_built_without_inject_says_so_and_refuses_inject(url):
