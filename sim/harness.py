@@ -166,7 +166,8 @@ def _build_lock(build_dir: Path) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"another process has been building {build_dir} for over "
-                        f"{BUILD_LOCK_WAIT_S:.0f} s; if none is, remove {lock.name}"
+                        f"{BUILD_LOCK_WAIT_S:.0f} s (a build takes a minute or two): find "
+                        f"it with `fuser {lock.name}` and stop it if it is stuck"
                     ) from None
                 time.sleep(0.2)
         try:

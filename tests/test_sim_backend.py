@@ -202,6 +202,6 @@ def test_a_build_held_too_long_by_another_process_is_a_clear_error(monkeypatch, 
     build_dir.parent.mkdir()
     with open(build_dir.parent / ".icarus-x.lock", "a") as other:
         fcntl.flock(other.fileno(), fcntl.LOCK_EX)
-        waiting = pytest.raises(TimeoutError, match=r"building .*icarus-x.* remove")
+        waiting = pytest.raises(TimeoutError, match=r"building .*icarus-x.*fuser .*\.lock")
         with waiting, harness._build_lock(build_dir):
             pass
