@@ -343,14 +343,13 @@ class FrameLink:
                     if verdict is Verdict.SKIP:
                         self.stats.stale_frames += 1
                         continue
+                    self._pending = frames[index + 1 :]  # later frames: looked at next time
                     if verdict is Verdict.UNCLAIMED:
                         # Most likely our request, garbled: resending costs at worst a
                         # second copy of the answer; waiting costs the whole estimate.
                         self.stats.unclaimed_naks += 1
-                        self._pending = frames[index + 1 :]
                         resend = True
                         break
-                    self._pending = frames[index + 1 :]  # later frames: looked at next time
                     if verdict is Verdict.WAIT:
                         self.stats.overruns += 1
                         continue

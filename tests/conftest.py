@@ -26,14 +26,7 @@ settings.register_profile(
     database=None,  # no .hypothesis/ in the checkout: derandomized examples need no store
 )
 # tests/test_fuzz.py with 10,000 derandomized examples per target (make fuzz)
-settings.register_profile(
-    "fuzz",
-    derandomize=True,
-    deadline=None,
-    max_examples=10_000,
-    suppress_health_check=[HealthCheck.too_slow],
-    database=None,
-)
+settings.register_profile("fuzz", parent=settings.get_profile("orbithil"), max_examples=10_000)
 # A longer, random fuzz (tests/test_fuzz.py): --hypothesis-profile=fuzz-long
 settings.register_profile(
     "fuzz-long",
