@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cocotb
 from cocotb.handle import Deposit, _GPISetAction
@@ -39,11 +40,13 @@ from orbithil.hal.protocol import TELEMETRY_LEN, parse_telemetry, telemetry
 from orbithil.payload.classify import Observation
 from orbithil.payload.workloads import Idle, Request, Tally, script
 from orbithil.sim.faults import FaultModel, Injection
+from orbithil.sim.prune import AccessTrace, Decision, Kind
 from orbithil.sim.targets import handle_for
 from orbithil.sim.tb_link import CLOCK_NS, TbLink
 
 ATTEMPTS = DEFAULT_RETRIES + 1  # as the HAL: the first try and its same-sequence resends
 JOB_ALLOWANCE_CYCLES = 20_000  # time a request may take beyond its bytes (a 64x64 job)
+TRACE_PATH_BYTES = 1024  # chip_tb's trace_path register
 TB_REGISTERS = ("txq_len", "txq_pos", "rxq_len", "host_start", "host_byte")
 
 
@@ -138,13 +141,21 @@ class State:
     def end_state(self) -> str:
         """Hash of the architectural state: the register file's flip-flops and the SRAM
         (raw codewords: a flip still sitting in a word is latent state)."""
+        return hash_end_state(*self.end_parts())
+
+    def end_parts(self) -> tuple[list[str], list[str]]:
+        """What ``end_state`` hashes: the register file's values and the SRAM's words."""
         sram = self.read_memory(self.sram)
         self._sram_now = sram  # valid until simulated time moves on (see restore)
         regfile = [self.regs[i]._handle.get_signal_val_binstr() for i in self.regfile]
-        return hashlib.sha256(("|".join(regfile) + "#" + "|".join(sram)).encode()).hexdigest()
+        return regfile, sram
 
     def tb_counter(self, name: str, snap) -> int:
         return int(snap[0][self._index[name]], 2)
+
+
+def hash_end_state(regfile: list[str], sram: list[str]) -> str:
+    return hashlib.sha256(("|".join(regfile) + "#" + "|".join(sram)).encode()).hexdigest()
 
 
 @dataclass
@@ -164,6 +175,7 @@ class Golden:
     cycles: int  # the run's length, from the start state to the final telemetry answer
     answers: list = field(default_factory=list)  # per step: ACK payload, None for Idle/NAK
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    end: tuple[list[str], list[str]] = ((), ())  # State.end_parts() when the run ended
 
 
 @dataclass
@@ -174,6 +186,8 @@ class RunInfo:
     start_cycle: int = 0  # the workload cycle it was restored to
     stopped_early: bool = False
     wall_s: float = 0.0
+    pruning: str = str(Kind.SIMULATED)  # how its outcome was decided (sim.prune.Kind)
+    fault_class: str = ""  # its def/use class (sim.prune.Decision.label), if it has one
 
 
 class Engine:
@@ -187,6 +201,7 @@ class Engine:
         self.state = State(dut, targets)
         self.golden: Golden | None = None
         self.start: tuple | None = None
+        self.trace: AccessTrace | None = None
 
     async def reset(self) -> None:
         """Hard reset with cleared SRAM; this instant is the start state (cycle 0)."""
@@ -194,13 +209,45 @@ class Engine:
         self.start = self.state.snapshot()
 
     # --- one run ------------------------------------------------------------------------
-    async def run_golden(self) -> Golden:
-        """The golden run from the start state, keeping a checkpoint at every step."""
+    async def run_golden(self, trace: Path | None = None) -> Golden:
+        """The golden run from the start state, keeping a checkpoint at every step; with
+        ``trace``, chip_tb's monitor writes every memory access into that file and
+        ``self.trace`` holds them (``sim.prune``)."""
         golden = Golden(Observation(), 0)
+        tb = self.dut
+        if trace is not None:
+            name = str(trace).encode()
+            if len(name) > TRACE_PATH_BYTES:
+                raise ValueError(f"trace path longer than {TRACE_PATH_BYTES} bytes: {trace}")
+            bits = format(int.from_bytes(name, "big"), f"0{8 * TRACE_PATH_BYTES}b")
+            tb.trace_path._handle.set_signal_val_binstr(_IMMEDIATE, bits)
+            tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 1)
+        start_ns = _now_ns()
         observation, info = await self._run(record=golden)
         golden.observation, golden.cycles = observation, info.cycles
         self.golden = golden
+        if trace is not None:
+            end_ns = _now_ns()  # the instant the end state was read: no edge traced since
+            tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 0)
+            await Timer(CLOCK_NS, "ns")  # the monitor closes the file on the next edge
+            self.trace = AccessTrace.parse(trace, start_ns, end_ns)
         return golden
+
+    def unsimulated(self, injection: Injection, decision: Decision) -> Observation:
+        """The observation of a fault whose class needs no simulation (``sim.prune``):
+        overwritten before any read, the golden run; never read again, golden outputs
+        with the flip still in its word (in the end state if the word is the SRAM's)."""
+        golden = self.golden
+        if decision.kind is Kind.OVERWRITTEN:
+            return golden.observation
+        if decision.kind is not Kind.UNREAD:
+            raise ValueError(f"{decision.kind} needs a simulation")
+        if injection.target != self.state.memory_names[self.state.sram]:
+            return golden.observation  # the frame buffers are not part of the end state
+        regfile, sram = golden.end
+        sram = list(sram)
+        sram[injection.word] = _flipped(sram[injection.word], injection.bits, None)
+        return replace(golden.observation, end_state=hash_end_state(regfile, sram))
 
     async def run(
         self, injection: Injection | None, *, from_checkpoint: bool = True, early_stop: bool = True
@@ -308,6 +355,8 @@ class Engine:
             else:
                 counters.update(parse_telemetry(final))
             observation = tally.observation(counters, self.state.end_state())
+            if record is not None:
+                record.end = self.state.end_parts()
         if fault is not None and not fault.done():
             fault.cancel()
         info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
@@ -365,7 +414,12 @@ class Engine:
 
 def _set_bits(handle, bits: tuple[int, ...], value: int | None) -> str:
     """The handle's bit string with ``bits`` inverted (value None) or set to ``value``."""
-    current = list(handle._handle.get_signal_val_binstr())
+    return _flipped(handle._handle.get_signal_val_binstr(), bits, value)
+
+
+def _flipped(binstr: str, bits: tuple[int, ...], value: int | None) -> str:
+    """``binstr`` (MSB first) with ``bits`` inverted (value None) or set to ``value``."""
+    current = list(binstr)
     width = len(current)
     for bit in bits:
         i = width - 1 - bit

@@ -132,12 +132,16 @@ def run_plan(
     injections: Iterable[tuple[int, Injection]] | list[Injection],
     *,
     mode: str = "engine",
+    prune: bool = True,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """Run ``injections`` (a list, or (index, injection) pairs) and classify each.
 
-    ``mode`` "engine" runs them all in one simulator process; "naive" starts a fresh
-    simulator process for each (the baseline the benchmark compares with).
+    ``mode`` "engine" runs them all in one simulator process, deciding memory faults by
+    their def/use class unless ``prune`` is False (``sim.prune``: exact, the same outcome
+    as simulating each); "naive" starts a fresh simulator process for each (the baseline
+    the benchmark compares with). Each result's ``info["pruning"]`` says how it was
+    decided.
     """
     items = list(injections)
     if items and isinstance(items[0], Injection):
@@ -185,6 +189,7 @@ def run_plan(
                     [(i, by_index[i]) for i in batch],
                     timeout_s=SETUP_TIMEOUT_S + PER_INJECTION_TIMEOUT_S * len(batch),
                     on_line=on_line,
+                    prune=prune,
                 )
                 barren = 0
             except EngineError as exc:
@@ -212,6 +217,7 @@ def _launch(
     *,
     timeout_s: float,
     on_line: Callable[[dict], None] | None = None,
+    prune: bool = True,
 ) -> list[dict]:
     """Run one engine process on ``injections`` (``sim.process.launch_engine``)."""
     spec = setup.build()  # the child builds it (cached by the harness) and runs it
@@ -225,5 +231,6 @@ def _launch(
         "seed": setup.seed,
         "targets": str(targets),
         "injections": [(i, injection_to_dict(inj)) for i, inj in injections],
+        "prune": prune,
     }
     return launch_engine(spec, job, timeout_s=timeout_s, describe=str(setup), on_line=on_line)

@@ -53,4 +53,53 @@ module chip_tb #(
     orbithil_chip #(.HARDEN(HARDEN), .CLKS_PER_BIT(CLKS_PER_BIT), .MEM_WORDS(MEM_WORDS),
                     .FEC(FEC), .INJECT(INJECT), .MEM_SPRAM(MEM_SPRAM)) dut (
         .clk(clk), .rst(rst), .uart_rx(host_to_chip), .uart_tx(chip_to_host), .led(led));
+
+    // --- Memory access trace for the injection engine's def/use pruning (sim/prune.py) ---
+    // Off unless the engine sets `trace_on` (it does for the golden run only), with the file
+    // name in `trace_path`. A memory's read port loads the word at its read address on
+    // every rising edge, whether its user takes the word or not, so each edge is a read of
+    // that word: "<time> <memory> R <address>" is written when a memory's read address
+    // differs from the previous edge's, "<time> <memory> W <address>" for every write (a
+    // write always stores a whole word). Memories: 0 u_mem.mem, 1 u_frame_rx.buffer0,
+    // 2 u_frame_rx.buffer1, 3 u_frame_tx.buffer. The conditions mirror the memories'
+    // always blocks; a test compares pruned outcomes with fully simulated ones.
+    reg [8*1024-1:0] trace_path = 0;
+    reg              trace_on = 1'b0;
+    integer          trace_fd = 0;
+    reg              trace_fresh = 1'b1;  // the first traced edge logs every read address
+    reg [31:0]       trace_r0, trace_r1, trace_r2, trace_r3;
+    always @(posedge clk) begin
+        if (trace_on && trace_fd == 0) begin
+            trace_fd = $fopen(trace_path, "w");
+            trace_fresh = 1'b1;
+        end else if (!trace_on && trace_fd != 0) begin
+            $fclose(trace_fd);
+            trace_fd = 0;
+        end
+        if (trace_fd != 0) begin
+            if (trace_fresh || trace_r0 != dut.u_mem.mem_addr)
+                $fwrite(trace_fd, "%0d 0 R %0d\n", $time, dut.u_mem.mem_addr);
+            if (trace_fresh || trace_r1 != dut.u_frame_rx.a0)
+                $fwrite(trace_fd, "%0d 1 R %0d\n", $time, dut.u_frame_rx.a0);
+            if (trace_fresh || trace_r2 != dut.u_frame_rx.a1)
+                $fwrite(trace_fd, "%0d 2 R %0d\n", $time, dut.u_frame_rx.a1);
+            if (trace_fresh || trace_r3 != dut.u_frame_tx.raddr)
+                $fwrite(trace_fd, "%0d 3 R %0d\n", $time, dut.u_frame_tx.raddr);
+            if (dut.u_mem.mem_we)
+                $fwrite(trace_fd, "%0d 0 W %0d\n", $time, dut.u_mem.mem_waddr);
+            if (dut.u_frame_rx.wr_en && !dut.u_frame_rx.wbank)
+                $fwrite(trace_fd, "%0d 1 W %0d\n", $time, dut.u_frame_rx.wr_addr);
+            if (dut.u_frame_rx.wr_en && dut.u_frame_rx.wbank)
+                $fwrite(trace_fd, "%0d 2 W %0d\n", $time, dut.u_frame_rx.wr_addr);
+            if (dut.u_frame_tx.internal_we)
+                $fwrite(trace_fd, "%0d 3 W %0d\n", $time, dut.u_frame_tx.internal_addr);
+            else if (dut.u_frame_tx.we && dut.u_frame_tx.state == 5'd0)  // frame_tx's IDLE
+                $fwrite(trace_fd, "%0d 3 W %0d\n", $time, dut.u_frame_tx.waddr);
+            trace_fresh = 1'b0;
+            trace_r0 = dut.u_mem.mem_addr;
+            trace_r1 = dut.u_frame_rx.a0;
+            trace_r2 = dut.u_frame_rx.a1;
+            trace_r3 = dut.u_frame_tx.raddr;
+        end
+    end
 endmodule
