@@ -113,6 +113,11 @@ def test_dask_local_cluster_gives_the_local_results(tmp_path):
         assert stats.done == 12
     assert _results(tmp_path / "dask.sqlite") == _results(tmp_path / "local.sqlite")
     assert len(_results(tmp_path / "local.sqlite")) == 12
+    with Store(tmp_path / "dask.sqlite", readonly=True) as store:  # how each was decided
+        [kinds] = store.pruning().values()
+    assert sum(kinds.values()) == 12 and kinds.keys() <= {
+        "simulated", "representative", "reused", "overwritten", "unread"
+    }, kinds  # fmt: skip
 
 
 def test_report_html_and_exports(tmp_path):

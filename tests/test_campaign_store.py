@@ -141,3 +141,31 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:"
                        r"\d+ within 2 s .* --executor local"):  # fmt: skip
         connect_scheduler(address, timeout_s=2)
+
+
+def test_results_keep_how_they_were_decided_and_an_older_store_gains_the_columns(tmp_path):
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=4)
+    with sqlite3.connect(path) as db:  # as a store made before def/use pruning was
+        db.execute("ALTER TABLE result DROP COLUMN pruning")
+        db.execute("ALTER TABLE result DROP COLUMN fault_class")
+        db.execute(
+            "INSERT INTO result (plan_id, outcome, observation, finished) "
+            "VALUES (1, 'masked', '{}', 0)"
+        )
+    with Store(path, readonly=True) as store:  # read as it is: its results were simulated
+        assert store.pruning() == {1: {"simulated": 1}}
+    with Store(path) as store:
+        store.add_result(2, "latent", Observation(), {"pruning": "unread"})
+        store.add_result(3, "corrected", Observation(),
+                         {"pruning": "representative", "fault_class": "u_mem.mem[3]:1:flip@50"})  # fmt: skip
+        store.add_result(4, "corrected", Observation(),
+                         {"pruning": "reused", "fault_class": "u_mem.mem[3]:1:flip@50"})  # fmt: skip
+        assert store.pruning() == {
+            1: {"simulated": 1, "unread": 1, "representative": 1, "reused": 1}
+        }
+        classes = store.db.execute(
+            "SELECT plan_id, fault_class FROM result ORDER BY plan_id"
+        ).fetchall()
+    assert classes == [(1, None), (2, None), (3, "u_mem.mem[3]:1:flip@50"),
+                       (4, "u_mem.mem[3]:1:flip@50")]  # fmt: skip

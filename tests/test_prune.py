@@ -98,9 +98,7 @@ def test_pruned_outcomes_equal_full_simulation(sim):
                 blocks={"u_mem", "u_frame_rx", "u_frame_tx"})  # fmt: skip
     reference = golden(setup)
     cycles = reference.cycles
-    injections = [
-        replace(f, cycle=min(f.cycle + d, cycles - 1)) for f in base for d in (0, 1, 4)
-    ]
+    injections = [replace(f, cycle=min(f.cycle + d, cycles - 1)) for f in base for d in (0, 1, 4)]
     job = reference.checkpoints[5]  # layer 1's job is sent: its weights (words 0-127) wait
     injections += [_mem(word, job - d) for word in (3, 100) for d in (40, 15, 0)]
     injections += [

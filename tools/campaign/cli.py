@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -106,16 +107,25 @@ def run_main(args) -> int:
             return interrupted(store, f"orbithil campaign run --store {store_path}")
         counts = store.counts()
         summaries = report.summarise(store)
+        decided = Counter()
+        for kinds in store.pruning().values():
+            decided.update(kinds)
         if args.json:
             print(json.dumps({
                 "store": str(store_path.resolve()), "ran": summary.done,
                 "seconds": summary.seconds, "rate": summary.done / max(summary.seconds, 1e-9),
-                **_status(counts), "answers": report.answers_json(summaries),
+                **_status(counts), "pruning": dict(decided),
+                "answers": report.answers_json(summaries),
             }))  # fmt: skip
             return 0 if counts["done"] >= counts["planned"] else 1
+        simulated = decided["simulated"] + decided["representative"]
         print(
             f"{summary.done} injections in {summary.seconds:.1f} s "
-            f"({summary.done / max(summary.seconds, 1e-9):.1f}/s); store {store_path}"
+            f"({summary.done / max(summary.seconds, 1e-9):.1f}/s); store {store_path}\n"
+            f"of all {counts['done']} results: {simulated} simulated, "
+            f"{counts['done'] - simulated} decided by their memory word's def/use class "
+            f"(overwritten {decided['overwritten']}, never read again {decided['unread']}, "
+            f"same class as a simulated one {decided['reused']})"
         )
         if counts["done"] < counts["planned"]:
             print(f"{counts['planned'] - counts['done']} injections still pending", file=sys.stderr)

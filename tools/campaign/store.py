@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS plan (
 CREATE TABLE IF NOT EXISTS result (
     plan_id INTEGER PRIMARY KEY REFERENCES plan(id), outcome TEXT NOT NULL,
     observation TEXT NOT NULL, cycles INTEGER, wall_s REAL, early INTEGER,
-    finished REAL NOT NULL
+    finished REAL NOT NULL, pruning TEXT, fault_class TEXT
 );
 CREATE INDEX IF NOT EXISTS result_finished ON result(finished);
 """
@@ -109,6 +109,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
             self.db.executescript(SCHEMA)
+            self._add_pruning_columns()
         version = self.meta("schema_version")
         if version is None and not readonly:
             self.set_meta("schema_version", SCHEMA_VERSION)
@@ -116,6 +117,17 @@ class Store:
             raise StoreError(
                 f"{self.path} has store schema {version}; this orbithil reads {SCHEMA_VERSION}"
             )
+
+    def _add_pruning_columns(self) -> None:
+        """A store made before results said how they were decided (sim.prune) gets the
+        two columns, empty for its old results (they were all simulated)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(result)")}
+        for column in ("pruning", "fault_class"):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE result ADD COLUMN {column} TEXT")
+
+    def _has_pruning(self) -> bool:
+        return any(row[1] == "pruning" for row in self.db.execute("PRAGMA table_info(result)"))
 
     def close(self) -> None:
         self.db.close()
@@ -215,7 +227,7 @@ class Store:
         """Commit one result; False if that injection already had one (kept as it was)."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO result (plan_id, outcome, observation, cycles, wall_s, "
-            "early, finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "early, finished, pruning, fault_class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 plan_id,
                 outcome,
@@ -224,9 +236,24 @@ class Store:
                 info.get("wall_s"),
                 int(bool(info.get("stopped_early"))),
                 time.time(),
+                info.get("pruning"),
+                info.get("fault_class") or None,
             ),
         )
         return cur.rowcount == 1
+
+    def pruning(self) -> dict[int, dict[str, int]]:
+        """Per setup id: how many results each way of deciding gave (``sim.prune.Kind``:
+        simulated, representative, reused, overwritten, unread; ``simulated`` for results
+        stored before the store said, and for the board path)."""
+        out: dict[int, dict[str, int]] = {}
+        column = "COALESCE(r.pruning, 'simulated')" if self._has_pruning() else "'simulated'"
+        for sid, kind, n in self.db.execute(
+            f"SELECT p.setup_id, {column}, COUNT(*) FROM result r JOIN plan p "
+            "ON p.id = r.plan_id GROUP BY 1, 2 ORDER BY 1, 2"
+        ):
+            out.setdefault(sid, {})[kind] = n
+        return out
 
     def counts(self) -> dict[str, int]:
         """Planned, done and per-outcome counts (cheap; safe while a campaign runs)."""
