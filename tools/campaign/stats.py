@@ -7,6 +7,9 @@
   the exact one-sided bound when nothing was seen (about 3/n at 95%, the rule of three).
 - ``stratified``: an estimate over blocks weighted by their bit counts, with its interval.
 - ``in_orbit``: expected SDC and DUE events per day for a chip in a given environment.
+- ``extrapolate``: a share scaled to an absolute count of faults over a build's fault
+  space (Schirmeier, Borchert, Spinczyk, "Avoiding pitfalls in fault-injection based
+  comparison of program susceptibility to soft errors", DSN 2015).
 - ``policy_answers``: what one build's upsets do to the answer the payload delivers under
   each reliability policy of ``payload.pool`` (none, rerun, dmr, tmr), composed from the
   per-chip outcomes.
@@ -162,6 +165,18 @@ def in_orbit(bits: int, rate_per_bit_day: float | str, sdc: Interval, due: Inter
         return Interval(upsets * i.estimate, upsets * i.low, upsets * i.high)
 
     return OrbitRates(upsets, scale(sdc), scale(due))
+
+
+def extrapolate(share: Interval, fault_space: int) -> Interval:
+    """The number of faults of a fault space of ``fault_space`` (bit, cycle) pairs that end
+    in the outcome ``share`` measured, with the share's interval scaled the same.
+
+    Valid for a sample drawn uniformly over that fault space. Unlike shares, these counts
+    compare builds or programs of different sizes (Schirmeier et al., DSN 2015): a build
+    with more bits can show a smaller share and still fail on more faults."""
+    if fault_space < 0:
+        raise ValueError(f"the fault space must be >= 0 (bits x cycles), got {fault_space}")
+    return Interval(share.estimate * fault_space, share.low * fault_space, share.high * fault_space)
 
 
 @dataclass(frozen=True)
