@@ -61,7 +61,9 @@ def store_path(tmp_path_factory) -> Path:
         pending = [plan_id for rows in store.pending().values() for plan_id, _ in rows]
         assert len(pending) == len(outcomes)
         for plan_id, outcome in zip(pending, outcomes, strict=True):
-            store.add_result(plan_id, outcome, Observation(), {})
+            # latent results as the engine's def/use pruning decides them (never read again)
+            info = {"pruning": "unread"} if outcome == "latent" else {}
+            store.add_result(plan_id, outcome, Observation(), info)
     return path
 
 
@@ -226,3 +228,12 @@ def test_a_store_without_golden_cycles_reports_no_extrapolation(summaries):
     row = report.absolute_json([s])[0]
     assert row["fault_space"] is None and row["sdc_faults"] is None
     assert row["sdc_share"] == pytest.approx(12 / 245)
+
+
+def test_the_page_says_how_many_results_were_simulated_and_how_many_pruned(page):
+    section = page[page.index("How the results were decided") :]
+    rows = re.findall(r"<tr><td>HARDEN=(\d)</td>((?:<td>[\d,]+</td>)+)</tr>", section)
+    table = {h: [int(v.replace(",", "")) for v in re.findall(r"<td>([\d,]+)</td>", cells)]
+             for h, cells in rows[:2]}  # fmt: skip
+    # build: results, simulated, overwritten, never read again, same class as a simulated one
+    assert table == {"0": [245, 95, 0, 150, 0], "1": [323, 96, 0, 227, 0]}

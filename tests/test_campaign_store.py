@@ -157,15 +157,16 @@ def test_results_keep_how_they_were_decided_and_an_older_store_gains_the_columns
         assert store.pruning() == {1: {"simulated": 1}}
     with Store(path) as store:
         store.add_result(2, "latent", Observation(), {"pruning": "unread"})
+        one_class = "u_mem.mem[3]:1:flip@50"
         store.add_result(3, "corrected", Observation(),
-                         {"pruning": "representative", "fault_class": "u_mem.mem[3]:1:flip@50"})  # fmt: skip
+                         {"pruning": "representative", "fault_class": one_class})  # fmt: skip
         store.add_result(4, "corrected", Observation(),
-                         {"pruning": "reused", "fault_class": "u_mem.mem[3]:1:flip@50"})  # fmt: skip
+                         {"pruning": "reused", "fault_class": one_class})  # fmt: skip
         assert store.pruning() == {
             1: {"simulated": 1, "unread": 1, "representative": 1, "reused": 1}
         }
         classes = store.db.execute(
             "SELECT plan_id, fault_class FROM result ORDER BY plan_id"
         ).fetchall()
-    assert classes == [(1, None), (2, None), (3, "u_mem.mem[3]:1:flip@50"),
-                       (4, "u_mem.mem[3]:1:flip@50")]  # fmt: skip
+    one_class = "u_mem.mem[3]:1:flip@50"
+    assert classes == [(1, None), (2, None), (3, one_class), (4, one_class)]

@@ -381,6 +381,30 @@ def _absolute_html(summaries: list[BuildSummary]) -> str:
 """
 
 
+def _pruning_html(store: Store) -> str:
+    """How many results were simulated, and how many their memory word's def/use class
+    decided (``sim.prune``), per build."""
+    builds = {s["id"]: s for s in store.setups()}
+    rows = ""
+    for sid, kinds in sorted(store.pruning().items()):
+        simulated = kinds.get("simulated", 0) + kinds.get("representative", 0)
+        rows += (
+            f"<tr><td>HARDEN={builds[sid]['harden']}</td><td>{sum(kinds.values()):,}</td>"
+            f"<td>{simulated:,}</td><td>{kinds.get('overwritten', 0):,}</td>"
+            f"<td>{kinds.get('unread', 0):,}</td><td>{kinds.get('reused', 0):,}</td></tr>"
+        )
+    return f"""<h2>How the results were decided</h2>
+<p>A flip in a memory word has the same outcome at any cycle between two accesses of the
+word, so the engine decides it from the golden run's access trace: a flip overwritten
+before any read is masked; one never read again leaves the outputs golden (latent in the
+SRAM); otherwise one flip per (word, bits, next read) is simulated and its result given to
+every other flip of that class. This is exact (the benchmark compares it with simulating
+every fault) and changes no sample: the plan stays uniform over bits and cycles.</p>
+<table><tr><th>build</th><th>results</th><th>simulated</th><th>overwritten before a read</th>
+<th>never read again</th><th>same class as a simulated one</th></tr>{rows}</table>
+"""
+
+
 def terminal_table(
     summaries: list[BuildSummary],
     *,
@@ -836,7 +860,7 @@ nothing corrected, but the end state differs.</li>
 <th>DUE (detected + hang)</th></tr>
 {table}</table>
 <img alt="outcome shares per block" src="data:image/png;base64,{figs["shares"]}">
-{_absolute_html(summaries)}{answers}<h2>Hardened against unhardened</h2>
+{_absolute_html(summaries)}{_pruning_html(store)}{answers}<h2>Hardened against unhardened</h2>
 <img alt="SDC and DUE per block" src="data:image/png;base64,{figs["sdc_due"]}">
 <p class="caption">SDC and DUE share per block and build; each whisker (95% Wilson
 interval) has its bar's colour and a marker at the estimate, so a zero share still shows.
