@@ -236,7 +236,15 @@ def run(
     from cocotb_tools.runner import get_results
 
     runner = build(spec)
-    env = {"ORBITHIL_TB_PARAMS": json.dumps(dict(spec.parameters))}
+    env = {
+        "ORBITHIL_TB_PARAMS": json.dumps(dict(spec.parameters)),
+        # cocotb rewrites asserts with pytest's import hook: only in the module of tests
+        # (its default, every file imported, recompiles numpy and the rest in each
+        # simulator, ~0.7 s), and without loading every pytest plugin installed (xdist,
+        # hypothesis, anyio...: ~0.8 s)
+        "COCOTB_REWRITE_ASSERTION_FILES": test_module.rsplit(".", 1)[-1] + ".py",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
     env.update(extra_env or {})
     test_dir = spec.build_dir / f"run-{test_module.rsplit('.', 1)[-1]}-{testcase or 'all'}"
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -213,7 +213,9 @@ def test_ctrl_c_stops_the_workers_and_keeps_every_finished_result(tmp_path, monk
         assert not _campaign_threads()  # the workers ended before execute returned
         stored = store.counts()["done"]
         assert stored == len(set(delivered))  # every finished result was kept
-        assert 3 <= stored < 30  # and the workers stopped within their first chunk
+        # and each of the 2 workers stopped within the chunk it was on, its first (faults
+        # decided by their def/use class take microseconds, so a chunk may end first)
+        assert 3 <= stored <= 2 * 30
         execute(store, spec)  # resumes: only what is missing
         assert store.counts()["done"] == 120
     assert len(delivered) == 120  # nothing ran twice

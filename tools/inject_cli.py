@@ -77,14 +77,16 @@ def run_main(args) -> int:
             setup, args.n, seed=args.seed, model=args.model, blocks=blocks, glob=args.glob
         )
         with console.status(f"{len(injections)} injections on {setup.sim} ..."):
-            results = inject.run_plan(setup, injections)
+            results = inject.run_plan(setup, injections, prune=not args.no_prune)
         where = f"{setup.sim}"
     elapsed = time.perf_counter() - started
     counts = Counter(r.outcome.value for r in results)
+    decided = Counter(r.info.get("pruning", "simulated") for r in results)
     if args.json:
         print(json.dumps({
             "setup": {**setup.__dict__, "chip": args.chip, "model": args.model, "seed": args.seed},
             "n": len(results), "outcomes": dict(counts), "seconds": round(elapsed, 2),
+            "pruning": dict(decided),
         }))  # fmt: skip
     else:
         summary = BuildSummary.from_results(setup.harden, setup.sim, setup.workload, results)
@@ -97,7 +99,11 @@ def run_main(args) -> int:
         answers = answers_table([summary])
         if answers is not None:  # the workload has an answer (a class) to change
             console.print(answers)
-        print(f"{len(results)} injections in {elapsed:.1f} s")
+        simulated = decided["simulated"] + decided["representative"]
+        print(
+            f"{len(results)} injections in {elapsed:.1f} s: {simulated} simulated, "
+            f"{len(results) - simulated} decided by their memory word's def/use class"
+        )
     tool_errors = counts.get(Outcome.TOOL_ERROR.value, 0)
     if tool_errors:
         print(f"{tool_errors} injection(s) failed in the tool (not counted)", file=sys.stderr)
@@ -139,6 +145,12 @@ def register(subparsers) -> None:
         "--chip",
         help="a HAL URL (a board's serial port, model://, sim://): inject through the "
         "chip's INJECT command instead of the simulator (register file and SRAM only)",
+    )
+    r.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="simulate every fault, also those whose memory word's def/use class decides "
+        "them (the same outcomes, slower: to check the pruning)",
     )
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=run_main)
