@@ -230,6 +230,7 @@ class Engine:
             end_ns = _now_ns()  # the instant the end state was read: no edge traced since
             tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 0)
             await Timer(CLOCK_NS, "ns")  # the monitor closes the file on the next edge
+            self.state._sram_now = None  # time moved on: the SRAM read at the end is stale
             self.trace = AccessTrace.parse(trace, start_ns, end_ns)
         return golden
 
