@@ -7,9 +7,11 @@ commands, not tests: nothing here is timed inside the test suite.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import operator
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -89,7 +91,117 @@ def run(name: str, *, quick: bool = False) -> BenchResult:
     return module.run(quick=quick)
 
 
+def machine() -> dict:
+    """What the figures were measured on: CPU, cores, memory, OS, Python, the commit."""
+    import os
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 2**20, 1)
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+        commit = out.stdout.strip() or None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib,
+        "os": platform.platform(), "python": platform.python_version(), "commit": commit,
+    }  # fmt: skip
+
+
+def run_all(*, quick: bool = False, names=None, progress=None) -> dict:
+    """Every benchmark in turn: one document with each one's figures (or why it could
+    not run), the machine and the time taken."""
+    started = time.time()
+    out: dict = {"machine": machine(), "quick": quick, "started": started, "benchmarks": {}}
+    for name in names or BENCHMARKS:
+        if progress is not None:
+            progress(name)
+        t = time.perf_counter()
+        try:
+            entry = run(name, quick=quick).as_json(name)
+        except RuntimeError as exc:  # cannot run here (no board, no tool): says why
+            entry = {"name": name, "skipped": str(exc)}
+        entry["seconds"] = round(time.perf_counter() - t, 1)
+        out["benchmarks"][name] = entry
+    out["seconds"] = round(time.time() - started, 1)
+    return out
+
+
+def markdown(document: dict) -> str:
+    """``run_all``'s document as a markdown table per benchmark: each figure with its
+    target and whether it was met."""
+    m = document["machine"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(document["started"]))
+    lines = [
+        "# Benchmarks",
+        "",
+        f"`orbithil bench all{' --quick' if document['quick'] else ''}` on {when}, commit "
+        f"`{m.get('commit')}`, {document['seconds'] / 60:.1f} min in all.",
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, "
+        f"{m.get('os')}, Python {m.get('python')}.",
+        "",
+    ]
+    short = [
+        f"{name}.{key}"
+        for name, entry in document["benchmarks"].items()
+        for key, met in entry.get("targets_met", {}).items()
+        if not met
+    ]
+    lines += [
+        "Targets short in this run: " + (", ".join(f"`{k}`" for k in short) or "none") + ".",
+        "",
+    ]
+    for name, entry in document["benchmarks"].items():
+        description = BENCHMARKS.get(name, ("", ""))[1]
+        lines += [f"## {name}", "", f"{description} ({entry['seconds']} s).", ""]
+        if "skipped" in entry:
+            lines += [f"Not run here: {entry['skipped']}", ""]
+            continue
+        lines += ["| metric | value | target | |", "|---|---|---|---|"]
+        targets, met = entry.get("targets", {}), entry.get("targets_met", {})
+        for key, value in entry["metrics"].items():
+            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            shown = shown.replace("|", "\\|")
+            verdict = "" if key not in met else ("met" if met[key] else "**short**")
+            lines.append(f"| {key} | {shown} | {targets.get(key, '')} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def all_main(args) -> int:
+    from pathlib import Path
+
+    console = make_console(stderr=True)
+    document = run_all(quick=args.quick, progress=lambda name: console.print(f"bench {name} ..."))
+    if args.markdown:
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown(document))
+        console.print(f"wrote {path}")
+    if args.json:
+        print(json.dumps(document))
+    else:
+        print(markdown(document))
+    return 0
+
+
 def main(args) -> int:
+    if args.name == "all":
+        return all_main(args)
     try:
         result = run(args.name, quick=args.quick)
     except KeyError as exc:
@@ -123,9 +235,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="run a named benchmark", description=f"benchmarks: {names}"
     )
-    p.add_argument("name", help=f"one of: {', '.join(BENCHMARKS)}")
+    p.add_argument("name", help=f"one of: {', '.join(BENCHMARKS)}, or all (every one in turn)")
     p.add_argument("--json", action="store_true", help='print {"name": ..., "metrics": {...}}')
     p.add_argument(
         "--quick", action="store_true", help="smaller workload (seconds), noisier figures"
+    )
+    p.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="with all: also write the figures as a markdown table (docs/benchmarks.md)",
     )
     p.set_defaults(func=main)
