@@ -12,10 +12,11 @@ demo: setup
 	$(VENV)/bin/orbithil demo
 
 # pytest exits 5 when it collects no tests; that is a failure here, like any other.
-# The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process).
+# The suite runs on every core (pytest-xdist; TEST_WORKERS=0 runs it in one process) and
+# ends with its 25 slowest tests, so the log shows where the time goes.
 TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 # The fuzz suite at 10,000 derandomized examples per target (make test gives it 2,000).
 fuzz: setup
