@@ -119,8 +119,9 @@ class State:
                 handle._handle.set_signal_val_binstr(_IMMEDIATE, value)
 
     def equals(self, snap, hint: Injection | None = None) -> bool:
-        """Whether the state now is ``snap``; the injected word is compared first, then
-        the flip-flops, then whole memories, so a difference is usually found at once."""
+        """Whether the state now is ``snap``; the injected word or register is compared
+        first, then the flip-flops, then whole memories, so a difference is usually found
+        at once."""
         regs, memories = snap
         if hint is not None and hint.word is not None:
             m = self._mem_index[hint.target]
@@ -128,6 +129,10 @@ class State:
                 self.memories[m][hint.word]._handle.get_signal_val_binstr()
                 != memories[m][hint.word]
             ):
+                return False
+        elif hint is not None:  # a flip-flop register: one read, not all of them
+            i = self._index[hint.target]
+            if self.regs[i]._handle.get_signal_val_binstr() != regs[i]:
                 return False
         if self.read_regs() != regs:
             return False
