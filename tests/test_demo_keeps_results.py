@@ -51,6 +51,22 @@ def test_force_replaces_and_the_same_options_continue(tmp_path):
     assert _digest(store) == before
 
 
+def test_a_demo_run_with_other_workers_or_chunks_is_the_same_demo(tmp_path):
+    """How a campaign runs (an older orbithil's chunk size, a Dask executor) changes no
+    result, so such a store is continued, not refused."""
+    from dataclasses import replace
+
+    store = tmp_path / "campaign.sqlite"
+    same = demo.demo_spec(6, 1)
+    older = replace(same, chunk=100, executor="dask", workers=2, scheduler="tcp://h:8786")
+    make_store(store, n=6, done=(1,), spec=older)
+    before = _digest(store)
+    demo._keep_or_replace(store, same, force=False)
+    assert _digest(store) == before
+    with pytest.raises(demo.DemoError, match="other options"):  # a result-changing option
+        demo._keep_or_replace(store, replace(same, seed=2), force=False)
+
+
 def test_the_checkout_guard_sees_a_demo_store_replaced(tmp_path):
     from tests.conftest import changed_outputs, checkout_outputs
 

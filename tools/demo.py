@@ -38,7 +38,7 @@ def demo_spec(injections: int, seed: int, workload: str = "inference") -> spec_m
             "chip": {"harden": [0, 1], "simulator": "verilator"},
             "fault": {"model": "flip"},
             "size": {"injections": injections},
-            "run": {"executor": "local", "chunk": 100},
+            "run": {"executor": "local", "chunk": 400},
             "orbit": {"rate": "leo"},
         },
         source="orbithil demo",
@@ -63,7 +63,9 @@ def _keep_or_replace(store_path: Path, spec: spec_mod.Spec, *, force: bool) -> N
                 "another folder"
             ) from None
         wanted = json.loads(json.dumps(spec.to_dict()))
-        if held | {"source": ""} == wanted | {"source": ""}:
+        # how it runs (executor, workers, chunk size) changes no result: not an option here
+        same = dict.fromkeys(("source", "executor", "workers", "scheduler", "chunk"), "")
+        if held | same == wanted | same:
             return  # the same demo: continued or reported again
         raise DemoError(
             f"{store_path} holds a demo of other options ({_describe(held)}; asked: "
