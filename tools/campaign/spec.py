@@ -55,7 +55,7 @@ injections = 500
 executor = "local"            # local (worker processes here) | dask
 workers = 0                   # local: simulators in parallel; 0 = one per core
 scheduler = ""                # dask: "tcp://host:8786"; "" starts a local cluster
-chunk = 50                    # injections per simulator process
+chunk = 200                   # injections per simulator process (each starts one, ~2 s)
 
 [orbit]
 rate = "leo"                  # upsets per bit per day: a preset (leo, leo-saa, geo,
@@ -86,7 +86,7 @@ class Spec:
     executor: str = "local"
     workers: int = 0
     scheduler: str = ""
-    chunk: int = 50
+    chunk: int = 200
     orbit_rate: float | str = "leo"
     source: str = field(default="", compare=False)
 
@@ -261,7 +261,7 @@ def parse(data: dict, *, source: str = "<spec>") -> Spec:
         executor=executor,
         workers=get("run", "workers", 0, lambda v: is_int(v) and v >= 0),
         scheduler=scheduler,
-        chunk=get("run", "chunk", 50, lambda v: is_int(v) and v >= 1),
+        chunk=get("run", "chunk", 200, lambda v: is_int(v) and v >= 1),
         orbit_rate=rate,
         source=source,
     )
