@@ -251,6 +251,9 @@ def test_sigint_on_campaign_run_exits_130_saying_what_was_kept(tmp_path):
         [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run", str(spec_path),
          "--store", str(store_path)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell's background job (a CI runner's, `cmd &`) starts its
+        # children with SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:

@@ -56,6 +56,12 @@ def _wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 12
     return json.loads(path.read_text())
 
 
+def _sigint_default() -> None:
+    """In the child: SIGINT as from a terminal (a shell's background job, as a CI runner's
+    may be, starts its children with it ignored, and _stop would wait out its timeout)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -77,7 +83,7 @@ def test_keys_never_appear_in_logs_events_tracebacks_or_verbose_output(tmp_path)
         fly = subprocess.Popen(
             _cli("-vv", "fly", "--chip", "model://", "--keys", str(keys), "--config",
                  str(config), "--port", "0", "--ready-file", str(tmp_path / "fly.json")),
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, preexec_fn=_sigint_default,
         )  # fmt: skip
     serve = None
     outputs = {}
@@ -106,6 +112,7 @@ def test_keys_never_appear_in_logs_events_tracebacks_or_verbose_output(tmp_path)
                      "--archive", str(tmp_path / "g.sqlite"), "--http", "127.0.0.1:0",
                      "--ready-file", str(tmp_path / "serve.json")),
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                preexec_fn=_sigint_default,
             )  # fmt: skip
         served = _wait_for(tmp_path / "serve.json", serve, serve_log)
         assert "127.0.0.1" in json.dumps(served) and "0.0.0.0" not in json.dumps(served)
