@@ -151,6 +151,9 @@ def query_day(folder: Path, repeats: int) -> tuple[list[float], int, Archive]:
     return times, segments, archive
 
 
+STREAM_WAIT_S = 30.0
+
+
 def latency(folder: Path, seconds: float, *, browser: bool) -> dict:
     """Arrival at the server -> WebSocket client and -> the page, in ms."""
     from orbithil.tools.ground.api import HttpThread
@@ -163,6 +166,7 @@ def latency(folder: Path, seconds: float, *, browser: bool) -> dict:
     http = HttpThread(server).start()
     out: dict = {}
     stop = threading.Event()
+    streaming = threading.Event()  # the WebSocket client has its first telemetry
     ws_ms: list[float] = []
 
     def send() -> None:  # housekeeping at 20 Hz from a thread of its own
@@ -178,7 +182,9 @@ def latency(folder: Path, seconds: float, *, browser: bool) -> dict:
         client.login("bench", password)
         for message in client.stream(timeout=2):
             if message["type"] == "telemetry":
-                ws_ms.append((time.time_ns() // 1000 - message["rx_us"]) / 1e3)
+                if streaming.is_set():
+                    ws_ms.append((time.time_ns() // 1000 - message["rx_us"]) / 1e3)
+                streaming.set()
             if stop.is_set():
                 break
 
@@ -187,6 +193,13 @@ def latency(folder: Path, seconds: float, *, browser: bool) -> dict:
         listener.start()
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
+        # the window starts once the client streams (its login and connection can take
+        # longer than the window on a busy machine); the first, connecting, sample is not
+        # counted
+        if not streaming.wait(STREAM_WAIT_S):
+            raise RuntimeError(
+                f"no telemetry reached the WebSocket client within {STREAM_WAIT_S:.0f} s"
+            )
         page_ms: list[float] = []
         if browser:
             from playwright.sync_api import sync_playwright
