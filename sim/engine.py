@@ -111,7 +111,7 @@ class State:
         known, self._sram_now = self._sram_now, None
         for m, (handles, values) in enumerate(zip(self.memories, memories, strict=True)):
             if m == self.sram and known is not None:
-                # the SRAM as end_state() just read it: write back only the words that differ
+                # the SRAM as end_parts() just read it: write back only the words that differ
                 for i in [i for i, (a, b) in enumerate(zip(known, values, strict=True)) if a != b]:
                     handles[i]._handle.set_signal_val_binstr(_IMMEDIATE, values[i])
                 continue
@@ -143,17 +143,18 @@ class State:
             return self.regs[self._index[injection.target]]
         return self.memories[self._mem_index[injection.target]][injection.word]
 
-    def end_state(self) -> str:
-        """Hash of the architectural state: the register file's flip-flops and the SRAM
-        (raw codewords: a flip still sitting in a word is latent state)."""
-        return hash_end_state(*self.end_parts())
-
     def end_parts(self) -> tuple[list[str], list[str]]:
-        """What ``end_state`` hashes: the register file's values and the SRAM's words."""
+        """The architectural state, as ``hash_end_state`` takes it: the register file's
+        flip-flops and the SRAM (raw codewords: a flip still sitting in a word is latent
+        state)."""
         sram = self.read_memory(self.sram)
         self._sram_now = sram  # valid until simulated time moves on (see restore)
         regfile = [self.regs[i]._handle.get_signal_val_binstr() for i in self.regfile]
         return regfile, sram
+
+    def forget_end(self) -> None:
+        """Simulated time moved on: the SRAM read by ``end_parts`` is stale for restore."""
+        self._sram_now = None
 
     def tb_counter(self, name: str, snap) -> int:
         return int(snap[0][self._index[name]], 2)
@@ -235,7 +236,7 @@ class Engine:
             end_ns = _now_ns()  # the instant the end state was read: no edge traced since
             tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 0)
             await Timer(CLOCK_NS, "ns")  # the monitor closes the file on the next edge
-            self.state._sram_now = None  # time moved on: the SRAM read at the end is stale
+            self.state.forget_end()
             self.trace = AccessTrace.parse(trace, start_ns, end_ns)
         return golden
 
@@ -360,9 +361,10 @@ class Engine:
                 tally.naks += 1
             else:
                 counters.update(parse_telemetry(final))
-            observation = tally.observation(counters, self.state.end_state())
+            end = self.state.end_parts()
+            observation = tally.observation(counters, hash_end_state(*end))
             if record is not None:
-                record.end = self.state.end_parts()
+                record.end = end
         if fault is not None and not fault.done():
             fault.cancel()
         info = RunInfo(cycle_now() - start.cycle, start.cycle, False)

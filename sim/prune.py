@@ -26,6 +26,7 @@ edges (multiples of 10), so a flip at time t is seen by a read at any edge after
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -47,6 +48,11 @@ class Kind(StrEnum):
 
 
 PRUNED = (Kind.REUSED, Kind.OVERWRITTEN, Kind.UNREAD)  # decided without a simulation
+
+
+def simulated(kinds: Mapping[str, int]) -> int:
+    """How many of ``kinds`` (a count per ``Kind`` value) took a simulation."""
+    return sum(n for kind, n in kinds.items() if kind not in PRUNED)
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,10 @@ def test_pruned_outcomes_equal_full_simulation(sim):
     ]
     assert not differ
     assert sum(r.info["cycles"] for r in pruned) < sum(r.info["cycles"] for r in full) / 3
+
+
+def test_simulated_counts_every_kind_but_the_pruned_ones():
+    from orbithil.sim.prune import simulated
+
+    kinds = {"simulated": 3, "representative": 2, "reused": 4, "overwritten": 5, "unread": 7}
+    assert simulated(kinds) == 5

@@ -15,6 +15,7 @@ from collections import Counter
 from rich.table import Table
 
 from orbithil.payload.classify import Outcome
+from orbithil.sim import prune
 from orbithil.sim.faults import FaultModel, TargetSpace
 from orbithil.tools.campaign.report import BuildSummary, answers_table, terminal_table
 from orbithil.tools.console import console as make_console
@@ -99,7 +100,7 @@ def run_main(args) -> int:
         answers = answers_table([summary])
         if answers is not None:  # the workload has an answer (a class) to change
             console.print(answers)
-        simulated = decided["simulated"] + decided["representative"]
+        simulated = prune.simulated(decided)
         print(
             f"{len(results)} injections in {elapsed:.1f} s: {simulated} simulated, "
             f"{len(results) - simulated} decided by their memory word's def/use class"

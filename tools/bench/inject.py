@@ -30,7 +30,7 @@ from collections import Counter
 
 from orbithil import hal
 from orbithil.hal.portwrap import PortWrapper
-from orbithil.sim import harness
+from orbithil.sim import harness, prune
 from orbithil.sim.inject import Setup, golden, plan, run_plan
 from orbithil.sim.paths import bench_dir, rtl_sources
 from orbithil.sim.toolchain import find_executable
@@ -122,7 +122,7 @@ def _pruned_against_full(setup: Setup, injections: list) -> dict:
         "pruned_mismatches": sum(
             a.observation != b.observation for a, b in zip(pruned, full, strict=True)
         ),
-        "simulated": kinds["simulated"] + kinds["representative"],
+        "simulated": prune.simulated(kinds),
         "decided_by_class": {k: kinds[k] for k in ("overwritten", "unread", "reused")},
         "mean_simulated_cycles_pruned": round(sum(r.info["cycles"] for r in pruned) / n),
         "mean_simulated_cycles_full": round(sum(r.info["cycles"] for r in full) / n),

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from orbithil.errors import ConfigError, OrbithilError
+from orbithil.sim import prune
 from orbithil.tools.campaign import report, stats
 from orbithil.tools.campaign import spec as spec_mod
 from orbithil.tools.campaign.store import Store, StoreError, sqlite_problem
@@ -118,7 +119,7 @@ def run_main(args) -> int:
                 "answers": report.answers_json(summaries),
             }))  # fmt: skip
             return 0 if counts["done"] >= counts["planned"] else 1
-        simulated = decided["simulated"] + decided["representative"]
+        simulated = prune.simulated(decided)
         print(
             f"{summary.done} injections in {summary.seconds:.1f} s "
             f"({summary.done / max(summary.seconds, 1e-9):.1f}/s); store {store_path}\n"

@@ -27,6 +27,7 @@ from orbithil.payload.classify import (
     misclassified,
     resident_words,
 )
+from orbithil.sim import prune
 from orbithil.tools.campaign import stats
 from orbithil.tools.campaign.store import Store
 
@@ -387,7 +388,7 @@ def _pruning_html(store: Store) -> str:
     builds = {s["id"]: s for s in store.setups()}
     rows = ""
     for sid, kinds in sorted(store.pruning().items()):
-        simulated = kinds.get("simulated", 0) + kinds.get("representative", 0)
+        simulated = prune.simulated(kinds)
         rows += (
             f"<tr><td>HARDEN={builds[sid]['harden']}</td><td>{sum(kinds.values()):,}</td>"
             f"<td>{simulated:,}</td><td>{kinds.get('overwritten', 0):,}</td>"

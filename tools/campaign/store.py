@@ -121,13 +121,13 @@ class Store:
     def _add_pruning_columns(self) -> None:
         """A store made before results said how they were decided (sim.prune) gets the
         two columns, empty for its old results (they were all simulated)."""
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(result)")}
+        have = self._result_columns()
         for column in ("pruning", "fault_class"):
             if column not in have:
                 self.db.execute(f"ALTER TABLE result ADD COLUMN {column} TEXT")
 
-    def _has_pruning(self) -> bool:
-        return any(row[1] == "pruning" for row in self.db.execute("PRAGMA table_info(result)"))
+    def _result_columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(result)")}
 
     def close(self) -> None:
         self.db.close()
@@ -247,7 +247,11 @@ class Store:
         simulated, representative, reused, overwritten, unread; ``simulated`` for results
         stored before the store said, and for the board path)."""
         out: dict[int, dict[str, int]] = {}
-        column = "COALESCE(r.pruning, 'simulated')" if self._has_pruning() else "'simulated'"
+        column = (
+            "COALESCE(r.pruning, 'simulated')"
+            if "pruning" in self._result_columns()
+            else "'simulated'"
+        )
         for sid, kind, n in self.db.execute(
             f"SELECT p.setup_id, {column}, COUNT(*) FROM result r JOIN plan p "
             "ON p.id = r.plan_id GROUP BY 1, 2 ORDER BY 1, 2"
