@@ -137,6 +137,7 @@ def repeated(name: str, runs: list[BenchResult], keys: tuple[str, ...]) -> dict:
     entry = runs[0].as_json(name)
     if len(runs) == 1:
         return entry
+    entry["metrics"] = dict(entry["metrics"])  # as_json's is the run's own dict
     entry["spread"] = {}
     for key in keys:
         values = [r.metrics[key] for r in runs]
