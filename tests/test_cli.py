@@ -87,17 +87,3 @@ def test_bad_codec_setting_says_what_is_valid():
         ValueError, match="ORBITHIL_CODEC='fast' is not valid; use one of auto, c, python"
     ):
         Settings.from_env({"ORBITHIL_CODEC": "fast"})
-
-
-@pytest.mark.parametrize(
-    ("command", "harden", "builds"),
-    [("inject", "both", [0, 1]), ("inject", "1", [1]), ("fpga", "both", [0, 1])],
-)
-def test_targets_json_is_one_document_for_one_build_or_both(command, harden, builds):
-    """`--json` prints one JSON document on stdout (it once printed a line per build).
-    The simulated chip's divisor (4) reuses the netlists the simulator tests list."""
-    done = orbithil(command, "targets", "--json", "--harden", harden, "--clks-per-bit", "4")
-    assert done.returncode == 0, done.stderr
-    document = json.loads(done.stdout)  # one document: json.loads refuses two
-    listed = document if isinstance(document, list) else [document]
-    assert [d["harden"] for d in listed] == builds

@@ -55,8 +55,8 @@ def targets_main(args) -> int:
             continue
         title = f"injection targets, HARDEN={harden} (CLKS_PER_BIT={args.clks_per_bit})"
         console.print(targets_table(targets, title))
-    if args.json:  # one document: the build's object, or a list of both builds' objects
-        print(json.dumps(documents[0] if len(documents) == 1 else documents))
+    if args.json:  # one document: a list of the builds' objects, as `synth --json` prints
+        print(json.dumps(documents))
     return 0
 
 
@@ -130,7 +130,7 @@ def register(subparsers) -> None:
     t.add_argument("--clks-per-bit", type=int, default=4, help="the build's UART divider")
     t.add_argument(
         "--json", action="store_true",
-        help="print one JSON document: the build's object, or a list of both builds' objects",
+        help="print one JSON document: a list with an object per build",
     )  # fmt: skip
     t.set_defaults(func=targets_main)
 

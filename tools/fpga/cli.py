@@ -119,8 +119,8 @@ def targets_main(args) -> int:
         from orbithil.tools.inject_cli import targets_table
 
         make_console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
-    if args.json:  # one document: the build's object, or a list of both builds' objects
-        print(json.dumps(documents[0] if len(documents) == 1 else documents))
+    if args.json:  # one document: a list of the builds' objects, as `synth --json` prints
+        print(json.dumps(documents))
     return 0
 
 
@@ -192,6 +192,6 @@ def register(subparsers) -> None:
     )  # fmt: skip
     t.add_argument(
         "--json", action="store_true",
-        help="print one JSON document: the build's object, or a list of both builds' objects",
+        help="print one JSON document: a list with an object per build",
     )  # fmt: skip
     t.set_defaults(func=targets_main)
