@@ -12,6 +12,7 @@ stack and judges each criterion:
 - queues flat: JOBS_QUEUED never above ``--queue-max``, no bus drops, no telemetry stored
   or lost on board, and every submitted job done by the end;
 - no slips: RG_SLIPS stays 0, and RG_JITTER_P99_US within its dictionary limit;
+- the stack up throughout: ``orbithil fly`` did not exit before it was stopped;
 - every command completed: each one sent got its COMPLETED verification.
 
 The pure parts (``rss_slope``, ``judge``) are separate from the process handling.
@@ -134,6 +135,13 @@ def judge(summary: dict, limits: Limits) -> list[dict]:
             "limit": f"0 slips, p99 jitter <= {limits.jitter_p99_us:g} us",
         },
         {
+            "name": "stack_up_throughout",
+            "ok": not summary["fly_exited_early"],
+            "measured": "orbithil fly " + ("exited during the soak" if summary["fly_exited_early"]
+                                           else "ran until stopped"),
+            "limit": "up until the end",
+        },
+        {
             "name": "every_command_completed",
             "ok": cmd["sent"] > 0 and cmd["completed"] == cmd["sent"],
             "measured": f"{cmd['completed']}/{cmd['sent']} completed, {cmd['failed']} failed, "
@@ -238,12 +246,16 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     problems: list[str] = []
 
     def command(name: str, **args) -> None:
+        seq = g.send(name, **args)
         counts["sent"] += 1
         by_name[name] = by_name.get(name, 0) + 1
-        seq = None
         try:
-            seq = g.send(name, **args)
-            stage, reason = g.wait_verification(seq, timeout=COMMAND_TIMEOUT_S)
+            try:
+                stage, reason = g.wait_verification(seq, timeout=COMMAND_TIMEOUT_S)
+            except KeyboardInterrupt:  # Ctrl-C: what was sent is still seen through
+                stage, reason = g.wait_verification(seq, timeout=COMMAND_TIMEOUT_S)
+                counts["failed" if stage.name == "FAILED" else "completed"] += 1
+                raise
             if stage.name == "FAILED":
                 raise rejected(name, reason)
             counts["completed"] += 1
@@ -257,9 +269,6 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
             g.verify.pop(seq, None)
             g.sent.pop(seq, None)
 
-    for name, args in (("NOOP", {}), ("SET_MODE", {"mode": "NOMINAL"}),
-                       ("SET_MODE", {"mode": "COMPUTE"})):  # fmt: skip
-        command(name, **args)
     cycle = (("NOOP", {}), ("POOL_STATUS", {}), ("SUBMIT_JOB", None))
     samples: list[Sample] = []
     started = time.monotonic()
@@ -268,9 +277,12 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     next_command = started
     interrupted = False
     i = first = 0
-    say(f"soaking for {minutes:g} min: a command every {command_period_s:g} s, samples every "
-        f"{sample_s:g} s")  # fmt: skip
     try:
+        for name, args in (("NOOP", {}), ("SET_MODE", {"mode": "NOMINAL"}),
+                           ("SET_MODE", {"mode": "COMPUTE"})):  # fmt: skip
+            command(name, **args)
+        say(f"soaking for {minutes:g} min: a command every {command_period_s:g} s, samples "
+            f"every {sample_s:g} s")  # fmt: skip
         while (now := time.monotonic()) < end:
             if fly.proc.poll() is not None:
                 problems.append(f"orbithil fly exited with code {fly.proc.returncode} during "
@@ -293,6 +305,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
         interrupted = True
         say("interrupted: finishing the summary")
     load_s = time.monotonic() - started
+    exited_early = fly.proc.poll() is not None
     # the jobs submitted still run: wait for them (with a deadline), then a last sample
     submitted = by_name.get("SUBMIT_JOB", 0)
     with contextlib.suppress(TimeoutError, KeyboardInterrupt):
@@ -309,6 +322,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
         "minutes": minutes,
         "duration_s": round(load_s, 1),
         "interrupted": interrupted,
+        "fly_exited_early": exited_early,
         "commands": {**counts, "by_name": by_name, "problems": problems[:20]},
         "jobs": {
             "submitted": submitted,
