@@ -5,8 +5,10 @@ docs/reliability.md ("Faults survived") gives the figures."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -105,6 +107,9 @@ def test_a_flood_of_random_datagrams_is_refused_counted_and_the_stack_still_answ
             g.command("NOOP", timeout=10)
             completed = g.wait_telemetry("CMD_COMPLETED", lambda v: v >= 2, timeout=10)
             counts = {name: g.telemetry[name] for name in REJECTED}
+            print(f"flood of {FLOOD_SIZE} datagrams ({sum(sizes)} bytes, {sizes.count(0)} "
+                  f"empty, {sum(n > ccsds.MAX_TC for n in sizes)} oversize): {counts}, "
+                  f"EVENTS_THROTTLED {g.telemetry['EVENTS_THROTTLED']:g}")  # fmt: skip
             assert sum(counts.values()) == FLOOD_SIZE, counts  # each one, none accepted
             assert counts["TC_REJECTED_MALFORMED"] > 0 and counts["TC_REJECTED_AUTH"] > 0
             assert counts["TC_REJECTED_REPLAY"] == 0  # no random packet got past the MAC
@@ -156,8 +161,11 @@ def _engines(root: int) -> list[int]:
 
 
 def _simulators(root: int) -> list[int]:
-    """Verilator simulators (the built ``Vtop``) under ``root``."""
-    return [p for p in _descendants(root) if _argv(p)[0].endswith("/Vtop")]
+    """Simulators under ``root``: the programs built in the cocotb build folder."""
+    from orbithil.sim.paths import sim_build_dir
+
+    builds = str(sim_build_dir())
+    return [p for p in _descendants(root) if _argv(p)[0].startswith(builds)]
 
 
 def _count_results(path: Path) -> int:
@@ -196,6 +204,16 @@ def _spec(path: Path, n: int, *, chunk: int, executor: str = "local") -> Path:
     return path
 
 
+def _busy_workers(root: int) -> list[int]:
+    """Dask worker processes under ``root`` running a chunk: parents of an engine process."""
+    parents = []
+    for engine in _engines(root):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{engine}/stat").read_text()
+            parents.append(int(stat.rsplit(")", 1)[1].split()[1]))
+    return [p for p in parents if p != root]
+
+
 CAMPAIGN = [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run"]
 
 
@@ -231,6 +249,7 @@ def test_the_simulator_killed_under_a_campaign_is_retried_and_nothing_is_lost(tm
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     assert "the engine process exited with code" in err  # said, and retried
+    print(*(line for line in err.splitlines() if "engine process" in line), sep="\n")
     assert _store_check(store) == (40, 40, 40, 0)  # every injection once, none a tool error
     again = subprocess.run([*CAMPAIGN, "--store", str(store)], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -242,27 +261,56 @@ def test_the_simulator_killed_under_a_campaign_is_retried_and_nothing_is_lost(tm
 @pytest.mark.sim
 def test_a_dask_worker_killed_mid_chunk_is_rescheduled_and_nothing_is_lost(tmp_path):
     pytest.importorskip("distributed")
-    spec = _spec(tmp_path / "c.toml", 24, chunk=4, executor="dask")
+    spec = _spec(tmp_path / "c.toml", 12, chunk=3, executor="dask")
     store = tmp_path / "c.sqlite"
     proc = subprocess.Popen([*CAMPAIGN, str(spec), "--store", str(store), "--json"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)  # fmt: skip
 
-    def busy_worker(root: int) -> list[int]:
-        # the Dask worker process running a chunk: the parent of an engine process
-        parents = []
-        for engine in _engines(root):
-            stat = Path(f"/proc/{engine}/stat").read_text()
-            parents.append(int(stat.rsplit(")", 1)[1].split()[1]))
-        return [p for p in parents if p != root]
-
     try:
-        _kill_when(proc, store, 4, busy_worker, "Dask worker")
+        _kill_when(proc, store, 3, _busy_workers, "Dask worker")
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err[-3000:]
-    assert json.loads(out)["done"] == 24
-    assert _store_check(store) == (24, 24, 24, 0)  # every injection once
+    assert json.loads(out)["done"] == 12
+    print(err[-3000:])
+    assert _store_check(store) == (12, 12, 12, 0)  # every injection once
+
+
+@pytest.mark.sim
+def test_a_chunk_dask_gives_up_on_stops_with_a_clear_error_and_a_rerun_finishes(tmp_path):
+    """With no failures allowed per task, a worker killed under a chunk fails it for good:
+    the run stops saying so, the other chunks' results are kept, and a rerun does the rest
+    (here on local workers: the same store, whichever executor)."""
+    pytest.importorskip("distributed")
+    spec = _spec(tmp_path / "c.toml", 12, chunk=3, executor="dask")
+    store = tmp_path / "c.sqlite"
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    proc = subprocess.Popen([*CAMPAIGN, str(spec), "--store", str(store)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _kill_when(proc, store, 3, _busy_workers, "Dask worker")
+        _, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 2, err[-3000:]
+    last = err.rstrip().splitlines()[-1]  # a clear error of ours, not a traceback
+    assert last.startswith("orbithil: error: "), err[-3000:]
+    # the chunk it ran (and one Dask had queued on it, if any) failed for good
+    found = re.search(r"(\d) of 4 chunks failed on the Dask cluster \(first: KilledWorker", err)
+    assert found and 1 <= int(found[1]) <= 2, err[-3000:]
+    assert f"every other chunk's results are kept: `orbithil campaign run --store {store}` " in err
+    print(last)
+    lost = 3 * int(found[1])
+    assert _store_check(store) == (12, 12 - lost, 12 - lost, 0)  # the other chunks kept
+    again = subprocess.run([*CAMPAIGN, "--store", str(store), "--executor", "local"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.startswith(f"{lost} injections in")  # only the failed chunks ran
+    assert _store_check(store) == (12, 12, 12, 0)
