@@ -75,6 +75,8 @@ def _check_nothing_lost(summary: dict) -> None:
     assert cmd["failed"] == 0 and cmd["timed_out"] == 0, cmd
     assert jobs["submitted"] == cmd["by_name"]["SUBMIT_JOB"] > 0
     assert jobs["done"] == jobs["submitted"] and jobs["items_failed"] == 0, jobs
+    # a new job only while fewer than 2 (of 2 images) are unfinished
+    assert summary["queues"]["jobs_queued_max"] <= 4, summary["queues"]
     assert summary["queues"]["bus_drops"] == 0 and summary["queues"]["tm_lost"] == 0
     assert summary["telemetry_packets"]["hk"] > 0
     assert summary["fly_exit_code"] == 0

@@ -2,7 +2,9 @@
 
 Runs ``orbithil fly`` as a child process on one chip with housekeeping at the link's full
 rate (every 10 ms) and authenticated commands flowing the whole time (NOOP, POOL_STATUS
-and small SUBMIT_JOBs in COMPUTE mode, from ``flight.ground.Ground``). Every few seconds
+and small SUBMIT_JOBs in COMPUTE mode, from ``flight.ground.Ground``; a new job only while
+fewer than ``--jobs-in-flight`` are unfinished, so the chip is kept busy at its own speed
+rather than offered more than it can do). Every few seconds
 it samples the child's resident memory (``/proc/PID/status`` VmRSS) and the stack's queue
 telemetry; at the end (or on Ctrl-C) it waits for the submitted jobs to finish, stops the
 stack and judges each criterion:
@@ -210,6 +212,7 @@ class _Fly:
 
 def run_soak(*, chip: str = DEFAULT_CHIP, minutes: float = 10.0, sample_s: float = 5.0,
              warmup_s: float = 60.0, command_period_s: float = 0.2, job_images: int = 2,
+             jobs_in_flight: int = 2,
              realtime: str = "auto", limits: Limits = Limits(),
              progress=None) -> dict:  # fmt: skip
     """Run the soak and return its summary (``judge``'s criteria under ``criteria``).
@@ -225,7 +228,7 @@ def run_soak(*, chip: str = DEFAULT_CHIP, minutes: float = 10.0, sample_s: float
             with Ground(address, key_id=fly.key_id, key=fly.key,
                         sequence=MemorySequence(1)) as g:  # fmt: skip
                 summary = _drive(g, fly, chip, minutes, sample_s, warmup_s, command_period_s,
-                                 job_images, CommandRejected, say)  # fmt: skip
+                                 job_images, jobs_in_flight, CommandRejected, say)  # fmt: skip
         finally:
             code = fly.stop()
             tail = fly.log_tail(40)
@@ -240,12 +243,19 @@ def run_soak(*, chip: str = DEFAULT_CHIP, minutes: float = 10.0, sample_s: float
 
 
 def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: float,
-           command_period_s: float, job_images: int, rejected, say) -> dict:  # fmt: skip
+           command_period_s: float, job_images: int, jobs_in_flight: int, rejected,
+           say) -> dict:  # fmt: skip
     counts = {"sent": 0, "completed": 0, "failed": 0, "timed_out": 0}
     by_name: dict[str, int] = {}
+    completed_by_name: dict[str, int] = {}
     problems: list[str] = []
 
-    def command(name: str, **args) -> None:
+    def completed(name: str) -> None:
+        counts["completed"] += 1
+        completed_by_name[name] = completed_by_name.get(name, 0) + 1
+
+    def command(name: str, **args) -> bool:
+        """Send, wait for the verdict, count it; whether it completed."""
         seq = g.send(name, **args)
         counts["sent"] += 1
         by_name[name] = by_name.get(name, 0) + 1
@@ -254,11 +264,15 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
                 stage, reason = g.wait_verification(seq, timeout=COMMAND_TIMEOUT_S)
             except KeyboardInterrupt:  # Ctrl-C: what was sent is still seen through
                 stage, reason = g.wait_verification(seq, timeout=COMMAND_TIMEOUT_S)
-                counts["failed" if stage.name == "FAILED" else "completed"] += 1
+                if stage.name == "FAILED":
+                    counts["failed"] += 1
+                else:
+                    completed(name)
                 raise
             if stage.name == "FAILED":
                 raise rejected(name, reason)
-            counts["completed"] += 1
+            completed(name)
+            return True
         except rejected as exc:
             counts["failed"] += 1
             problems.append(str(exc))
@@ -268,6 +282,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
         finally:  # the ground keeps every verification: forget the finished ones
             g.verify.pop(seq, None)
             g.sent.pop(seq, None)
+        return False
 
     cycle = (("NOOP", {}), ("POOL_STATUS", {}), ("SUBMIT_JOB", None))
     samples: list[Sample] = []
@@ -276,7 +291,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     next_sample = started
     next_command = started
     interrupted = False
-    i = first = 0
+    i = first = held_back = 0
     try:
         for name, args in (("NOOP", {}), ("SET_MODE", {"mode": "NOMINAL"}),
                            ("SET_MODE", {"mode": "COMPUTE"})):  # fmt: skip
@@ -294,9 +309,14 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
             if now >= next_command:
                 name, args = cycle[i % len(cycle)]
                 i += 1
-                if args is None:
-                    args = {"first": first, "count": job_images}
-                    first = (first + job_images) % 60000
+                if args is None:  # a new job while fewer than jobs_in_flight are unfinished
+                    submitted = completed_by_name.get("SUBMIT_JOB", 0)
+                    if submitted - g.telemetry.get("JOBS_DONE", 0) >= jobs_in_flight:
+                        name, args = "NOOP", {}
+                        held_back += 1
+                    else:
+                        args = {"first": first, "count": job_images}
+                        first = (first + job_images) % 60000
                 command(name, **args)
                 next_command += command_period_s
                 next_command = max(next_command, time.monotonic() - command_period_s)
@@ -307,7 +327,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     load_s = time.monotonic() - started
     exited_early = fly.proc.poll() is not None
     # the jobs submitted still run: wait for them (with a deadline), then a last sample
-    submitted = by_name.get("SUBMIT_JOB", 0)
+    submitted = completed_by_name.get("SUBMIT_JOB", 0)
     with contextlib.suppress(TimeoutError, KeyboardInterrupt):
         if fly.proc.poll() is None and submitted:
             g.wait_telemetry("JOBS_DONE", lambda v: v >= submitted,
@@ -326,6 +346,8 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
         "commands": {**counts, "by_name": by_name, "problems": problems[:20]},
         "jobs": {
             "submitted": submitted,
+            "in_flight_max": jobs_in_flight,
+            "held_back": held_back,
             "done": int(tm.get("JOBS_DONE", 0)),
             "items_done": int(tm.get("ITEMS_DONE", 0)),
             "items_failed": tm.get("ITEMS_FAILED", 0),
@@ -420,11 +442,14 @@ def main(args) -> int:
         raise ConfigError(f"--warmup-s {args.warmup_s}: give a finite number of seconds >= 0")
     if not 1 <= args.job_images <= 256:
         raise ConfigError(f"--job-images {args.job_images}: use 1..256")
+    if args.jobs_in_flight < 1:
+        raise ConfigError(f"--jobs-in-flight {args.jobs_in_flight}: use 1 or more")
     limits = Limits(rss_slope_mib_per_min=_positive("--rss-slope-max", args.rss_slope_max),
                     queue_max=args.queue_max)  # fmt: skip
     summary = run_soak(
         chip=args.chip, minutes=minutes, sample_s=sample_s, warmup_s=args.warmup_s,
-        command_period_s=period, job_images=args.job_images, realtime=args.realtime,
+        command_period_s=period, job_images=args.job_images,
+        jobs_in_flight=args.jobs_in_flight, realtime=args.realtime,
         limits=limits, progress=lambda text: print(text, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.json:
@@ -455,6 +480,9 @@ def register(subparsers) -> None:
                    help="seconds between commands, cycling NOOP, POOL_STATUS, SUBMIT_JOB "
                    "(default 0.2)")  # fmt: skip
     p.add_argument("--job-images", type=int, default=2, help="images per SUBMIT_JOB (default 2)")
+    p.add_argument("--jobs-in-flight", type=int, default=2,
+                   help="most unfinished jobs: a SUBMIT_JOB due while this many run is a NOOP "
+                   "instead, so the load follows the chip's speed (default 2)")  # fmt: skip
     p.add_argument("--realtime", choices=["auto", "on", "off"], default="auto",
                    help="the stack's realtime setting (default auto)")  # fmt: skip
     p.add_argument("--rss-slope-max", type=float, default=Limits.rss_slope_mib_per_min,
