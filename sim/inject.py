@@ -200,7 +200,7 @@ def run_plan(
                 barren = barren + 1 if not done else 0
                 left = len([i for i in batch if i not in done])
                 log.warning("%s; %d of its %d injections finished and are kept, the other "
-                            "%d run again in a new process", str(exc).splitlines()[0],
+                            "%d run again in a new process", str(exc).split("; log tail:")[0],
                             len(done), len(batch), left)  # fmt: skip
                 if barren >= 2:  # it fails before the first injection: not one injection's fault
                     for index in pending:

@@ -108,7 +108,8 @@ def test_a_flood_of_random_datagrams_is_refused_counted_and_the_stack_still_answ
             completed = g.wait_telemetry("CMD_COMPLETED", lambda v: v >= 2, timeout=10)
             counts = {name: g.telemetry[name] for name in REJECTED}
             print(f"flood of {FLOOD_SIZE} datagrams ({sum(sizes)} bytes, {sizes.count(0)} "
-                  f"empty, {sum(n > ccsds.MAX_TC for n in sizes)} oversize): {counts}, "
+                  f"empty, {sum(n > ccsds.MAX_TC for n in sizes)} longer than the longest "
+                  f"telecommand ({ccsds.MAX_TC} bytes), up to {max(sizes)}): {counts}, "
                   f"EVENTS_THROTTLED {g.telemetry['EVENTS_THROTTLED']:g}")  # fmt: skip
             assert sum(counts.values()) == FLOOD_SIZE, counts  # each one, none accepted
             assert counts["TC_REJECTED_MALFORMED"] > 0 and counts["TC_REJECTED_AUTH"] > 0
