@@ -260,6 +260,7 @@ def test_the_simulator_killed_under_a_campaign_is_retried_and_nothing_is_lost(tm
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_chunk_is_rescheduled_and_nothing_is_lost(tmp_path):
     pytest.importorskip("distributed")
     spec = _spec(tmp_path / "c.toml", 12, chunk=3, executor="dask")
@@ -282,6 +283,7 @@ def test_a_dask_worker_killed_mid_chunk_is_rescheduled_and_nothing_is_lost(tmp_p
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 def test_a_chunk_dask_gives_up_on_stops_with_a_clear_error_and_a_rerun_finishes(tmp_path):
     """With no failures allowed per task, a worker killed under a chunk fails it for good:
     the run stops saying so, the other chunks' results are kept, and a rerun does the rest

@@ -86,6 +86,7 @@ def _check_nothing_lost(summary: dict) -> None:
     assert summary["ok"] == all(verdicts.values())
 
 
+@pytest.mark.slow
 def test_a_short_soak_on_the_model_loses_nothing_and_reports_every_figure(tmp_path):
     done = subprocess.run(_soak("--minutes", "0.35"), cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
