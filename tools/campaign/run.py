@@ -6,7 +6,8 @@ Executors:
   worker) on a chunk of injections at a time; results stream back as they finish.
 - ``dask``: chunks as Dask tasks on a cluster (``scheduler`` address) or on a
   ``LocalCluster``; Dask re-runs the tasks of a worker that dies, and a failed task is
-  retried. Results come back per chunk.
+  retried. Results come back per chunk; a chunk Dask gives up on (``KilledWorker``) is
+  reported (``ChunksFailed``) once every other chunk is stored, and a rerun does it.
 
 The engine is deterministic, so the same spec and seed give the same results on either.
 """
