@@ -28,8 +28,12 @@ other than framing (COBS, OVERSIZE): a good version-2 frame fails them by design
 length field leaves out the parity), a damaged one may be corrected. The chip does the
 same in ``fpga/rtl/frame_rx.v`` and answers a version-2 request in version 2.
 
-The arithmetic is ``reedsolo``'s (a well-kept pure-Python Reed-Solomon codec); a frame is
-encoded in tens of microseconds, small beside the line time of the bytes it protects.
+Encoding and the check of an undamaged frame (both syndromes zero) are done here with
+GF(2^8) tables: a shift register over the generator polynomial, and Horner's rule for
+the syndromes, about 10 us for a 16-word frame. ``reedsolo`` (a well-kept pure-Python
+Reed-Solomon codec, whose generator polynomial this is) locates and corrects a damaged byte;
+its encoder and decoder took ~190 and ~150 us a frame, a tenth of a simulated round trip,
+paid by every version-2 frame.
 """
 
 from __future__ import annotations
@@ -57,6 +61,50 @@ from .frame_format import (
 _RS = reedsolo.RSCodec(RS_PARITY, nsize=255, fcr=0, prim=RS_PRIMITIVE, generator=2)
 
 
+def _times_table(factor: int) -> bytes:
+    """``table[b]`` = b * factor in GF(2^8) (primitive polynomial RS_PRIMITIVE)."""
+    table = bytearray(256)
+    for b in range(256):
+        product, x, y = 0, b, factor
+        while y:
+            if y & 1:
+                product ^= x
+            x <<= 1
+            if x & 0x100:
+                x ^= RS_PRIMITIVE
+            y >>= 1
+        table[b] = product
+    return bytes(table)
+
+
+# The generator polynomial x^2 + g1 x + g0, and multiplication by its coefficients and by
+# alpha (2, for the second syndrome), as byte tables.
+_, _G1, _G0 = _RS.gen[RS_PARITY]
+_TIMES_G1, _TIMES_G0, _TIMES_ALPHA = _times_table(_G1), _times_table(_G0), _times_table(2)
+
+
+def _codeword_parity(data: bytes) -> tuple[int, int]:
+    """The two parity bytes of one codeword's data (the remainder of data(x) x^2 divided
+    by the generator polynomial, highest degree first, as ``reedsolo`` encodes)."""
+    high = low = 0
+    times_g1, times_g0 = _TIMES_G1, _TIMES_G0
+    for b in data:
+        feedback = b ^ high
+        high, low = low ^ times_g1[feedback], times_g0[feedback]
+    return high, low
+
+
+def _is_codeword(word: bytes) -> bool:
+    """Whether both syndromes of a codeword (data and parity) are zero: it is undamaged,
+    or damaged beyond what the code can see."""
+    s0 = s1 = 0
+    times_alpha = _TIMES_ALPHA
+    for b in word:
+        s0 ^= b
+        s1 = times_alpha[s1] ^ b
+    return s0 == 0 and s1 == 0
+
+
 def generator_poly() -> list[int]:
     """Coefficients of each codeword's RS generator polynomial, highest degree first."""
     return list(_RS.gen[RS_PARITY])
@@ -77,9 +125,7 @@ def parity(body: bytes) -> bytes:
         )
     body = bytes(body)
     # Codeword c holds body[i] for i = c (mod 2); with its parity it ends in two bytes.
-    checks = [
-        bytes(_RS.encode(body[c::FEC_INTERLEAVE]))[-RS_PARITY:] for c in range(FEC_INTERLEAVE)
-    ]
+    checks = [_codeword_parity(body[c::FEC_INTERLEAVE]) for c in range(FEC_INTERLEAVE)]
     return bytes(checks[c][k] for c, k in _parity_slots(m))
 
 
@@ -87,6 +133,8 @@ def correct(codeword: bytes) -> tuple[bytes, int] | None:
     """(the corrected body without parity, bytes corrected) of a version-2 body with its
     parity, or None when a codeword has more damage than the code corrects (as far as
     the code can tell)."""
+    if all(_is_codeword(codeword[c::FEC_INTERLEAVE]) for c in range(FEC_INTERLEAVE)):
+        return bytes(codeword[:-FEC_PARITY]), 0
     full = bytearray(codeword)
     count = 0
     for c in range(FEC_INTERLEAVE):
