@@ -194,7 +194,9 @@ class FrameLink:
         self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_SEQS)
         self._synchronised = False
         self.stats = LinkStats()
-        self.deframer = codec.new_deframer()
+        # Frames whose delimiters or COBS code bytes were damaged are salvaged, not asked
+        # for again (hal.codec.salvage).
+        self.deframer = codec.new_deframer(salvage=True)
         self._pending: list[Frame] = []
         self._damaged = False
         self._last_byte = 0.0
@@ -369,7 +371,8 @@ class FrameLink:
                     resend = True
                 elif self.deframer.overdue:
                     # A frame came as long as its header says, then no delimiter but more
-                    # bytes: the delimiter was damaged. Drop it and ask again at once.
+                    # bytes: the delimiter was damaged, and the bytes are not a frame when
+                    # cut there (the deframer tried). Drop them and ask again at once.
                     self.stats.lost_delimiters += 1
                     self.deframer.reset()
                     resend = True
