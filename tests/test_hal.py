@@ -385,6 +385,23 @@ def test_an_answer_already_arriving_is_waited_for_not_resent():
     assert len(line.writes) == 1 and link.stats.retries == 0 and link.stats.timeouts == 0
 
 
+def test_an_answer_whose_opening_delimiter_has_come_is_waited_for_not_resent():
+    """A simulator's bridge sends the delimiter that opens the chip's answer at once and
+    the rest when it is whole; a slow moment (here ~40 ms against a ~5 ms estimate) must
+    not make the link resend (the chip would send its answer twice, and the next request
+    wait for the second copy)."""
+    wire = _answer(1)
+    link, line = _noisy_link([[(0.002, wire[:1]), (0.040, wire[1:])]], gap_s=0.5)
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.timeouts == 0
+
+
+def test_an_opening_delimiter_then_silence_is_resent_after_gap_s():
+    link, line = _noisy_link([[(0.001, b"\x00")], [(0.001, _answer(1))]], gap_s=0.03)
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert link.stats.stalled_answers == 1 and len(line.writes) == 2
+
+
 def test_nothing_coming_back_is_resent_after_the_estimate_not_the_timeout():
     link, line = _noisy_link([[], [(0.001, _answer(1))]])
     started = time.monotonic()

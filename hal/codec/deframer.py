@@ -73,6 +73,8 @@ class Deframer:
         self._offset = 0  # stream offset of the next byte fed
         # The last run that did not decode: (stream offset of its closing delimiter, bytes)
         self._bad_run: tuple[int, bytes] | None = None
+        self._last_delimiter = True  # the last byte fed was a delimiter (or none came)
+        self._opened = False  # ... and it ended an empty run
         self.frames_ok = 0
         self.frames_fec = 0  # version-2 frames taken (a subset of frames_ok)
         self.frames_salvaged = 0  # frames taken from damaged framing (a subset of frames_ok)
@@ -83,6 +85,13 @@ class Deframer:
     def pending(self) -> bytes:
         """Bytes of an incomplete frame waiting for their delimiter."""
         return self._pending
+
+    @property
+    def opened(self) -> bool:
+        """The last byte fed was a delimiter after another one: a sender that starts each
+        frame with a delimiter (the chip does) has begun a frame, though none of its bytes
+        has come yet."""
+        return self._opened
 
     @property
     def overdue(self) -> bool:
@@ -101,10 +110,16 @@ class Deframer:
         self._dropping = None
         self._pending_start = self._offset
         self._bad_run = None
+        self._opened = False
+        self._last_delimiter = True
 
     def feed(self, data: bytes | bytearray | memoryview) -> DeframeResult:
         result = DeframeResult()
         data = bytes(as_bytes(data, "data"))
+        if data:
+            before = data[-2] == 0 if len(data) > 1 else self._last_delimiter
+            self._last_delimiter = data[-1] == 0
+            self._opened = self._last_delimiter and before
         start_of_data = self._offset
         self._offset += len(data)
         if self._dropping is not None:
