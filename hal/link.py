@@ -322,14 +322,9 @@ class FrameLink:
             resend = False
             while not resend:
                 now = time.monotonic()
-                if (self.deframer.pending or self.deframer.opened) and self._last_byte > sent_at:
-                    # A frame is coming in (its bytes, or the delimiter the chip opens each
-                    # frame with, and which a simulator's bridge sends ahead of a frame it
-                    # holds until it is whole): it ends by its delimiter, by gap_s of
-                    # silence (its delimiter was lost) or by the full timeout, not by the
-                    # estimate, which a slow moment of the host or the simulator can
-                    # outlast (a resend then costs the chip a second answer, and the next
-                    # request the time it takes).
+                if self.deframer.pending and self._last_byte > sent_at:
+                    # A frame is coming in: it ends by its delimiter, by gap_s of silence
+                    # (its delimiter was lost) or by the full timeout, not by the estimate.
                     limit = min(sent_at + full, self._last_byte + self.gap_s)
                     if now >= limit:
                         if now - self._last_byte >= self.gap_s:
@@ -340,6 +335,14 @@ class FrameLink:
                         break
                 else:
                     limit = min(sent_at + full, quiet_since + wait)
+                    if self.deframer.opened and self._last_byte > sent_at:
+                        # The delimiter the chip opens each frame with has come (a
+                        # simulator's bridge sends it at once, the frame when it is whole):
+                        # the answer is on its way, and the estimate, which a slow moment
+                        # of the host or the simulator can outlast, gives way to gap_s (a
+                        # resend would cost the chip a second answer and the next request
+                        # the time it takes).
+                        limit = min(sent_at + full, max(limit, self._last_byte + self.gap_s))
                     if now >= limit:
                         break
                 frames = self._read_frames(limit)
