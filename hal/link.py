@@ -194,7 +194,9 @@ class FrameLink:
         self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_SEQS)
         self._synchronised = False
         self.stats = LinkStats()
-        self.deframer = codec.new_deframer()
+        # Frames whose delimiters or COBS code bytes were damaged are salvaged, not asked
+        # for again (hal.codec.salvage).
+        self.deframer = codec.new_deframer(salvage=True)
         self._pending: list[Frame] = []
         self._damaged = False
         self._last_byte = 0.0
@@ -333,6 +335,14 @@ class FrameLink:
                         break
                 else:
                     limit = min(sent_at + full, quiet_since + wait)
+                    if self.deframer.opened and self._last_byte > sent_at:
+                        # The delimiter the chip opens each frame with has come (a
+                        # simulator's bridge sends it at once, the frame when it is whole):
+                        # the answer is on its way, and the estimate, which a slow moment
+                        # of the host or the simulator can outlast, gives way to gap_s (a
+                        # resend would cost the chip a second answer and the next request
+                        # the time it takes).
+                        limit = min(sent_at + full, max(limit, self._last_byte + self.gap_s))
                     if now >= limit:
                         break
                 frames = self._read_frames(limit)
@@ -369,7 +379,8 @@ class FrameLink:
                     resend = True
                 elif self.deframer.overdue:
                     # A frame came as long as its header says, then no delimiter but more
-                    # bytes: the delimiter was damaged. Drop it and ask again at once.
+                    # bytes: the delimiter was damaged, and the bytes are not a frame when
+                    # cut there (the deframer tried). Drop them and ask again at once.
                     self.stats.lost_delimiters += 1
                     self.deframer.reset()
                     resend = True

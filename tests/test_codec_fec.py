@@ -37,6 +37,33 @@ def test_layout_is_the_icd_one():
     assert len(parity) == 4
 
 
+@given(body=st.binary(min_size=6, max_size=codec.MAX_ENCODED - 9))
+def test_the_table_encoder_gives_reedsolos_parity(body):
+    rs = reedsolo.RSCodec(2)
+    parity = fec.parity(body)
+    for c in (0, 1):
+        assert bytes(rs.encode(body[c::2]))[-2:] == (body + parity)[c::2][-2:]
+
+
+@given(
+    data=st.binary(min_size=3, max_size=126),
+    damage=st.lists(st.tuples(st.integers(0, 127), st.integers(1, 255)), max_size=3),
+)
+def test_the_table_decoder_corrects_what_reedsolo_corrects(data, damage):
+    """One codeword with up to three damaged bytes: corrected to reedsolo's result, or
+    refused where reedsolo refuses (it took ~150 us a frame, ~300 us a damaged codeword)."""
+    rs = reedsolo.RSCodec(2)
+    word = bytearray(rs.encode(data))
+    for pos, error in damage:
+        word[pos % len(word)] ^= error
+    try:
+        expected = bytes(rs.decode(bytes(word))[1])
+    except reedsolo.ReedSolomonError:
+        expected = None
+    got = bytearray(word)
+    assert (None if fec._correct_codeword(got) is None else bytes(got)) == expected
+
+
 @given(payload=payloads, seq=st.integers(0, 255), data=st.data())
 def test_one_damaged_byte_anywhere_is_corrected(payload, seq, data):
     wire = codec.frame_encode(seq, 0x42, payload, version=FEC_VERSION)

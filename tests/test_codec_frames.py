@@ -223,3 +223,20 @@ def test_a_run_longer_than_its_header_announces_is_overdue():
     assert deframer.overdue
     deframer.reset()
     assert not deframer.overdue
+
+
+def test_a_delimiter_after_a_delimiter_opens_a_frame():
+    """The chip starts each frame with a delimiter: one that ends an empty run means a
+    frame has begun (``opened``), one that ends a frame does not."""
+    deframer = codec.new_deframer()
+    wire = codec.frame_encode(1, 2, b"xyz")
+    deframer.feed(wire[:1])
+    assert deframer.opened  # the stream's first byte: nothing came before it
+    deframer.feed(wire[1:])
+    assert not deframer.opened and deframer.pending == b""
+    deframer.feed(b"\x00")
+    assert deframer.opened
+    deframer.feed(wire[1:3])
+    assert not deframer.opened
+    deframer.feed(wire[3:] + wire[:1])
+    assert deframer.opened

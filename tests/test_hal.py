@@ -330,12 +330,27 @@ def _answer(seq, value=b"\x01\x02\x03\x04"):
     return codec.frame_encode(seq, Cmd.READ_REG | ACK_FLAG, value)
 
 
-def test_an_answer_whose_closing_delimiter_was_lost_is_asked_for_again_at_once():
+def test_an_answer_whose_closing_delimiter_was_damaged_is_taken_without_a_resend():
     """The answer came whole but its last delimiter arrived damaged (0x00 -> 0x40) and
-    nothing follows: the link sees the run is longer than its header says, drops it and
-    resends at once, instead of waiting out a timeout or gap_s of silence."""
+    nothing follows: the run is longer than its header says, and cut there it is the
+    answer, taken at once (before: dropped and asked for again, a second round trip)."""
     damaged = _answer(1)[:-1] + b"\x40"
     link, line = _noisy_link([[(0.001, damaged)], [(0.001, _answer(1))]], gap_s=2.0)
+    started = time.monotonic()
+    frame = link.transact(2, b"\x00")
+    assert frame.payload == b"\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.retries == 0
+    assert link.deframer.frames_salvaged == 1
+    assert time.monotonic() - started < 1.5  # not gap_s (2 s), not the timeout (5 s)
+
+
+def test_an_answer_run_past_its_delimiter_that_is_no_frame_is_asked_for_again_at_once():
+    """The closing delimiter and a byte of the answer damaged: cut where the header says,
+    the run fails its CRC. The link drops it and resends at once, instead of waiting out a
+    timeout or gap_s of silence."""
+    damaged = bytearray(_answer(1)[:-1] + b"\x40")
+    damaged[7] ^= 0x10
+    link, line = _noisy_link([[(0.001, bytes(damaged))], [(0.001, _answer(1))]], gap_s=2.0)
     started = time.monotonic()
     frame = link.transact(2, b"\x00")
     assert frame.payload == b"\x01\x02\x03\x04"
@@ -343,6 +358,19 @@ def test_an_answer_whose_closing_delimiter_was_lost_is_asked_for_again_at_once()
     assert link.stats.timeouts == 0 and link.stats.stalled_answers == 0
     assert time.monotonic() - started < 1.5  # not gap_s (2 s), not the timeout (5 s)
     assert line.writes[0] == line.writes[1]  # the same request, the same sequence number
+
+
+def test_an_answer_split_by_a_byte_damaged_into_a_delimiter_is_taken_without_a_resend():
+    """A version-2 answer whose version byte (0x02) arrived as 0x00: two runs, neither a
+    frame. Put back together, the FEC repairs the byte: no second round trip."""
+    from orbithil.hal import codec
+    from orbithil.hal.icd import ACK_FLAG, Cmd
+
+    good = codec.frame_encode(1, Cmd.READ_REG | ACK_FLAG, b"\x19\x01\x02\x03\x04", version=2)
+    split = good[:2] + b"\x00" + good[3:]
+    link, line = _noisy_link([[(0.001, split)], [(0.001, good)]])
+    assert link.transact(2, b"\x00").payload == b"\x19\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.damaged_answers == 0
 
 
 def test_an_answer_already_arriving_is_waited_for_not_resent():
@@ -355,6 +383,35 @@ def test_an_answer_already_arriving_is_waited_for_not_resent():
     frame = link.transact(2, b"\x00")
     assert frame.payload == b"\x01\x02\x03\x04"
     assert len(line.writes) == 1 and link.stats.retries == 0 and link.stats.timeouts == 0
+
+
+def test_an_answer_whose_opening_delimiter_has_come_is_waited_for_not_resent():
+    """A simulator's bridge sends the delimiter that opens the chip's answer at once and
+    the rest when it is whole; a slow moment (here ~40 ms against a ~5 ms estimate) must
+    not make the link resend (the chip would send its answer twice, and the next request
+    wait for the second copy)."""
+    wire = _answer(1)
+    link, line = _noisy_link([[(0.002, wire[:1]), (0.040, wire[1:])]], gap_s=0.5)
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.timeouts == 0
+
+
+def test_an_opening_delimiter_then_silence_is_resent_after_gap_s():
+    link, line = _noisy_link([[(0.001, b"\x00")], [(0.001, _answer(1))]], gap_s=0.3)
+    started = time.monotonic()
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert link.stats.timeouts == 1 and len(line.writes) == 2
+    assert 0.3 <= time.monotonic() - started < 2.5  # gap_s, not the estimate nor the timeout
+
+
+def test_on_a_clean_line_an_opening_delimiter_does_not_shorten_the_wait():
+    """A slow simulator (Icarus on a busy machine) may take longer than gap_s to send the
+    rest of a frame it has opened: a clean line waits the whole timeout, as before."""
+    wire = _answer(1)
+    link, line = _noisy_link([[(0.001, wire[:1]), (0.15, wire[1:])]], gap_s=0.03)
+    link._since_damage = 1000  # a clean line for a long time
+    assert link.transact(2, b"\x00").payload == b"\x01\x02\x03\x04"
+    assert len(line.writes) == 1 and link.stats.retries == 0
 
 
 def test_nothing_coming_back_is_resent_after_the_estimate_not_the_timeout():

@@ -22,7 +22,7 @@ import numpy as np
 from orbithil.hal.errors import CobsError, FrameError
 from orbithil.settings import Settings
 
-from . import _reference, fec
+from . import _reference, fec, salvage
 from ._args import as_bytes as _as_bytes
 from ._args import as_uint as _as_uint
 from ._args import as_words as _as_words
@@ -207,14 +207,39 @@ def frame_decode(data: bytes) -> Frame:
     return frame
 
 
-def new_deframer(*, fec: bool = True) -> Deframer:
+def new_deframer(*, fec: bool = True, salvage: bool = False) -> Deframer:
     """A streaming deframer on the backend in use; with ``fec`` it takes version-2 frames
-    too, repairing damaged ones (``hal.codec.fec``)."""
-    return Deframer(_impl.deframe_segments, repair=_repair if fec else None)
+    too, repairing damaged ones (``hal.codec.fec``); with ``salvage`` it also takes frames
+    whose delimiters or COBS code bytes were damaged (``hal.codec.salvage``: for a host's
+    link; a chip's receiver has no such logic)."""
+    return Deframer(
+        _impl.deframe_segments,
+        repair=_repair if fec else None,
+        salvage=_salvager(fec) if salvage else None,
+    )
 
 
 def _repair(encoded: bytes) -> tuple[Frame, int] | None:
     return fec.repair(encoded, _impl.cobs_decode, _impl.crc16)
+
+
+def _decode_run(encoded: bytes, *, fec_too: bool) -> tuple[Frame, int] | None:
+    """A frame as a receiver takes one off the line (version 1; version 2 repaired)."""
+    status, frame = _impl.frame_decode(encoded)
+    if frame is not None:
+        return frame, 0
+    if fec_too and status != FrameStatus.COBS:
+        return _repair(encoded)
+    return None
+
+
+def _salvager(fec_too: bool) -> salvage.Salvager:
+    if not fec_too:  # no version-2 frame is taken, so none is searched for
+        return salvage.Salvager(lambda run: _decode_run(run, fec_too=False), lambda run: None)
+    return salvage.Salvager(
+        lambda run: _decode_run(run, fec_too=True),
+        lambda run: fec.take_undamaged(run, _impl.cobs_decode, _impl.crc16),
+    )
 
 
 def deframe(data: bytes) -> DeframeResult:

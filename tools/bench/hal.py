@@ -118,6 +118,7 @@ def run(*, quick: bool = False) -> BenchResult:
         stats = faulty.link.stats
         corrupted = faulty.link.port.corrupted
         repaired = faulty.link.deframer.bytes_corrected
+        salvaged = faulty.link.deframer.frames_salvaged
     base, arq, hit = ({k: sum(r[k] for r in runs[name]) for k in runs[name][0]} for name in runs)
     metrics |= {
         "fault_commands": hit["commands"],
@@ -136,6 +137,7 @@ def run(*, quick: bool = False) -> BenchResult:
         ),
         "fault_fec_requests": stats.fec_requests,
         "fault_bytes_repaired_by_host": repaired,
+        "fault_frames_salvaged_by_host": salvaged,
         "fault_throughput_ratio_arq": round(
             (arq["commands"] / arq["seconds"]) / (base["commands"] / base["seconds"]), 3
         ),
