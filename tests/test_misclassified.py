@@ -208,3 +208,17 @@ def test_a_build_without_answers_has_no_table():
     assert summary.answers is None
     assert report.answers_table([summary]) is None and report.answers_json([summary]) == []
     assert Counter(summary.outcomes) == {"sdc": 1}
+
+
+def test_the_inference_workloads_resident_words_are_its_weights():
+    from orbithil.payload.workloads import LAYERS
+
+    assert LAYERS == ((16, 32), (8, 16))  # 16*32/4 + 8*16/4 weight words
+    assert resident_words("inference") == frozenset(range(128 + 32))
+
+
+def test_outputs_without_a_whole_last_layer_have_no_class(digits_golden):
+    assert predicted_class("digits", digits_golden.outputs) is not None
+    assert predicted_class("digits", ()) is None
+    short = bytes.fromhex(digits_golden.outputs[-1])[:-4]  # one word short of the layer
+    assert predicted_class("digits", (*digits_golden.outputs[:-1], short.hex())) is None
