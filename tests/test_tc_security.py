@@ -131,7 +131,9 @@ def test_unpack_reads_every_header_field_and_refuses_a_wrong_length_or_version()
     header, data = ccsds.unpack(bytes.fromhex("1820 8005 0001 aabb"))
     assert header == ccsds.Primary(0, PacketType.TC, True, 0x020, 2, 5, 1)
     assert data == b"\xaa\xbb"
-    assert ccsds.unpack(bytes.fromhex("0010c000000007"))[1] == b"\x07"  # the shortest: 7
+    header, data = ccsds.unpack(bytes.fromhex("0010c000000007"))  # the shortest: 7 bytes
+    assert header == ccsds.Primary(0, PacketType.TM, False, 0x010, 3, 0, 0)
+    assert data == b"\x07"
     with pytest.raises(ccsds.PacketError, match="6 bytes is shorter than a space packet"):
         ccsds.unpack(bytes(6))
     with pytest.raises(ccsds.PacketError, match="length field says 8 bytes, the packet has 9"):
@@ -238,3 +240,18 @@ def test_telemetry_fields_round_trip_and_long_texts_are_cut():
     assert ccsds.parse_verify(ccsds.verify_data(6, 1, 5, ccsds.Stage.ACCEPTED))[3] is (
         ccsds.Stage.ACCEPTED
     )
+
+
+def test_a_telecommand_of_exactly_the_longest_length_is_accepted():
+    args = bytes(ccsds.MAX_TC - len(HEADER) - len(BODY) - ccsds.MAC_LEN + 1)
+    body = BODY[:-1] + args
+    header = HEADER[:4] + struct.pack(">H", len(body) + ccsds.MAC_LEN - 1)
+    packet = _signed_packet(header, body)
+    assert len(packet) == ccsds.MAX_TC
+    assert ccsds.Authenticator({7: KEY}).check(packet).args == args
+
+
+def test_verification_stages_are_the_icd_numbers():
+    assert [int(s) for s in ccsds.Stage] == [1, 2, 3, 4]
+    field = ccsds.verify_data(1, 2, 3, ccsds.Stage.FAILED, "no")
+    assert field == bytes.fromhex("000000000000000100000002000304") + b"no"
