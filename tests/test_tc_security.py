@@ -118,6 +118,7 @@ def test_a_space_packet_is_six_literal_header_bytes_and_its_data():
         "07ffc0010001aabb"
     )  # TM, APID 0x7FF, unsegmented, count wraps at 14 bits, 2 data bytes
     assert ccsds.pack(PacketType.TC, 0, 5, b"\x01") == bytes.fromhex("1000c005000001")
+    assert ccsds.pack(PacketType.TC, 0x20, 0, b"abc") == bytes.fromhex("1020c0000002") + b"abc"
     with pytest.raises(ccsds.PacketError, match="at least one data byte"):
         ccsds.pack(PacketType.TM, 1, 0, b"")
     for apid in (-1, 0x800):
@@ -134,6 +135,8 @@ def test_unpack_reads_every_header_field_and_refuses_a_wrong_length_or_version()
     header, data = ccsds.unpack(bytes.fromhex("0010c000000007"))  # the shortest: 7 bytes
     assert header == ccsds.Primary(0, PacketType.TM, False, 0x010, 3, 0, 0)
     assert data == b"\x07"
+    header, _ = ccsds.unpack(bytes.fromhex("1020c000000007"))  # a TC without secondary header
+    assert (header.packet_type, header.sec_header_flag) == (PacketType.TC, False)
     with pytest.raises(ccsds.PacketError, match="6 bytes is shorter than a space packet"):
         ccsds.unpack(bytes(6))
     with pytest.raises(ccsds.PacketError, match="length field says 8 bytes, the packet has 9"):
@@ -255,3 +258,16 @@ def test_verification_stages_are_the_icd_numbers():
     assert [int(s) for s in ccsds.Stage] == [1, 2, 3, 4]
     field = ccsds.verify_data(1, 2, 3, ccsds.Stage.FAILED, "no")
     assert field == bytes.fromhex("000000000000000100000002000304") + b"no"
+
+
+def test_the_longest_telecommand_is_51_bytes():
+    # header 6, key id + sequence + opcode 7, the longest arguments (CHIP_INJECT,
+    # LEDGER_RESEND: 6), MAC 32
+    assert ccsds.MAX_TC == 6 + 7 + 6 + 32
+
+
+def test_the_replay_state_of_a_key_stays_one_window_wide():
+    auth = ccsds.Authenticator({7: KEY})
+    for seq in range(1, 300, 3):
+        auth.check(_signed(seq))
+    assert auth._seen[7].bit_length() <= ccsds.REPLAY_WINDOW  # memory bounded over a mission
