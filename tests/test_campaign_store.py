@@ -64,7 +64,7 @@ def test_run_refuses_a_read_only_store_with_the_fix(tmp_path):
     path = tmp_path / "c.sqlite"
     make_store(path, n=4)
     os.chmod(path, 0o444)
-    with pytest.raises(StoreError, match=r"is read-only .* chmod u\+w"):
+    with pytest.raises(StoreError, match=r"is read-only .*\(chmod u\+w"):
         Store(path)
 
 
@@ -263,3 +263,41 @@ def test_an_sqlite_error_says_what_it_means_and_what_to_do(tmp_path, error, says
     from orbithil.tools.campaign.store import sqlite_problem
 
     assert says in sqlite_problem(tmp_path / "c.sqlite", sqlite3.OperationalError(error))
+
+
+def test_a_store_the_user_cannot_write_is_refused_for_a_run_and_read_for_status(
+    tmp_path, monkeypatch
+):
+    # as a user other than root sees a read-only store (root may write any file)
+    from orbithil.tools.campaign import store as store_mod
+
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=2, done=(1,))
+    monkeypatch.setattr(store_mod.os, "access", lambda p, mode: mode != os.W_OK)
+    with pytest.raises(StoreError, match=r"is read-only .*\(chmod u\+w"):
+        Store(path)
+    with Store(path, readonly=True) as store:
+        assert store.counts() == {"planned": 2, "done": 1, "masked": 1}
+
+
+def test_a_store_that_cannot_be_read_says_why(tmp_path, monkeypatch):
+    from orbithil.tools.campaign import store as store_mod
+
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=1)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(store_mod, "open", refuse, raising=False)
+    with pytest.raises(StoreError, match=r"c\.sqlite cannot be read: Permission denied"):
+        Store(path, readonly=True)
+
+
+def test_a_store_with_a_table_of_its_own_user_still_opens(tmp_path):
+    path = tmp_path / "c.sqlite"
+    make_store(path, n=2)
+    with sqlite3.connect(path) as db:  # e.g. a user's notes beside the results
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with Store(path) as store:
+        assert [pid for pid, _ in store.pending()[1]] == [1, 2]
