@@ -301,3 +301,13 @@ def test_a_store_with_a_table_of_its_own_user_still_opens(tmp_path):
         db.execute("CREATE TABLE notes (text TEXT)")
     with Store(path) as store:
         assert [pid for pid, _ in store.pending()[1]] == [1, 2]
+
+
+def test_a_multi_bit_upset_is_planned_under_its_first_bit(tmp_path):
+    path = tmp_path / "c.sqlite"
+    mbu = Injection("u_mem.mem", 5, (3, 4, 5), 40, FaultModel.MBU, "u_mem")
+    with Store(path, create=True) as store:
+        store.write_plan({}, [(SETUP, {"u_mem": 64}, 100, Observation(), [mbu])])
+        assert store.pending() == {1: [(1, mbu)]}
+        store.add_result(1, "corrected", Observation(), {})
+        assert [r[3:9] for r in store.rows()] == [("u_mem", "u_mem.mem", 5, 3, 40, "corrected")]
