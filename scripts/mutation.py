@@ -211,7 +211,8 @@ def run_target(
         log.info("%s: unmutated tests pass in %.1f s", target.name, time.monotonic() - baseline)
         cosmic_ray("init", str(config), str(session), cwd=src, env=env, timeout=600)
     elif retest:
-        log.info("%s: testing its %d survivors again", target.name, forget_survivors(session))
+        retest_survivors(target, session, src, env, deadline=deadline)
+        return
     left = deadline - time.monotonic()
     if left <= 0:
         log.warning("%s: no time left; run again to test its mutants", target.name)
@@ -238,10 +239,48 @@ def total(session: Path) -> int:
         return db.execute("SELECT count(*) FROM work_items").fetchone()[0]
 
 
-def forget_survivors(session: Path) -> int:
-    """Drop the survivors' results, so the next ``exec`` tests them again (after new tests)."""
+def survivors(session: Path) -> list[str]:
     with sqlite3.connect(session) as db:
-        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+        return [
+            r[0]
+            for r in db.execute("SELECT job_id FROM work_results WHERE test_outcome = 'SURVIVED'")
+        ]
+
+
+def retest_survivors(
+    target: Target, session: Path, src: Path, env: dict, *, deadline: float
+) -> None:
+    """Test a session's survivors again (after new tests), each result replacing the old
+    one; the mutants not yet tested stay untested, so the score compares like with like."""
+    from cosmic_ray.mutating import mutate_and_test
+    from cosmic_ray.work_db import WorkDB, use_db
+
+    jobs = survivors(session)
+    log.info("%s: testing its %d survivors again", target.name, len(jobs))
+    command = " ".join(json.dumps(a) if " " in a else a for a in test_command(target))
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)  # cosmic-ray runs the tests with this process's environment
+    os.chdir(src)  # the sessions name their modules relative to the copy
+    try:
+        with use_db(str(session), WorkDB.Mode.open) as db:
+            items = {item.job_id: item for item, _ in db.completed_work_items}
+            for n, job in enumerate(jobs, 1):
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "%s: stopped at the time budget after %d of %d survivors; "
+                        "run again to test the rest",
+                        target.name,
+                        n - 1,
+                        len(jobs),
+                    )
+                    break
+                result = mutate_and_test(items[job].mutations, command, target.timeout_s)
+                db.set_result(job, result)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 def pending(session: Path) -> list[str]:
@@ -370,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     src = out / "src"
     deadline = time.monotonic() + args.budget
+    if args.retest_survivors and (out / "report.json").exists():
+        for suffix in (".json", ".md"):  # the scores before the new tests, kept
+            shutil.copy2(out / f"report{suffix}", out / f"report-before{suffix}")
     if not args.report_only:
         copy_checkout(src)
         link_packages(src)
