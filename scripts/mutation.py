@@ -401,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only write the report")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[mutation] %(message)s")
+    logging.getLogger("cosmic_ray").setLevel(logging.WARNING)  # a line per mutant otherwise
     unknown = set(args.targets.split(",")) - set(BY_NAME)
     if unknown:
         parser.error(f"unknown target(s) {', '.join(sorted(unknown))}; known: {', '.join(BY_NAME)}")
