@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test fuzz boards lint format clean
+.PHONY: setup demo test fuzz boards mutation lint format clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -28,6 +28,14 @@ fuzz: setup
 boards: setup
 	$(VENV)/bin/orbithil synth --harden both --fec 1 --inject 0
 	$(VENV)/bin/orbithil synth --harden 1 --fec 0 --inject 1
+
+# Mutation testing (cosmic-ray, the `mutation` extra) of the codec, the telecommand
+# authenticator, the campaign store and the outcome classifier, on a copy of the checkout
+# under build/mutation/ (report: build/mutation/report.md). Resumes an unfinished run;
+# MUTATION_ARGS="--targets store --fresh" picks targets and starts over.
+mutation: setup
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,mutation]"
+	nice -n 10 $(PY) scripts/mutation.py $(MUTATION_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -117,7 +117,16 @@ def test_both_backends_take_version2_frames(codec_backend, monkeypatch):
     deframer = codec.new_deframer()
     frames = deframer.feed(stream).frames
     assert sorted((f.seq, f.payload, f.version) for f in frames) == expected
-    assert deframer.frames_fec == 10 and deframer.bytes_corrected >= 5
+    # one damaged byte in each version-2 frame: ten bytes corrected, no more
+    assert (deframer.frames_ok, deframer.frames_fec, deframer.bytes_corrected) == (20, 10, 10)
+
+
+def test_a_whole_version2_frame_counts_as_taken_with_nothing_corrected():
+    deframer = codec.new_deframer()
+    assert (deframer.frames_ok, deframer.frames_fec, deframer.bytes_corrected) == (0, 0, 0)
+    wire = codec.frame_encode(1, 2, b"abc", version=FEC_VERSION)
+    assert deframer.feed(wire).frames == [codec.Frame(1, 2, b"abc", FEC_VERSION)]
+    assert (deframer.frames_ok, deframer.frames_fec, deframer.bytes_corrected) == (1, 1, 0)
 
 
 def test_a_deframer_without_fec_rejects_version2_frames():

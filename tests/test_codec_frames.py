@@ -240,3 +240,25 @@ def test_a_delimiter_after_a_delimiter_opens_a_frame():
     assert not deframer.opened
     deframer.feed(wire[3:] + wire[:1])
     assert deframer.opened
+
+
+def test_the_frame_sizes_are_the_icd_numbers():
+    from orbithil.hal.codec import frame_format as ff
+
+    # body 4 + 255 + 2 = 261 bytes; COBS adds one code byte per started 254: 263; and the
+    # two delimiters: 265 on the wire
+    assert (ff.MIN_BODY, ff.MAX_BODY, ff.MAX_ENCODED, ff.MAX_WIRE) == (6, 261, 263, 265)
+    assert (ff.MAX_PAYLOAD_FEC, ff.MIN_BODY_FEC) == (251, 10)
+    assert [ff.cobs_max_encoded_len(n) for n in (0, 253, 254, 508)] == [1, 254, 256, 511]
+
+
+def test_a_frame_later_in_the_chunk_that_ends_an_oversize_run_arrives():
+    deframer = codec.new_deframer()
+    deframer.feed(b"\x01" * (MAX_ENCODED + 10))  # over-long: dropped while it streams
+    good = codec.frame_encode(5, 6, b"next")
+    result = deframer.feed(b"\x01\x01\x01" + good)  # the run's delimiter is the 4th byte
+    assert result.frames == [Frame(5, 6, b"next")]
+    assert [(d.start, d.end, d.reason) for d in result.discarded] == [
+        (0, MAX_ENCODED + 13, FrameStatus.OVERSIZE)
+    ]
+    assert deframer.offset == MAX_ENCODED + 13 + len(good)

@@ -126,3 +126,56 @@ def test_every_outcome_is_reachable():
     ):
         seen.add(classify(GOLDEN, run))
     assert seen == set(Outcome)
+
+
+# --- boundaries the mutation run found untested (make mutation, docs/reliability.md) ----
+BUSY_GOLDEN = Observation(
+    outputs=(1, 2, 3),
+    end_state="s0",
+    counters={"ECC_CORRECTED": 2, "ECC_UNCORRECTABLE": 1, "WDT_EXPIRIES": 1},
+    naks=2,
+    job_errors=1,
+)
+
+
+@pytest.mark.parametrize(
+    "fewer",
+    [
+        {"naks": 1},
+        {"job_errors": 0},
+        {"counters": {"ECC_CORRECTED": 2, "ECC_UNCORRECTABLE": 0, "WDT_EXPIRIES": 1}},
+        {"counters": {"ECC_CORRECTED": 2, "ECC_UNCORRECTABLE": 1, "WDT_EXPIRIES": 0}},
+    ],
+)
+def test_fewer_errors_than_the_golden_run_are_not_a_detection(fewer):
+    run = Observation(**{**BUSY_GOLDEN.__dict__, **fewer})
+    assert classify(BUSY_GOLDEN, run) is Outcome.MASKED
+    assert classify(BUSY_GOLDEN, BUSY_GOLDEN) is Outcome.MASKED
+
+
+def test_fewer_corrections_than_the_golden_run_are_not_a_correction():
+    counters = {**BUSY_GOLDEN.counters, "ECC_CORRECTED": 1}
+    run = Observation(**{**BUSY_GOLDEN.__dict__, "counters": counters})
+    assert classify(BUSY_GOLDEN, run) is Outcome.MASKED
+    counters = {**BUSY_GOLDEN.counters, "ECC_CORRECTED": 3}
+    run = Observation(**{**BUSY_GOLDEN.__dict__, "counters": counters})
+    assert classify(BUSY_GOLDEN, run) is Outcome.CORRECTED
+
+
+@pytest.mark.parametrize("counter", ["LINK_RETRIES", "PARITY_ERRORS", "FEC_CORRECTED"])
+def test_a_link_or_buffer_recovery_is_a_correction(counter):
+    run = Observation(outputs=(1, 2, 3), end_state="s1", counters={counter: 1})
+    assert classify(GOLDEN, run) is Outcome.CORRECTED
+
+
+def test_an_observation_survives_the_stores_json():
+    import json
+
+    from orbithil.payload.classify import observation_from_dict, observation_to_dict
+
+    run = Observation(outputs=("ab", "cd"), end_state="e", counters={"X": 1}, naks=2,
+                      job_errors=3, hang=True, tool_error="t")  # fmt: skip
+    data = observation_to_dict(run)
+    assert data["outputs"] == ["ab", "cd"]
+    assert observation_from_dict(json.loads(json.dumps(data))) == run
+    assert observation_from_dict({}) == Observation()

@@ -208,3 +208,45 @@ def test_a_build_without_answers_has_no_table():
     assert summary.answers is None
     assert report.answers_table([summary]) is None and report.answers_json([summary]) == []
     assert Counter(summary.outcomes) == {"sdc": 1}
+
+
+def test_the_inference_workloads_resident_words_are_its_weights():
+    from orbithil.payload.workloads import LAYERS
+
+    assert LAYERS == ((16, 32), (8, 16))  # 16*32/4 + 8*16/4 weight words
+    assert resident_words("inference") == frozenset(range(128 + 32))
+
+
+def test_outputs_without_a_whole_last_layer_have_no_class(digits_golden):
+    assert predicted_class("digits", digits_golden.outputs) is not None
+    assert predicted_class("digits", ()) is None
+    short = bytes.fromhex(digits_golden.outputs[-1])[:-4]  # one word short of the layer
+    assert predicted_class("digits", (*digits_golden.outputs[:-1], short.hex())) is None
+
+
+def test_the_last_layers_read_alone_gives_the_class(digits_golden):
+    # the last layer is one READ_MEM: the outputs' last entry alone holds the whole answer
+    winner = predicted_class("digits", digits_golden.outputs)
+    assert predicted_class("digits", digits_golden.outputs[-1:]) == winner
+
+
+def test_an_sdc_to_a_lower_class_or_to_no_class_is_misclassified(digits_golden):
+    golden = with_logits(digits_golden, lambda w: w.__setitem__(5, 1 << 30))  # answers 5
+    run = with_logits(digits_golden, lambda w: w.__setitem__(2, 1 << 30))  # answers 2
+    assert (predicted_class("digits", golden.outputs), predicted_class("digits", run.outputs)) == (
+        5,
+        2,
+    )
+    assert classify(golden, run) is Outcome.SDC
+    assert misclassified(golden, run, "digits") is True
+    unreadable = Observation(outputs=(*golden.outputs[:-1], "00"), end_state="other")
+    assert classify(golden, unreadable) is Outcome.SDC
+    assert misclassified(golden, unreadable, "digits") is True
+
+
+def test_every_layers_bias_input_is_resident():
+    model = default_model()
+    layout = plan_layout(model)
+    words = resident_words("digits")
+    for addr, weights in zip(layout.act_addr, model.weights, strict=True):
+        assert addr + weights.shape[1] // 4 - 1 in words  # the last word of its input
