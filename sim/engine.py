@@ -104,6 +104,7 @@ class State:
         self._mask = tb.eng_mask._handle
         self._value = tb.eng_value._handle
         self._equal = tb.eng_equal._handle
+        self._diff = tb.eng_diff._handle
         self._txq_len = tb.txq_len._handle
         self._rxq_len = tb.rxq_len._handle
         self._count = 0  # eng_go's value: every op changes it
@@ -151,12 +152,25 @@ class State:
         self._value.set_signal_val_binstr(_IMMEDIATE, format(mask if value else 0, f"0{width}b"))
         await self._run(engine_port.Op.FLIP if value is None else engine_port.Op.SET)
 
-    def end_parts(self) -> tuple[list[str], list[str]]:
+    async def end_parts(
+        self, reference: tuple[tuple[list[str], list[str]], Snapshot] | None = None
+    ) -> tuple[list[str], list[str]]:
         """The architectural state, as ``hash_end_state`` takes it: the register file's
         flip-flops and the SRAM (raw codewords: a flip still sitting in a word is latent
-        state)."""
-        sram = [h.get_signal_val_binstr() for h in self._sram]
+        state). With ``reference`` (end parts read before and the snapshot taken with
+        them), the SRAM is compared with the snapshot's in the simulator and only the
+        words that differ are read."""
         regfile = [h.get_signal_val_binstr() for h in self._regfile]
+        if reference is None:
+            return regfile, [h.get_signal_val_binstr() for h in self._sram]
+        (_, sram), snap = reference
+        self._target.set_signal_val_int(_IMMEDIATE, self._number[self.memory_names[self.sram]])
+        await self._run(engine_port.Op.DIFF, snap.slot)
+        bits = self._diff.get_signal_val_binstr()  # MSB first: word i is bits[-1 - i]
+        sram = list(sram)
+        for i in range(self._sram_words):
+            if bits[-1 - i] != "0":
+                sram[i] = self._sram[i].get_signal_val_binstr()
         return regfile, sram
 
 
@@ -182,6 +196,7 @@ class Golden:
     answers: list = field(default_factory=list)  # per step: ACK payload, None for Idle/NAK
     checkpoints: list[Checkpoint] = field(default_factory=list)
     end: tuple[list[str], list[str]] = ((), ())  # State.end_parts() when the run ended
+    end_snapshot: Snapshot | None = None  # the state then (end parts are read against it)
 
 
 @dataclass
@@ -360,10 +375,14 @@ class Engine:
                 tally.naks += 1
             else:
                 counters.update(parse_telemetry(final))
-            end = self.state.end_parts()
-            observation = tally.observation(counters, hash_end_state(*end))
             if record is not None:
-                record.end = end
+                end = await self.state.end_parts()
+                record.end, record.end_snapshot = end, await self.state.snapshot()
+            elif golden is not None and golden.end_snapshot is not None:
+                end = await self.state.end_parts((golden.end, golden.end_snapshot))
+            else:
+                end = await self.state.end_parts()
+            observation = tally.observation(counters, hash_end_state(*end))
         if fault is not None and not fault.done():
             fault.cancel()
         info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
