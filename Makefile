@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: setup demo test fuzz lint format clean
+.PHONY: setup demo test fuzz boards lint format clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,13 @@ test: setup
 # The fuzz suite at 10,000 derandomized examples per target (make test gives it 2,000).
 fuzz: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) -m slow tests/test_fuzz.py --hypothesis-profile=fuzz
+
+# Every board bitstream placed and routed on the UP5K (make test checks the flight one):
+# the flight builds and the hardened bench build with injection; fails if one does not fit
+# or misses 12 MHz.
+boards: setup
+	$(VENV)/bin/orbithil synth --harden both --fec 1 --inject 0
+	$(VENV)/bin/orbithil synth --harden 1 --fec 0 --inject 1
 
 lint: setup
 	$(VENV)/bin/ruff check .

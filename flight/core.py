@@ -137,6 +137,11 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="rate-groups", daemon=True)
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The rate-group thread's id in the OS (None before ``start``)."""
+        return self._thread.native_id if self._thread is not None else None
+
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         if self._thread is not None:

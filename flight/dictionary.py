@@ -372,6 +372,8 @@ EVENTS: tuple[Event, ...] = (
     Event(27, "TOKENS_RELEASED", Severity.INFO,
           "ledger {book} txn {txn}: job {job} of {tenant} released hold {hold}: {tokens} "
           "tokens, {available} available ({why})", throttle=10_000),
+    Event(28, "REALTIME", Severity.INFO,
+          "rate groups at real-time priority: {state} (realtime = {mode}){why}"),
 )
 # fmt: on
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from orbithil.config import read_toml
 from orbithil.errors import ConfigError
-from orbithil.flight import ccsds
+from orbithil.flight import ccsds, realtime
 from orbithil.flight.core import Bus, ChipClock, RateGroup, Scheduler, WallClock
 from orbithil.flight.dictionary import (
     APID_EVENT,
@@ -90,6 +90,10 @@ class Config:
     # [ledger] (store: the SQLite file that keeps the book; cycles_per_token: the tariff)
     tenants: list = field(default_factory=list)
     ledger: dict = field(default_factory=dict)
+    # real-time priority for the stack's threads (flight/realtime.py): "off"; "auto" (if
+    # the system allows it, else without and an event says why); "on" (refuse to start
+    # without it)
+    realtime: str = "off"
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -155,6 +159,7 @@ _CHECKS = {
     "keys_file": (lambda v: isinstance(v, str), 'a path, or "" for ORBITHIL_TC_KEYS'),
     "policy": (lambda v: v in POLICIES, " | ".join(POLICIES)),
     "pipeline": (lambda v: isinstance(v, bool), "true or false"),
+    "realtime": (lambda v: v in realtime.MODES, '"off", "auto" or "on"'),
     "wdt_cycles": (_int_range(1, 0xFFFF_FFFF), "cycles 1..4294967295"),
     "time_factor": (lambda v: _is_num(v) and 0 < v <= 1e6, "a factor in (0, 1000000]"),
     "orbit_start_s": (_is_num, "seconds since the TLE epoch (a finite number)"),
@@ -306,6 +311,7 @@ class FlightStack:
         )
         self._hk_channels = [c for c in CHANNELS if not c.name.startswith(absent)]
         self._last_hk = -1e9
+        self.realtime = realtime.Realtime(config.realtime)
         self.scheduler = Scheduler([
             RateGroup(100, [self._downlink, self.link.service]),
             RateGroup(10, [self.payload.tick, self.fdir.check, self._status]),
@@ -329,10 +335,28 @@ class FlightStack:
         self.scheduler.start()
         self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
                          dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
+        self._go_realtime()
         for txn in self.ledger.restart_releases:  # holds of jobs the last stop cut short
             self.payload.report(txn)
 
+    def _go_realtime(self) -> None:
+        """Every thread of the process at a real-time priority, the rate groups above them,
+        when the config asks for it (``realtime.Realtime``); an event says which."""
+        if self.realtime.mode == "off":
+            return
+        try:
+            active = self.realtime.apply(self.scheduler.native_id)
+        except realtime.RealtimeError:
+            self.stop()
+            raise
+        why = "" if active else f": {self.realtime.why_not}"
+        self.events.emit("REALTIME", state="on" if active else "off",
+                         mode=self.realtime.mode, why=why)  # fmt: skip
+        if not active:
+            log.warning("running without real-time priority%s", why)
+
     def stop(self) -> None:
+        self.realtime.restore()
         self.scheduler.stop()
         self.link.stop()
         self.payload.stop()
@@ -354,9 +378,16 @@ class FlightStack:
         for t, event_id, severity, text in self._events.drain():
             self.link.send(APID_EVENT, ccsds.event_data(int(t * 1e6), event_id, severity, text))
         now = time.monotonic()  # the housekeeping rate is the link's, in real time
-        if now - self._last_hk >= self.hk_period:
+        if self.hk_due(now):
             self._last_hk = now
             self.send_housekeeping()
+
+    def hk_due(self, now: float) -> bool:
+        """Whether a housekeeping packet is due at ``now`` (monotonic seconds). Ticks fall
+        on a fixed grid, so the time since the last packet is a whole number of ticks give
+        or take their start jitter: half a tick of slack keeps a tick that started a little
+        early from waiting for the next one (at 10 ms, that made 62 packets/s of 100)."""
+        return now - self._last_hk >= self.hk_period - 0.5 / self.scheduler.base_hz
 
     def _send_verification(self, message: tuple) -> None:
         t, seq, opcode, stage, reason = message

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from orbithil.sim.paths import write_atomically
 from orbithil.sim.process import EngineError, launch_engine
 
 __all__ = ["EngineError", "GoldenRecord", "Result", "Setup", "golden", "plan", "run_plan"]
+
+log = logging.getLogger(__name__)
 
 SETUP_TIMEOUT_S = 600.0  # a first build of the chip under Verilator takes about a minute
 PER_INJECTION_TIMEOUT_S = 20.0
@@ -199,6 +202,10 @@ def run_plan(
             except EngineError as exc:
                 # the process died or stuck: the injection in flight failed in the tool
                 barren = barren + 1 if not done else 0
+                left = len([i for i in batch if i not in done])
+                log.warning("%s; %d of its %d injections finished and are kept, the other "
+                            "%d run again in a new process", str(exc).split("; log tail:")[0],
+                            len(done), len(batch), left)  # fmt: skip
                 if barren >= 2:  # it fails before the first injection: not one injection's fault
                     for index in pending:
                         if index not in results:

@@ -75,6 +75,20 @@ def changed_outputs(before: dict, after: dict) -> list[str]:
 _CHECKOUT = pytest.StashKey[dict]()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first: ``slow`` ones, then those that run a simulator, then the
+    rest, each in collection order. pytest-xdist's workers then start on the long tests
+    and end on short ones, instead of one worker finishing a place-and-route run alone
+    while the other waits (longest-first is the classic rule for parallel jobs)."""
+
+    def weight(item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("sim") else 2
+
+    items.sort(key=weight)  # stable: collection order within each weight
+
+
 def pytest_sessionstart(session):
     session.stash[_CHECKOUT] = checkout_outputs()
 

@@ -31,3 +31,31 @@ def test_one_document_and_a_markdown_table_of_every_figure_and_target(
         assert f"| {key} | {shown} | {target} | {verdict} |" in table
     short = [k for k, met in codec["targets_met"].items() if not met]
     assert ("Targets short in this run: none." in table) == (not short)
+
+
+def test_a_noisy_figure_is_the_median_of_the_runs_and_its_target_must_hold_in_every_run():
+    runs = [
+        bench.BenchResult({"ratio": r, "rate": 10 * r}, targets={"ratio": (">=", 0.7)})
+        for r in (0.72, 0.69, 0.75)
+    ]
+    entry = bench.repeated("hal", runs, ("ratio",))
+    assert entry["runs"] == 3
+    assert entry["metrics"]["ratio"] == 0.72  # the median
+    assert entry["spread"]["ratio"] == {"min": 0.69, "max": 0.75, "runs": [0.72, 0.69, 0.75]}
+    assert entry["targets_met"]["ratio"] is False  # 0.69 missed it in one run
+    assert entry["metrics"]["rate"] == runs[0].metrics["rate"]  # not noisy: the first run's
+    met = bench.repeated("hal", runs[::2], ("ratio",))
+    assert met["targets_met"]["ratio"] is True and met["metrics"]["ratio"] == 0.735
+    table = bench.markdown(
+        {"machine": {}, "quick": False, "started": 0, "seconds": 60,
+         "benchmarks": {"hal": {**entry, "seconds": 1.0}}}
+    )  # fmt: skip
+    assert "| ratio | 0.720 (0.690-0.750) | >= 0.7 | **short** |" in table
+    assert "3 runs: a figure with a spread is the median" in table
+
+
+def test_the_noisy_figures_of_each_benchmark_are_run_three_times_in_bench_all():
+    for name in ("hal", "campaign", "flight"):
+        keys, repeats = bench.noisy(name)
+        assert keys and repeats == 3
+    assert bench.noisy("codec") == ((), 1)

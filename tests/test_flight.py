@@ -319,3 +319,16 @@ def test_a_short_or_bad_telemetry_field_is_a_packet_error(parse, data, message):
     # ended the console's receive thread
     with pytest.raises(ccsds.PacketError, match=message):
         parse(data)
+
+
+def test_housekeeping_is_due_every_period_even_when_a_tick_starts_a_little_early(flight_stack):
+    """The rate group ticks on a 10 ms grid with some start jitter: a packet every 10 ms is
+    due at a tick 9.8 ms after the last one (it once waited for the next tick: 62 packets/s
+    of 100), and a 1 s period still gives one packet a second, not one per 0.99 s."""
+    stack = flight_stack("model://?harden=1", hk_period_ms=10).stack
+    stack.scheduler.stop()  # nothing else moves the time of the last packet meanwhile
+    stack._last_hk = 100.0
+    assert stack.hk_due(100.0098) and stack.hk_due(100.010)
+    assert not stack.hk_due(100.004)
+    stack.hk_period = 1.0
+    assert stack.hk_due(100.998) and not stack.hk_due(100.99)

@@ -44,17 +44,12 @@ def test_memories_are_listed_with_their_width(targets):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "build",
-    [
-        pytest.param({"harden": 1, "fec": 1, "inject": 0}, id="flight-h1-fec"),
-        pytest.param({"harden": 1, "fec": 0, "inject": 1}, id="bench-h1-inject"),
-    ],
-)
-def test_build_fits_the_up5k_and_meets_12_mhz(build):
-    """The board's flight bitstream (the default) and the hardened bench bitstream with
-    injection place and route on the UP5K and meet the 12 MHz oscillator."""
-    result = synth.synthesize(**build)
+def test_the_flight_build_fits_the_up5k_and_meets_12_mhz():
+    """The board's flight bitstream (the default: hardened, FEC, no injection logic) places
+    and routes on the UP5K and meets the 12 MHz oscillator. `make boards` checks every
+    board build (the bench bitstreams with injection too): each place and route is
+    about three minutes of a core, more than the suite's budget has for all of them."""
+    result = synth.synthesize(harden=1, fec=1, inject=0)
     assert result.fits(), result
     assert result.timing_met() and result.fmax_mhz >= 12.0, result  # the iCEBreaker's clock
     assert result.ffs > 0 and result.luts > 0

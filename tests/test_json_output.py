@@ -63,3 +63,20 @@ def test_json_commands_print_one_json_document(args):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     json.loads(done.stdout)  # raises on anything before or after the document
+
+
+@pytest.mark.parametrize(
+    ("command", "harden", "builds"),
+    [("inject", "both", [0, 1]), ("inject", "1", [1]), ("fpga", "both", [0, 1])],
+)
+def test_targets_json_is_one_list_of_builds(command, harden, builds):
+    """One JSON document, a list with an object per build as `synth --json` prints (it
+    once printed a line per build). The simulated chip's divisor (4) reuses the netlists
+    the simulator tests list."""
+    done = subprocess.run(
+        [sys.executable, "-m", "orbithil.tools.cli", command, "targets", "--json",
+         "--harden", harden, "--clks-per-bit", "4"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [build["harden"] for build in json.loads(done.stdout)] == builds

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "orbithil.tools.inject_cli",
     "orbithil.tools.campaign.cli",
     "orbithil.tools.flight_cli",
+    "orbithil.tools.soak",
     "orbithil.tools.ground_cli",  # serve/query/user: sub-commands of flight_cli's `ground`
     "orbithil.tools.ledger_cli",
     "orbithil.tools.ports",

@@ -46,14 +46,17 @@ def targets_main(args) -> int:
     from orbithil.sim import netlist
 
     console = make_console()
+    documents = []
     for harden in (0, 1) if args.harden == "both" else (int(args.harden),):
         targets = netlist.load_targets(harden, clks_per_bit=args.clks_per_bit)
         if args.json:
             blocks = TargetSpace(targets).bits_per_block()
-            print(json.dumps({"harden": harden, "bits_per_block": blocks}))
+            documents.append({"harden": harden, "bits_per_block": blocks})
             continue
         title = f"injection targets, HARDEN={harden} (CLKS_PER_BIT={args.clks_per_bit})"
         console.print(targets_table(targets, title))
+    if args.json:  # one document: a list of the builds' objects, as `synth --json` prints
+        print(json.dumps(documents))
     return 0
 
 
@@ -125,7 +128,10 @@ def register(subparsers) -> None:
         help="which build: 0 (unhardened), 1 (hardened) or both",
     )
     t.add_argument("--clks-per-bit", type=int, default=4, help="the build's UART divider")
-    t.add_argument("--json", action="store_true", help="print the target list as JSON")
+    t.add_argument(
+        "--json", action="store_true",
+        help="print one JSON document: a list with an object per build",
+    )  # fmt: skip
     t.set_defaults(func=targets_main)
 
     r = sub.add_parser("run", help="run a seeded plan and print outcome counts")

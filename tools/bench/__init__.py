@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import operator
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,17 +123,49 @@ def machine() -> dict:
     }  # fmt: skip
 
 
+def noisy(name: str) -> tuple[tuple[str, ...], int]:
+    """(metrics that swing with the machine's load, runs to take of them) of a benchmark:
+    its module's ``NOISY`` and ``REPEATS`` (none, one run when it declares neither)."""
+    module = importlib.import_module(BENCHMARKS[name][0])
+    return tuple(getattr(module, "NOISY", ())), int(getattr(module, "REPEATS", 1))
+
+
+def repeated(name: str, runs: list[BenchResult], keys: tuple[str, ...]) -> dict:
+    """One entry from several runs of a benchmark: each noisy metric is the median of the
+    runs, with its spread (min, max, every run) under ``spread``; a target on a noisy
+    metric is met only if it held in every run. Other metrics are the first run's."""
+    entry = runs[0].as_json(name)
+    if len(runs) == 1:
+        return entry
+    entry["metrics"] = dict(entry["metrics"])  # as_json's is the run's own dict
+    entry["spread"] = {}
+    for key in keys:
+        values = [r.metrics[key] for r in runs]
+        entry["metrics"][key] = round(statistics.median(values), 4)
+        entry["spread"][key] = {"min": min(values), "max": max(values), "runs": values}
+        if key in runs[0].targets:
+            entry["targets_met"][key] = all(r.verdicts()[key] for r in runs)
+    entry["runs"] = len(runs)
+    return entry
+
+
 def run_all(*, quick: bool = False, names=None, progress=None) -> dict:
     """Every benchmark in turn: one document with each one's figures (or why it could
-    not run), the machine and the time taken."""
+    not run), the machine and the time taken. A benchmark with noisy ratios runs
+    ``REPEATS`` times (once with ``quick``); see ``repeated``."""
     started = time.time()
     out: dict = {"machine": machine(), "quick": quick, "started": started, "benchmarks": {}}
     for name in names or BENCHMARKS:
-        if progress is not None:
-            progress(name)
+        keys, repeats = noisy(name)
+        repeats = 1 if quick else repeats
         t = time.perf_counter()
         try:
-            entry = run(name, quick=quick).as_json(name)
+            runs = []
+            for i in range(repeats):
+                if progress is not None:
+                    progress(name if repeats == 1 else f"{name} (run {i + 1} of {repeats})")
+                runs.append(run(name, quick=quick))
+            entry = repeated(name, runs, keys)
         except RuntimeError as exc:  # cannot run here (no board, no tool): says why
             entry = {"name": name, "skipped": str(exc)}
         entry["seconds"] = round(time.perf_counter() - t, 1)
@@ -171,15 +204,28 @@ def markdown(document: dict) -> str:
         if "skipped" in entry:
             lines += [f"Not run here: {entry['skipped']}", ""]
             continue
+        spread = entry.get("spread", {})
+        if spread:
+            lines += [
+                f"{entry['runs']} runs: a figure with a spread is the median of the runs "
+                "(min-max after it), and its target is met only if it held in every run.",
+                "",
+            ]
         lines += ["| metric | value | target | |", "|---|---|---|---|"]
         targets, met = entry.get("targets", {}), entry.get("targets_met", {})
         for key, value in entry["metrics"].items():
-            shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+            shown = _shown(value)
+            if key in spread:
+                shown += f" ({_shown(spread[key]['min'])}-{_shown(spread[key]['max'])})"
             shown = shown.replace("|", "\\|")
             verdict = "" if key not in met else ("met" if met[key] else "**short**")
             lines.append(f"| {key} | {shown} | {targets.get(key, '')} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
 
 def all_main(args) -> int:

@@ -6,7 +6,8 @@ Executors:
   worker) on a chunk of injections at a time; results stream back as they finish.
 - ``dask``: chunks as Dask tasks on a cluster (``scheduler`` address) or on a
   ``LocalCluster``; Dask re-runs the tasks of a worker that dies, and a failed task is
-  retried. Results come back per chunk.
+  retried. Results come back per chunk; a chunk Dask gives up on (``KilledWorker``) is
+  reported (``ChunksFailed``) once every other chunk is stored, and a rerun does it.
 
 The engine is deterministic, so the same spec and seed give the same results on either.
 """
@@ -193,6 +194,7 @@ def execute(
             scheduler if scheduler is not None else spec.scheduler,
             workers or spec.worker_count,
             commit,
+            resume=f"orbithil campaign run --store {store.path}",
         )
     stats.seconds = time.perf_counter() - started
     return stats
@@ -276,6 +278,10 @@ def _execute_local(work, n_workers: int, results: queue.Queue, commit) -> None:
         raise failures[0]
 
 
+class ChunksFailed(StoreError):
+    """Chunks that failed on a cluster; what the others found is in the store."""
+
+
 SCHEDULER_CONNECT_S = 10.0  # a scheduler that does not answer within this is unreachable
 
 
@@ -294,7 +300,7 @@ def connect_scheduler(address: str, *, timeout_s: float = SCHEDULER_CONNECT_S):
         ) from None
 
 
-def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
+def _execute_dask(work, scheduler: str, n_workers: int, commit, *, resume: str) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -316,11 +322,23 @@ def _execute_dask(work, scheduler: str, n_workers: int, commit) -> None:
             )
             for s, chunk in work
         ]
+        failed: list[str] = []
         for future in as_completed(futures):
-            for r in future.result():
+            try:
+                results = future.result()
+            except Exception as exc:  # a chunk that failed on the cluster (KilledWorker: its
+                failed.append(f"{type(exc).__name__}: {exc}")  # workers kept dying under it)
+                continue  # the other chunks go on and are kept
+            for r in results:
                 commit(
                     r["plan_id"], r["outcome"], observation_from_dict(r["observation"]), r["info"]
                 )
+        if failed:
+            raise ChunksFailed(
+                f"{len(failed)} of {len(futures)} chunks failed on the Dask cluster (first: "
+                f"{failed[0][:300]}); every other chunk's results are kept: `{resume}` runs "
+                "the rest"
+            )
     finally:
         client.close()
         if cluster is not None:

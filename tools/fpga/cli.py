@@ -110,14 +110,17 @@ def _print_table(console, results, unplaced) -> None:
 
 
 def targets_main(args) -> int:
+    documents = []
     for harden in _builds(args.harden):
-        result = netlist.list_targets(harden, clks_per_bit=args.clks_per_bit)
+        result = netlist.load_targets(harden, clks_per_bit=args.clks_per_bit)
         if args.json:
-            print(json.dumps(result))
+            documents.append(result)
             continue
         from orbithil.tools.inject_cli import targets_table
 
         make_console().print(targets_table(result, f"fault-injection targets, HARDEN={harden}"))
+    if args.json:  # one document: a list of the builds' objects, as `synth --json` prints
+        print(json.dumps(documents))
     return 0
 
 
@@ -187,5 +190,8 @@ def register(subparsers) -> None:
         "--clks-per-bit", type=int, default=104,
         help="the build's UART divisor: 104 for the board, 4 for the simulated chip",
     )  # fmt: skip
-    t.add_argument("--json", action="store_true", help="print the target list as JSON")
+    t.add_argument(
+        "--json", action="store_true",
+        help="print one JSON document: a list with an object per build",
+    )  # fmt: skip
     t.set_defaults(func=targets_main)

@@ -1,0 +1,91 @@
+"""Real-time priority for the flight stack's threads (``realtime`` in the flight config)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from orbithil.errors import ConfigError
+from orbithil.flight import realtime
+from orbithil.flight.stack import Config
+
+NORMAL = os.SCHED_OTHER
+
+
+def _policy(tid: int) -> tuple[int, int]:
+    """(policy without the reset-on-fork flag, priority) of a thread."""
+    return os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK, os.sched_getparam(
+        tid
+    ).sched_priority
+
+
+def _allowed() -> bool:
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime.RATE_GROUP_PRIORITY))
+    except PermissionError:
+        return False
+    os.sched_setscheduler(0, NORMAL, os.sched_param(0))
+    return True
+
+
+def test_a_realtime_mode_that_is_not_one_of_the_three_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r'realtime = .*"off", "auto" or "on"'):
+        Config(realtime="yes")
+
+
+@pytest.mark.skipif(not _allowed(), reason="this user may not set real-time priorities")
+def test_auto_puts_the_rate_groups_above_the_stack_and_stop_gives_every_thread_back(
+    flight_stack,
+):
+    tids = set(os.listdir("/proc/self/task"))
+    before = {int(t): _policy(int(t)) for t in tids}
+    fs = flight_stack("model://?harden=1", hk_period_ms=50, realtime="auto")
+    event = fs.ground.wait_event("REALTIME", timeout=10)
+    assert "real-time priority: on (realtime = auto)" in event.text
+    assert fs.stack.realtime.active
+    rate_groups = fs.stack.scheduler.native_id
+    assert _policy(rate_groups) == (os.SCHED_FIFO, realtime.RATE_GROUP_PRIORITY)
+    others = set(fs.stack.realtime.changed) - {rate_groups}
+    assert threading.get_native_id() in others  # this thread too: it may hold the interpreter
+    for tid in others:
+        assert _policy(tid) == (os.SCHED_FIFO, realtime.STACK_PRIORITY)
+    # a process the stack starts now (a simulator behind sim://) runs at normal priority
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert int(child.stdout) == NORMAL
+    fs.stack.stop()
+    assert not fs.stack.realtime.active
+    for tid, policy in before.items():
+        if os.path.exists(f"/proc/self/task/{tid}"):
+            assert _policy(tid) == policy
+
+
+def _refuse(*args):
+    raise PermissionError(1, "Operation not permitted")
+
+
+def test_auto_without_the_privilege_runs_at_normal_priority_and_says_why(flight_stack, monkeypatch):
+    monkeypatch.setattr(os, "sched_setscheduler", _refuse)  # as for a user without rtprio
+    fs = flight_stack("model://?harden=1", hk_period_ms=50, realtime="auto")
+    event = fs.ground.wait_event("REALTIME", timeout=10)
+    assert "real-time priority: off (realtime = auto)" in event.text
+    assert "not allowed (Operation not permitted)" in event.text
+    assert not fs.stack.realtime.active
+    fs.ground.command("NOOP")  # the stack runs
+
+
+def test_on_without_the_privilege_refuses_to_start_and_says_how_to_allow_it(
+    flight_stack, monkeypatch
+):
+    monkeypatch.setattr(os, "sched_setscheduler", _refuse)
+    with pytest.raises(realtime.RealtimeError) as refused:
+        flight_stack("model://?harden=1", realtime="on")
+    message = str(refused.value)
+    assert "not allowed" in message and "CAP_SYS_NICE" in message and "ulimit -r" in message
+    assert 'realtime = "auto"' in message
