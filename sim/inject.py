@@ -61,7 +61,11 @@ class Setup:
 
     def build(self) -> harness.Build:
         return harness.chip_build(
-            self.sim, HARDEN=self.harden, CLKS_PER_BIT=self.clks_per_bit, MEM_WORDS=self.mem_words
+            self.sim,
+            engine=True,
+            HARDEN=self.harden,
+            CLKS_PER_BIT=self.clks_per_bit,
+            MEM_WORDS=self.mem_words,
         )
 
     def targets(self) -> dict:

@@ -147,7 +147,7 @@ def launch_engine(
 def _child(argv: list[str]) -> int:
     """Child process: run the engine's cocotb module on the (cached) build."""
     config = json.loads(argv[0])
-    spec = harness.chip_build(config["sim"], **config["params"])
+    spec = harness.chip_build(config["sim"], engine=True, **config["params"])
     results = harness.run(spec, ENGINE_MODULE, extra_env={"ORBITHIL_ENGINE_JOB": argv[1]}, seed=1)
     return 0 if results.ok else 1
 

@@ -102,4 +102,10 @@ module chip_tb #(
             trace_r3 = dut.u_frame_tx.raddr;
         end
     end
+
+    // --- The injection engine's port (sim/engine_port.py): checkpoints, restore, compare
+    // and flips in Verilog, so the chip's state need not be public. Generated per build.
+`ifdef ORBITHIL_ENGINE_PORT
+`include "engine_port.vh"
+`endif
 endmodule

@@ -14,9 +14,11 @@ On one workload and one seeded plan (HARDEN=1, inference; the demo's plan):
 - ``sim_efficiency``: simulated cycles/s inside the engine's injection loop (restores,
   checks and the Python-driven link included) over cycles/s of the same RTL in a plain
   Verilog testbench (clock in Verilog, ``verilator --binary --timing``, -O3, the
-  workload's request bytes preloaded) built with the engine build's Verilator flags
-  (its state public, as injection needs); ``sim_efficiency_vs_private_build`` against
-  the same testbench with every signal private (fastest, but nothing can be injected).
+  workload's request bytes preloaded) built as the engine's build is (its injection
+  port, ``sim.engine_port``, and the few signals Python touches public);
+  ``sim_efficiency_vs_private_build`` against the same testbench with every signal
+  private and no port (fastest, but nothing can be injected). Both plain runs are
+  measured in the same run as the engine, right after it.
 
 Outcomes of the naive runs must equal the engine's on the shared injections (checked).
 """
@@ -63,9 +65,9 @@ def _request_bytes(setup: Setup) -> bytes:
 def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
     """Cycles/s of chip_tb in a plain ``verilator --binary`` testbench (best of 3).
 
-    ``exposed``: with the engine build's own Verilator flags, i.e. the chip's state made
-    public (the same configuration file) so the simulator keeps it addressable; without,
-    every signal private and free to optimise away (no tool could inject into that build).
+    ``exposed``: built as the engine's build is (its Verilator configuration file, the
+    injection port and the flags); without, every signal private and no port (no tool
+    could inject into that build).
     """
     out = bench_dir("plain") / (
         f"h{setup.harden}-c{setup.clks_per_bit}-{'exposed' if exposed else 'private'}"
@@ -78,15 +80,16 @@ def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
     extra: list[str] = []
     if exposed:
         build = setup.build()
-        sources += [p for p in build.sources if p.suffix == ".vlt"]
-        extra = list(build.extra_args)
+        sources += [p for p in build.sources if p.suffix == ".vlt"] + list(build.includes)
+        extra = [*build.extra_args, *(f"+define+{d}" for d in build.defines)]
+        extra += [f"-I{d}" for d in sorted({str(p.parent) for p in build.includes})]
     if not binary.exists() or binary.stat().st_mtime < max(p.stat().st_mtime for p in sources):
         cmd = [
             find_executable("verilator") or "verilator", "--binary", *harness.VERILATOR_ARGS,
             *extra, "-O3",
             "-Wno-lint", "-Wno-style", f"-I{harness.RTL_DIR}", f"+define+HARDEN={setup.harden}",
             f"+define+CLKS_PER_BIT={setup.clks_per_bit}", "--top-module", "plain_tb",
-            "-Mdir", str(out / "obj_dir"), *map(str, sources),
+            "-Mdir", str(out / "obj_dir"), *(str(p) for p in sources if p.suffix != ".vh"),
         ]  # fmt: skip
         env = {**os.environ, "MAKEFLAGS": harness.VERILATOR_MAKEFLAGS}
         subprocess.run(cmd, cwd=out, env=env, check=True, capture_output=True, timeout=900)
