@@ -48,9 +48,12 @@ def test_bench_payload_on_the_model_reports_every_figure_and_loses_no_job():
     assert metrics["jobs_lost"] == 0 and metrics["jobs_duplicated"] == 0
     assert metrics["failover_wrong_classes"] == 0 and metrics["logit_mismatches"] == 0
     assert metrics["failover_fences"] >= 1  # the dead line was noticed: a real failover
-    # a vote costs about its runs: tmr three, rerun and dmr two (never less than one)
-    assert metrics["policy_cost_rerun"] > 1.0 and metrics["policy_cost_dmr"] > 1.0
-    assert metrics["policy_cost_tmr"] > 1.5
+    # a vote costs its runs: none one per item, rerun and dmr two, tmr three (counted, not
+    # timed: the times' ratios are the benchmark's figures, and swing on a busy machine)
+    assert metrics["policy_runs_none"] == 1.0
+    assert metrics["policy_runs_rerun"] == 2.0 and metrics["policy_runs_dmr"] == 2.0
+    assert metrics["policy_runs_tmr"] == 3.0  # the model's chips agree: no tie-breaking run
+    assert all(metrics[f"policy_cost_{p}"] > 0 for p in ("rerun", "dmr", "tmr"))
 
     model = default_model()
     xs, labels = model.test_split(limit=SMALL.images["model"])
