@@ -180,15 +180,22 @@ def correct(codeword: bytes) -> tuple[bytes, int] | None:
     return bytes(full[:-FEC_PARITY]), count
 
 
-def repair(encoded: bytes, cobs_decode, crc16) -> tuple[Frame, int] | None:
-    """The version-2 frame in ``encoded`` (the bytes between two delimiters) and how many
-    bytes were corrected, or None when it is not one (or is damaged beyond repair).
-    ``cobs_decode`` and ``crc16(data, init)`` are the codec backend's."""
+def _codeword(encoded: bytes, cobs_decode) -> bytes | None:
+    """The COBS-decoded bytes of ``encoded`` if they can be a version-2 codeword (a
+    decodable run of a version-2 frame's length), else None."""
     try:
         codeword = cobs_decode(encoded)
     except CobsError:
         return None
-    if not MIN_BODY_FEC <= len(codeword) <= MAX_BODY:
+    return codeword if MIN_BODY_FEC <= len(codeword) <= MAX_BODY else None
+
+
+def repair(encoded: bytes, cobs_decode, crc16) -> tuple[Frame, int] | None:
+    """The version-2 frame in ``encoded`` (the bytes between two delimiters) and how many
+    bytes were corrected, or None when it is not one (or is damaged beyond repair).
+    ``cobs_decode`` and ``crc16(data, init)`` are the codec backend's."""
+    codeword = _codeword(encoded, cobs_decode)
+    if codeword is None:
         return None
     fixed = correct(codeword)
     if fixed is None:
@@ -207,11 +214,8 @@ def take_undamaged(encoded: bytes, cobs_decode, crc16) -> Frame | None:
     """The version-2 frame in ``encoded`` only if it arrived undamaged: its CRC and all
     four parity checks zero (48 bits of check, for a receiver that tries many guesses at
     a damaged delimiter or code byte: ``hal.codec.salvage``); else None."""
-    try:
-        codeword = cobs_decode(encoded)
-    except CobsError:
-        return None
-    if not MIN_BODY_FEC <= len(codeword) <= MAX_BODY:
+    codeword = _codeword(encoded, cobs_decode)
+    if codeword is None:
         return None
     body = codeword[:-FEC_PARITY]
     if (
