@@ -234,20 +234,28 @@ def _kill_when(proc: subprocess.Popen, store: Path, at: int, find, what: str) ->
 
 
 @pytest.mark.sim
-def test_the_simulator_killed_under_a_campaign_is_retried_and_nothing_is_lost(tmp_path):
-    spec = _spec(tmp_path / "c.toml", 40, chunk=20)
-    store = tmp_path / "c.sqlite"
-    proc = subprocess.Popen([*CAMPAIGN, str(spec), "--store", str(store)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+def _run_killing(args: list[str], cwd: Path, store: Path, find, what: str, *, env=None):
+    """``orbithil campaign run`` with ``args``, one ``what`` (found by ``find``) killed once
+    3 results are stored; returns (exit code, stdout, stderr). The run's process group is
+    killed if it outlives the test."""
+    proc = subprocess.Popen([*CAMPAIGN, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
-        _kill_when(proc, store, 3, _simulators, "simulator")
-        _, err = proc.communicate(timeout=900)
+        _kill_when(proc, store, 3, find, what)
+        out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+    return proc.returncode, out, err
+
+
+def test_the_simulator_killed_under_a_campaign_is_retried_and_nothing_is_lost(tmp_path):
+    spec = _spec(tmp_path / "c.toml", 40, chunk=20)
+    store = tmp_path / "c.sqlite"
+    code, _, err = _run_killing([str(spec), "--store", str(store)], tmp_path, store,
+                                _simulators, "simulator")  # fmt: skip
+    assert code == 0, err[-3000:]
     assert "Traceback" not in err
     assert "the engine process exited with code" in err  # said, and retried
     print(*(line for line in err.splitlines() if "engine process" in line), sep="\n")
@@ -265,18 +273,9 @@ def test_a_dask_worker_killed_mid_chunk_is_rescheduled_and_nothing_is_lost(tmp_p
     pytest.importorskip("distributed")
     spec = _spec(tmp_path / "c.toml", 12, chunk=3, executor="dask")
     store = tmp_path / "c.sqlite"
-    proc = subprocess.Popen([*CAMPAIGN, str(spec), "--store", str(store), "--json"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
-
-    try:
-        _kill_when(proc, store, 3, _busy_workers, "Dask worker")
-        out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+    code, out, err = _run_killing([str(spec), "--store", str(store), "--json"], tmp_path,
+                                  store, _busy_workers, "Dask worker")  # fmt: skip
+    assert code == 0, err[-3000:]
     assert json.loads(out)["done"] == 12
     print(err[-3000:])
     assert _store_check(store) == (12, 12, 12, 0)  # every injection once
@@ -292,17 +291,9 @@ def test_a_chunk_dask_gives_up_on_stops_with_a_clear_error_and_a_rerun_finishes(
     spec = _spec(tmp_path / "c.toml", 12, chunk=3, executor="dask")
     store = tmp_path / "c.sqlite"
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
-    proc = subprocess.Popen([*CAMPAIGN, str(spec), "--store", str(store)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-    try:
-        _kill_when(proc, store, 3, _busy_workers, "Dask worker")
-        _, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 2, err[-3000:]
+    code, _, err = _run_killing([str(spec), "--store", str(store)], tmp_path, store,
+                                _busy_workers, "Dask worker", env=env)  # fmt: skip
+    assert code == 2, err[-3000:]
     last = err.rstrip().splitlines()[-1]  # a clear error of ours, not a traceback
     assert last.startswith("orbithil: error: "), err[-3000:]
     # the chunk it ran (and one Dask had queued on it, if any) failed for good
