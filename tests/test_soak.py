@@ -105,6 +105,7 @@ def test_a_short_soak_on_the_model_loses_nothing_and_reports_every_figure(tmp_pa
     assert summary["samples"][-1]["telemetry"]["JOBS_DONE"] == summary["jobs"]["submitted"]
     for key in ("slips", "jitter_p99_us_max"):
         assert summary["rate_groups"][key] >= 0
+    assert 0 <= summary["rate_groups"]["cpu_steal_share"] < 1
     if summary["ok"]:
         assert "soak failed" not in done.stderr
     else:

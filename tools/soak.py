@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orbithil.errors import ConfigError
+from orbithil.tools.bench import Steal
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     cycle = (("NOOP", {}), ("POOL_STATUS", {}), ("SUBMIT_JOB", None))
     samples: list[Sample] = []
     started = time.monotonic()
+    steal = Steal()
     end = started + minutes * 60.0
     next_sample = started
     next_command = started
@@ -374,6 +376,8 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
             "jitter_p99_us_max": _max(samples, "RG_JITTER_P99_US"),
             "jitter_p99_us_last": tm.get("RG_JITTER_P99_US", math.nan),
             "jitter_p50_us_last": tm.get("RG_JITTER_P50_US", math.nan),
+            # the hypervisor's share of the CPUs meanwhile: a taken CPU runs nothing
+            "cpu_steal_share": steal.share(),
         },
         "samples": [asdict(s) for s in samples],
     }
@@ -407,7 +411,8 @@ def _table(summary: dict) -> str:
         f"TM_STORED max {q['tm_stored_max']:g}, TM_LOST {q['tm_lost']:g}",
         f"  rate groups   RG_SLIPS {rg['slips']:g}, RG_JITTER_P99_US max "
         f"{rg['jitter_p99_us_max']:.0f} us (real-time priority "
-        f"{'on' if summary['realtime']['active'] else 'off'})",
+        f"{'on' if summary['realtime']['active'] else 'off'}; CPU time stolen by the "
+        f"hypervisor {rg['cpu_steal_share']:.1%})",
         "",
         f"  {'criterion':26} {'verdict':8} measured (limit)",
     ]

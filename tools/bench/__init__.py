@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import operator
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -90,6 +91,28 @@ def run(name: str, *, quick: bool = False) -> BenchResult:
         raise KeyError(f"no benchmark {name!r}; choose from {', '.join(sorted(BENCHMARKS))}")
     module = importlib.import_module(BENCHMARKS[name][0])
     return module.run(quick=quick)
+
+
+class Steal:
+    """The share of all CPUs' time the hypervisor ran something else, between ``__init__``
+    and ``share()`` (0.0 on a machine that is not virtual or does not count it)."""
+
+    def __init__(self) -> None:
+        self._start = (time.monotonic(), self._ticks())
+
+    @staticmethod
+    def _ticks() -> int:
+        try:
+            with open("/proc/stat") as stat:
+                fields = stat.readline().split()
+        except OSError:
+            return 0
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else 0
+
+    def share(self) -> float:
+        wall, ticks = time.monotonic() - self._start[0], self._ticks() - self._start[1]
+        cpu_s = wall * (os.cpu_count() or 1)
+        return round(ticks / os.sysconf("SC_CLK_TCK") / cpu_s, 4) if cpu_s > 0 else 0.0
 
 
 def machine() -> dict:

@@ -35,7 +35,7 @@ from orbithil.flight.dictionary import APID_HK, CHANNELS, DICT_HASH32
 from orbithil.flight.ground import Ground
 from orbithil.flight.stack import Config, FlightStack
 
-from . import BenchResult
+from . import BenchResult, Steal
 
 # swing with what else the machine runs: `bench all` takes the median of three runs
 NOISY = ("jitter_p99_ms", "slips", "tm_packets_per_s", "sim_load_jitter_p99_ms",
@@ -45,28 +45,6 @@ REPEATS = 3
 SIM_CHIP = "sim://verilator?harden=1"
 # a campaign that outlasts the measurement (it is stopped after it): every fault simulated
 CAMPAIGN = ("inject", "run", "--harden", "1", "--n", "100000", "--no-prune", "--json")
-
-
-class Steal:
-    """The share of all CPUs' time the hypervisor ran something else, between ``__init__``
-    and ``share()`` (0.0 on a machine that is not virtual or does not count it)."""
-
-    def __init__(self) -> None:
-        self._start = (time.monotonic(), self._ticks())
-
-    @staticmethod
-    def _ticks() -> int:
-        try:
-            with open("/proc/stat") as stat:
-                fields = stat.readline().split()
-        except OSError:
-            return 0
-        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else 0
-
-    def share(self) -> float:
-        wall, ticks = time.monotonic() - self._start[0], self._ticks() - self._start[1]
-        cpu_s = wall * (os.cpu_count() or 1)
-        return round(ticks / os.sysconf("SC_CLK_TCK") / cpu_s, 4) if cpu_s > 0 else 0.0
 
 
 def _jitter_on_sim(seconds: float, mode: str) -> tuple[float, float, int, bool, float]:
