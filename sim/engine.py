@@ -207,6 +207,7 @@ class RunInfo:
     start_cycle: int = 0  # the workload cycle it was restored to
     stopped_early: bool = False
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # this process's CPU time over the run (the simulator and Python)
     pruning: str = str(Kind.SIMULATED)  # how its outcome was decided (sim.prune.Kind)
     fault_class: str = ""  # its def/use class (sim.prune.Decision.label), if it has one
 
@@ -286,7 +287,7 @@ class Engine:
         from_checkpoint: bool = False,
         early_stop: bool = False,
     ) -> tuple[Observation, RunInfo]:
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         golden = self.golden
         start = Checkpoint(0, 0, self.start)
         if from_checkpoint and golden and injection is not None:
@@ -344,6 +345,7 @@ class Engine:
                 if cp.cycle == cycle_now() and await self.state.equals(cp.snapshot):
                     info = RunInfo(cycle_now() - start.cycle, start.cycle, True)
                     info.wall_s = time.perf_counter() - wall
+                    info.cpu_s = time.process_time() - cpu
                     return golden.observation, info
             try:
                 step = gen.send(answer)
@@ -387,6 +389,7 @@ class Engine:
             fault.cancel()
         info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
         info.wall_s = time.perf_counter() - wall
+        info.cpu_s = time.process_time() - cpu
         return observation, info
 
     # --- the fault --------------------------------------------------------------------

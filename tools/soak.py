@@ -69,6 +69,7 @@ class Sample:
     t_s: float  # since the commands started
     rss_kib: int
     telemetry: dict[str, float] = field(default_factory=dict)
+    cpu_steal_share: float = 0.0  # since the sample before: the hypervisor's share of the CPUs
 
 
 def read_rss_kib(pid: int) -> int | None:
@@ -288,7 +289,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     cycle = (("NOOP", {}), ("POOL_STATUS", {}), ("SUBMIT_JOB", None))
     samples: list[Sample] = []
     started = time.monotonic()
-    steal = Steal()
+    steal = interval = Steal()
     end = started + minutes * 60.0
     next_sample = started
     next_command = started
@@ -306,7 +307,8 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
                                 f"the soak; its log ends:\n{fly.log_tail()}")  # fmt: skip
                 break
             if now >= next_sample:
-                samples.append(_sample(g, fly, now - started))
+                samples.append(_sample(g, fly, now - started, interval))
+                interval = Steal()
                 next_sample += sample_s
             if now >= next_command:
                 name, args = cycle[i % len(cycle)]
@@ -335,7 +337,7 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
             g.wait_telemetry("JOBS_DONE", lambda v: v >= submitted,
                              timeout=DRAIN_TIMEOUT_S)  # fmt: skip
     if fly.proc.poll() is None:
-        samples.append(_sample(g, fly, time.monotonic() - started))
+        samples.append(_sample(g, fly, time.monotonic() - started, interval))
     tm = dict(g.telemetry)
     rss = [s.rss_kib for s in samples if s.rss_kib]
     slope = rss_slope([s for s in samples if s.rss_kib], warmup_s)
@@ -384,10 +386,10 @@ def _drive(g, fly: _Fly, chip: str, minutes: float, sample_s: float, warmup_s: f
     return summary
 
 
-def _sample(g, fly: _Fly, t_s: float) -> Sample:
+def _sample(g, fly: _Fly, t_s: float, steal: Steal) -> Sample:
     tm = g.telemetry
     return Sample(round(t_s, 2), read_rss_kib(fly.proc.pid) or 0,
-                  {k: tm[k] for k in SAMPLED if k in tm})  # fmt: skip
+                  {k: tm[k] for k in SAMPLED if k in tm}, steal.share())  # fmt: skip
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -18,7 +18,11 @@ On one workload and one seeded plan (HARDEN=1, inference; the demo's plan):
   port, ``sim.engine_port``, and the few signals Python touches public);
   ``sim_efficiency_vs_private_build`` against the same testbench with every signal
   private and no port (fastest, but nothing can be injected). Both plain runs are
-  measured in the same run as the engine, right after it.
+  measured in the same run as the engine, right after it. Both are simulated cycles per
+  CPU-second of the process that simulates (the engine's simulator with its Python, the
+  plain testbench): the work each does for a cycle, whatever else the machine runs. The
+  same ratios over wall-clock time (``..._wall``) move with the machine's load, which
+  falls on the two sides at different moments.
 
 Outcomes of the naive runs must equal the engine's on the shared injections (checked).
 """
@@ -26,6 +30,7 @@ Outcomes of the naive runs must equal the engine's on the shared injections (che
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import time
 from collections import Counter
@@ -62,8 +67,9 @@ def _request_bytes(setup: Setup) -> bytes:
     return bytes(recorder.sent)
 
 
-def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
-    """Cycles/s of chip_tb in a plain ``verilator --binary`` testbench (best of 3).
+def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> tuple[float, float]:
+    """Cycles per second and per CPU-second of chip_tb in a plain ``verilator --binary``
+    testbench (best of 3 each).
 
     ``exposed``: built as the engine's build is (its Verilator configuration file, the
     injection port and the flags); without, every signal private and no port (no tool
@@ -93,15 +99,22 @@ def plain_cycles_per_s(setup: Setup, cycles: int, *, exposed: bool) -> float:
         ]  # fmt: skip
         env = {**os.environ, "MAKEFLAGS": harness.VERILATOR_MAKEFLAGS}
         subprocess.run(cmd, cwd=out, env=env, check=True, capture_output=True, timeout=900)
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(3):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu_s()
         subprocess.run(
             [str(binary), f"+BYTES={len(stimulus)}", f"+CYCLES={cycles}"],
             cwd=out, check=True, capture_output=True, timeout=600,
         )  # fmt: skip
         best = min(best, time.perf_counter() - start)
-    return cycles / best
+        best_cpu = min(best_cpu, _children_cpu_s() - cpu)
+    return cycles / best, cycles / best_cpu
+
+
+def _children_cpu_s() -> float:
+    """CPU time (user and system) of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _pruned_against_full(setup: Setup, injections: list) -> dict:
@@ -146,6 +159,7 @@ def run(*, quick: bool = False) -> BenchResult:
     side = _pruned_against_full(verilator, injections)
     full = side["full"]
     loop_s = sum(r.info["wall_s"] for r in full)
+    loop_cpu_s = sum(r.info["cpu_s"] for r in full)
     loop_cycles = sum(r.info["cycles"] for r in full)
 
     start = time.perf_counter()
@@ -162,11 +176,12 @@ def run(*, quick: bool = False) -> BenchResult:
     on_icarus = _pruned_against_full(icarus, plan(icarus, n_icarus, seed=1))
 
     plain_cycles = 2_000_000 if not quick else 500_000
-    plain = plain_cycles_per_s(verilator, plain_cycles, exposed=True)
-    private = plain_cycles_per_s(verilator, plain_cycles, exposed=False)
+    plain, plain_cpu = plain_cycles_per_s(verilator, plain_cycles, exposed=True)
+    private, private_cpu = plain_cycles_per_s(verilator, plain_cycles, exposed=False)
     engine_rate = side["full_injections_per_s"]
     naive_rate = n_naive / naive_s
     engine_cps = loop_cycles / loop_s
+    engine_cpu_cps = loop_cycles / loop_cpu_s
     metrics = {
         "effective_injections_per_s": side["effective_injections_per_s"],
         "engine_injections_per_s": engine_rate,
@@ -186,11 +201,16 @@ def run(*, quick: bool = False) -> BenchResult:
         "icarus_decided_by_class": on_icarus["decided_by_class"],
         "engine_loop_injections_per_s": round(n_engine / loop_s, 2),
         "early_stops": sum(r.info["stopped_early"] for r in full),
+        "engine_cycles_per_cpu_s": round(engine_cpu_cps),
+        "plain_verilator_cycles_per_cpu_s": round(plain_cpu),
+        "sim_efficiency": round(engine_cpu_cps / plain_cpu, 3),
+        "plain_private_verilator_cycles_per_cpu_s": round(private_cpu),
+        "sim_efficiency_vs_private_build": round(engine_cpu_cps / private_cpu, 3),
         "engine_cycles_per_s": round(engine_cps),
         "plain_verilator_cycles_per_s": round(plain),
-        "sim_efficiency": round(engine_cps / plain, 3),
         "plain_private_verilator_cycles_per_s": round(private),
-        "sim_efficiency_vs_private_build": round(engine_cps / private, 3),
+        "sim_efficiency_wall": round(engine_cps / plain, 3),
+        "sim_efficiency_vs_private_build_wall": round(engine_cps / private, 3),
     }
     return BenchResult(
         metrics,
