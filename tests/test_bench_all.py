@@ -31,6 +31,10 @@ def test_one_document_and_a_markdown_table_of_every_figure_and_target(
         assert f"| {key} | {shown} | {target} | {verdict} |" in table
     short = [k for k, met in codec["targets_met"].items() if not met]
     assert ("Targets short in this run: none." in table) == (not short)
+    # the hypervisor's share of the CPUs, over the run and over each benchmark
+    assert 0 <= document["cpu_steal_share"] < 1 and 0 <= codec["cpu_steal_share"] < 1
+    assert f"during the run: {document['cpu_steal_share']:.1%}" in table
+    assert f"s; {codec['cpu_steal_share']:.1%} of the CPU time stolen meanwhile)." in table
 
 
 def test_a_noisy_figure_is_the_median_of_the_runs_and_its_target_must_hold_in_every_run():

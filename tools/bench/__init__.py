@@ -176,12 +176,12 @@ def run_all(*, quick: bool = False, names=None, progress=None) -> dict:
     """Every benchmark in turn: one document with each one's figures (or why it could
     not run), the machine and the time taken. A benchmark with noisy ratios runs
     ``REPEATS`` times (once with ``quick``); see ``repeated``."""
-    started = time.time()
+    started, total_steal = time.time(), Steal()
     out: dict = {"machine": machine(), "quick": quick, "started": started, "benchmarks": {}}
     for name in names or BENCHMARKS:
         keys, repeats = noisy(name)
         repeats = 1 if quick else repeats
-        t = time.perf_counter()
+        t, steal = time.perf_counter(), Steal()
         try:
             runs = []
             for i in range(repeats):
@@ -192,8 +192,10 @@ def run_all(*, quick: bool = False, names=None, progress=None) -> dict:
         except RuntimeError as exc:  # cannot run here (no board, no tool): says why
             entry = {"name": name, "skipped": str(exc)}
         entry["seconds"] = round(time.perf_counter() - t, 1)
+        entry["cpu_steal_share"] = steal.share()
         out["benchmarks"][name] = entry
     out["seconds"] = round(time.time() - started, 1)
+    out["cpu_steal_share"] = total_steal.share()
     return out
 
 
@@ -209,8 +211,13 @@ def markdown(document: dict) -> str:
         f"`{m.get('commit')}`, {document['seconds'] / 60:.1f} min in all.",
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB, "
         f"{m.get('os')}, Python {m.get('python')}.",
-        "",
     ]
+    if "cpu_steal_share" in document:
+        lines.append(
+            f"CPU time stolen by the hypervisor during the run: {document['cpu_steal_share']:.1%} "
+            "of both cores (a stolen CPU runs nothing: timing figures suffer with it)."
+        )
+    lines.append("")
     short = [
         f"{name}.{key}"
         for name, entry in document["benchmarks"].items()
@@ -223,7 +230,9 @@ def markdown(document: dict) -> str:
     ]
     for name, entry in document["benchmarks"].items():
         description = BENCHMARKS.get(name, ("", ""))[1]
-        lines += [f"## {name}", "", f"{description} ({entry['seconds']} s).", ""]
+        stolen = entry.get("cpu_steal_share")
+        stolen = f"; {stolen:.1%} of the CPU time stolen meanwhile" if stolen is not None else ""
+        lines += [f"## {name}", "", f"{description} ({entry['seconds']} s{stolen}).", ""]
         if "skipped" in entry:
             lines += [f"Not run here: {entry['skipped']}", ""]
             continue
