@@ -45,6 +45,39 @@ def test_closing_leaves_no_simulator_behind():
         os.killpg(pid, 0)
 
 
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_a_chip_nobody_talks_to_costs_a_small_share_of_a_core(simulator):
+    """The bridge waits for the host between idle steps long enough that a step's CPU is
+    about 5 % of the time: an idle Icarus chip took 80 % of a core (its 64-byte idle
+    step is ~60 ms of CPU against a 20 ms wait). CPU time, not wall time: a busy machine
+    only lowers the share."""
+    with hal.open(f"sim://{simulator}?harden=0", timeout=30.0) as chip:
+        chip.identify()
+        proc = chip._backend.proc.pid
+        time.sleep(1.0)  # the waits have grown
+        before, start = _cpu_s(proc), time.monotonic()
+        time.sleep(4.0)
+        share = (_cpu_s(proc) - before) / (time.monotonic() - start)
+        assert share < 0.25, f"an idle {simulator} chip used {share:.0%} of a core"
+        assert chip.identify().harden == 0  # and it still answers at once
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds of the live processes in ``pid``'s process group (the simulator's
+    session: its process and what it started), from /proc."""
+    group, ticks = os.getpgid(pid), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == group:  # pgrp; utime and stime follow at 11 and 12
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def test_a_killed_parent_leaves_no_simulator_behind(tmp_path):
     """The parent dies with SIGKILL (no cleanup runs): its socket closes, the bridge ends."""
     script = textwrap.dedent(f"""
