@@ -133,12 +133,17 @@ def codec_backend(request):
 SERVE_START_S = 600.0  # a first Verilator build of the chip, on a loaded 2-core machine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def board_device(tmp_path_factory):
     """The serial device of the board tests: a real board (ORBITHIL_BOARD=/dev/ttyUSBx), or
     else the simulated chip (Verilator, HARDEN=1) behind a pseudo-terminal served by
     ``orbithil sim serve --pty``, so the board code path (a device path opened by
-    pyserial's Serial, termios, chunked reads) runs in CI too."""
+    pyserial's Serial, termios, chunked reads) runs in CI too.
+
+    One server per module that uses it, stopped when the module ends: a served chip nobody
+    talks to still simulates its idle clock (~13 % of a core), which a session-wide server
+    spent for the rest of the run (140 s of CPU in a 27-minute run on 2 cores); starting
+    one again costs a process start, as the build is cached."""
     device = Settings.from_env().board
     if device:
         yield device

@@ -51,14 +51,14 @@ def _results(path: Path) -> dict[tuple[int, int], str]:
 
 def test_sigkill_at_random_moments_then_resume_loses_and_doubles_nothing(tmp_path):
     spec_path = tmp_path / "c.toml"
-    per_build = 48
+    per_build = 24
     total = 2 * per_build
     spec_path.write_text(_spec_text(per_build, chunk=8))
     store_path = tmp_path / "c.sqlite"
     cmd = [sys.executable, "-m", "orbithil.tools.cli", "campaign", "run"]
     env = dict(os.environ)
     # Each run is killed the moment the store holds its kill point's count (seeded points
-    # spread over the 96 injections): killed mid-run however fast the machine is, since
+    # spread over the 48 injections): killed mid-run however fast the machine is, since
     # the count is watched, not a clock. A run that finishes first ends the loop.
     rng = np.random.default_rng(20261124)
     points = sorted(int(k) for k in rng.choice(np.arange(1, total - 8), size=3, replace=False))

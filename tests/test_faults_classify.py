@@ -61,7 +61,7 @@ def test_bad_plan_arguments_say_what_is_valid():
 def test_plan_over_the_real_netlist():
     from orbithil.sim import netlist
 
-    space = TargetSpace(netlist.list_targets(1, clks_per_bit=4))
+    space = TargetSpace(netlist.load_targets(1, clks_per_bit=4))  # the engine's list
     # flip-flops, then memories: the SRAM's 2,048 x 39, the two receive banks' and the
     # transmit buffer's 512 x 9 (bytes with their parity)
     assert space.total_bits == 2064 + 2048 * 39 + 3 * 512 * 9

@@ -226,7 +226,7 @@ def run_sequence(chip, sequence) -> list:
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(ops, min_size=1, max_size=8))
 def test_sequences_match_the_model(request, sequence, harden):
-    rtl_chips = request.getfixturevalue("rtl_pair")[harden]
+    rtl_chips = request.getfixturevalue("rtl_pair")
     model = request.getfixturevalue("model_pair")[harden]
     reference = run_sequence(model, sequence)
     for chip in rtl_chips:
@@ -247,19 +247,18 @@ def model_pair():
         c.close()
 
 
-@pytest.fixture(scope="module")
-def rtl_pair():
-    chips = {
-        h: [
-            hal.open(f"sim://{s}?harden={h}", timeout=5.0, fec=FEC_FOR_HARDEN[h])
-            for s in ("verilator", "icarus")
-        ]
-        for h in (0, 1)
-    }
+@pytest.fixture
+def rtl_pair(harden):
+    """The RTL on both simulators for one ``harden``, for one test (all its examples): a
+    module-wide pair of each kept four simulated chips running their idle clocks (Icarus:
+    ~40 % of a core each) through the rest of the module."""
+    chips = [
+        hal.open(f"sim://{s}?harden={harden}", timeout=5.0, fec=FEC_FOR_HARDEN[harden])
+        for s in ("verilator", "icarus")
+    ]
     yield chips
-    for group in chips.values():
-        for c in group:
-            c.close()
+    for c in chips:
+        c.close()
 
 
 test_sequences_match_the_model = pytest.mark.sim(test_sequences_match_the_model)

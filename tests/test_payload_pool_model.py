@@ -15,8 +15,7 @@ from orbithil.payload.pool import Pool, PoolError
 from orbithil.payload.power import PowerModel, StepClock
 
 
-def test_tmr_inference_over_three_chips_equals_numpy_and_outvotes_an_upset(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORBITHIL_CACHE_DIR", str(tmp_path))
+def test_tmr_inference_over_three_chips_equals_numpy_and_outvotes_an_upset():
     model = default_model()
     xs, labels = model.test_split(limit=60)
     expected = model.logits(xs)
@@ -38,8 +37,7 @@ def test_tmr_inference_over_three_chips_equals_numpy_and_outvotes_an_upset(tmp_p
     assert disagreed and set(disagreed) == {"chip0"}
 
 
-def test_eclipse_defers_inference_and_sunrise_releases_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORBITHIL_CACHE_DIR", str(tmp_path))
+def test_eclipse_defers_inference_and_sunrise_releases_it():
     model = default_model()
     timeline = Orbit.default().timeline()
     eclipse = timeline.eclipses[0]
@@ -66,8 +64,7 @@ def test_eclipse_defers_inference_and_sunrise_releases_it(tmp_path, monkeypatch)
     assert power.soc >= power.config.soc_floor
 
 
-def test_a_pipeline_runs_each_layer_on_its_own_chips_and_votes_per_stage(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORBITHIL_CACHE_DIR", str(tmp_path))
+def test_a_pipeline_runs_each_layer_on_its_own_chips_and_votes_per_stage():
     model = default_model()
     xs, _ = model.test_split(limit=40)
     expected = model.logits(xs)
@@ -103,8 +100,7 @@ def test_a_pipeline_runs_each_layer_on_its_own_chips_and_votes_per_stage(tmp_pat
         Pool(chips[:1], PoolExecutor(model), pipeline=True)
 
 
-def test_a_tmr_pipeline_outvotes_an_upset_layer_one_chip_before_layer_two(tmp_path, monkeypatch):
-    monkeypatch.setenv("ORBITHIL_CACHE_DIR", str(tmp_path))
+def test_a_tmr_pipeline_outvotes_an_upset_layer_one_chip_before_layer_two():
     model = default_model()
     xs, _ = model.test_split(limit=20)
     chips = [(f"chip{i}", hal.open("model://?harden=0")) for i in range(6)]
