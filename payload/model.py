@@ -79,6 +79,9 @@ RECIPE: dict = {
     "alpha": 1e-2,
     "max_iter": 500,
     "train_seed": 0,
+    # one BLAS thread: the sums of a multithreaded BLAS come out in an order that depends
+    # on the thread count, so machines with 1, 2 or 8 cores trained different weights
+    "blas_threads": 1,
     "input_gain": INPUT_GAIN,
     "bias_inputs": BIAS_INPUTS.tolist(),
     "multiplier_bits": MULTIPLIER_BITS,
@@ -403,6 +406,7 @@ def train(recipe: dict | None = None) -> QuantisedModel:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     recipe = full_recipe() if recipe is None else dict(recipe)
     if recipe.get("format") != FORMAT_VERSION:
@@ -424,7 +428,7 @@ def train(recipe: dict | None = None) -> QuantisedModel:
         max_iter=recipe["max_iter"],
         random_state=recipe["train_seed"],
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=recipe.get("blas_threads")):
         warnings.simplefilter("ignore", ConvergenceWarning)  # logged below instead
         clf.fit(q_train / (PIXEL_MAX * INPUT_GAIN), y_train)
     if clf.n_iter_ >= recipe["max_iter"]:
