@@ -142,7 +142,8 @@ class GroundLink:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.ident is not None:  # started (a stack that failed to start stops too)
+            self._thread.join(2)
         with self._lock:
             sockets = [c.sock for c in self._clients] + self._closing
             self._clients, self._closing = [], []

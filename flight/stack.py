@@ -54,9 +54,12 @@ from orbithil.flight.services import (
 )
 
 log = logging.getLogger(__name__)
-# stacks of this process that froze the heap (``FlightStack._freeze_heap``)
-_FROZEN_LOCK = threading.Lock()
-_FROZEN_BY: set[int] = set()
+# What the stacks flying in one process share: the interpreter's switch interval and the
+# frozen heap. The first to start sets them, the last to stop puts them back, in whatever
+# order the stacks stop.
+_PROCESS_LOCK = threading.Lock()
+_FLYING: set[int] = set()  # id() of each stack started and not yet stopped
+_BEFORE: dict[str, float] = {}  # "switch": the interval before the first stack started
 
 
 @dataclass
@@ -317,7 +320,7 @@ class FlightStack:
         self._hk_channels = [c for c in CHANNELS if not c.name.startswith(absent)]
         self._last_hk = -1e9
         self.realtime = realtime.Realtime(config.realtime)
-        self._frozen = False
+        self._stopped = True  # not started
         self.scheduler = Scheduler([
             RateGroup(100, [self._downlink, self.link.service]),
             RateGroup(10, [self.payload.tick, self.fdir.check, self._status]),
@@ -333,18 +336,26 @@ class FlightStack:
     SWITCH_INTERVAL_S = 1e-4
 
     def start(self) -> None:
-        self._switch = sys.getswitchinterval()
-        sys.setswitchinterval(self.SWITCH_INTERVAL_S)
-        self.payload.start()
-        self.orbit_clock.restart()  # the orbit begins at orbit_start_s now, not at build time
-        self.link.start()
-        self._freeze_heap()
-        self.scheduler.start()
-        self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
-                         dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
-        self._go_realtime()
-        for txn in self.ledger.restart_releases:  # holds of jobs the last stop cut short
-            self.payload.report(txn)
+        with _PROCESS_LOCK:
+            if not _FLYING:
+                _BEFORE["switch"] = sys.getswitchinterval()
+                sys.setswitchinterval(self.SWITCH_INTERVAL_S)
+            _FLYING.add(id(self))
+        self._stopped = False
+        try:
+            self.payload.start()
+            self.orbit_clock.restart()  # the orbit begins at orbit_start_s now
+            self.link.start()
+            self._freeze_heap()
+            self.scheduler.start()
+            self.events.emit("STACK_STARTED", chip=", ".join(url for url, _ in self.chips),
+                             dict_hash=f"{DICT_HASH32:08x}")  # fmt: skip
+            self._go_realtime()
+            for txn in self.ledger.restart_releases:  # holds of jobs the last stop cut short
+                self.payload.report(txn)
+        except BaseException:
+            self.stop()  # what did start stops, and the process's settings go back
+            raise
 
     def _go_realtime(self) -> None:
         """Every thread of the process at a real-time priority, the rate groups above them,
@@ -367,27 +378,30 @@ class FlightStack:
         dictionary: some 10^6 of them) out of the garbage collector's reach. A full
         collection walks them all, 70-90 ms on this stack, and the collector starts one on
         its own every so often: in flight that was a run of slipped ticks. Frozen, a full
-        collection walks only what was made since (gc.freeze; ``stop`` unfreezes)."""
-        with _FROZEN_LOCK:
-            if not self._frozen:
-                self._frozen = True
-                _FROZEN_BY.add(id(self))
-                gc.collect(1)  # the young garbage; a full collection here costs the 70-90 ms
-                gc.freeze()
+        collection walks only what was made since (gc.freeze; the last stack of the process
+        to stop unfreezes)."""
+        with _PROCESS_LOCK:
+            gc.collect(1)  # the young garbage; a full collection here costs the 70-90 ms
+            gc.freeze()
 
     def stop(self) -> None:
-        self.realtime.restore()
-        self.scheduler.stop()
-        self.link.stop()
-        self.payload.stop()
-        self.ledger.close()
-        with _FROZEN_LOCK:
-            if self._frozen:  # the last stack of the process to stop unfreezes
-                self._frozen = False
-                _FROZEN_BY.discard(id(self))
-                if not _FROZEN_BY:
+        """Stop what runs (each part once, also after a start that failed half-way) and,
+        for the last stack of the process, put the interpreter's settings back."""
+        if getattr(self, "_stopped", True):
+            return
+        self._stopped = True
+        try:
+            self.realtime.restore()
+            self.scheduler.stop()
+            self.link.stop()
+            self.payload.stop()
+            self.ledger.close()
+        finally:
+            with _PROCESS_LOCK:
+                _FLYING.discard(id(self))
+                if not _FLYING:
                     gc.unfreeze()
-        sys.setswitchinterval(getattr(self, "_switch", 0.005))
+                    sys.setswitchinterval(_BEFORE.pop("switch", sys.getswitchinterval()))
 
     def __enter__(self) -> FlightStack:
         self.start()

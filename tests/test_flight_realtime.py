@@ -93,23 +93,55 @@ def test_on_without_the_privilege_refuses_to_start_and_says_how_to_allow_it(
 
 def test_flight_keeps_the_start_up_heap_out_of_the_collectors_way_until_the_last_stop():
     """A full collection walked the ~10^6 objects of the imports and the model (70-90 ms:
-    a run of slipped ticks); the stack freezes them at start, and only the last stack of
-    the process to stop unfreezes them."""
+    a run of slipped ticks); the stack freezes them at start. The first stack of the
+    process to start sets the interpreter's switch interval and the last to stop, in
+    whichever order they stop, unfreezes and puts the interval back."""
     import gc
     import secrets
+    import sys
 
     from orbithil import hal
     from orbithil.flight.stack import FlightStack
 
     assert gc.get_freeze_count() == 0
+    interval = sys.getswitchinterval()
     with hal.open("model://?harden=1") as a_chip, hal.open("model://?harden=1") as b_chip:
-        a = FlightStack(a_chip, Config(udp_port=0), {1: secrets.token_bytes(32)})
-        b = FlightStack(b_chip, Config(udp_port=0), {1: secrets.token_bytes(32)})
-        with a:
+        for first_to_stop in ("a", "b"):
+            a = FlightStack(a_chip, Config(udp_port=0), {1: secrets.token_bytes(32)})
+            b = FlightStack(b_chip, Config(udp_port=0), {1: secrets.token_bytes(32)})
+            a.start()
             frozen = gc.get_freeze_count()
             assert frozen > 100_000  # the imported libraries and the model, at least
             assert len(gc.get_objects(generation=2)) < frozen / 10
-            with b:
-                assert gc.get_freeze_count() >= frozen
-            assert gc.get_freeze_count() >= frozen  # a is still flying
-        assert gc.get_freeze_count() == 0
+            assert sys.getswitchinterval() == pytest.approx(FlightStack.SWITCH_INTERVAL_S)
+            b.start()
+            one, other = (a, b) if first_to_stop == "a" else (b, a)
+            one.stop()
+            assert gc.get_freeze_count() >= frozen, f"{first_to_stop} stopped, one flies"
+            assert sys.getswitchinterval() == pytest.approx(FlightStack.SWITCH_INTERVAL_S)
+            one.stop()  # a second stop does nothing
+            other.stop()
+            assert gc.get_freeze_count() == 0
+            assert sys.getswitchinterval() == pytest.approx(interval)
+
+
+def test_a_stack_that_fails_to_start_puts_the_process_back_as_it_was(monkeypatch):
+    import gc
+    import secrets
+    import sys
+
+    from orbithil import hal
+    from orbithil.flight.stack import FlightStack
+
+    interval = sys.getswitchinterval()
+    with hal.open("model://?harden=1") as chip:
+        stack = FlightStack(chip, Config(udp_port=0), {1: secrets.token_bytes(32)})
+
+        def fails() -> None:
+            raise OSError("no thread for the rate groups")
+
+        monkeypatch.setattr(stack.scheduler, "start", fails)
+        with pytest.raises(OSError, match="rate groups"):
+            stack.start()
+    assert gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == pytest.approx(interval)
