@@ -63,3 +63,19 @@ def test_the_noisy_figures_of_each_benchmark_are_run_three_times_in_bench_all():
         keys, repeats = bench.noisy(name)
         assert keys and repeats == 3
     assert bench.noisy("codec") == ((), 1)
+
+
+def test_stolen_cpu_time_is_the_steal_ticks_over_every_tick_of_proc_stat(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(bench.Steal, "STAT", str(stat))
+    #                 user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  1000 0 200 5000 10 0 5 100 30 0\ncpu0 500 0 100 2500 5 0 2 50 15 0\n")
+    steal = bench.Steal()
+    stat.write_text("cpu  1400 0 300 5200 10 0 5 400 90 0\n")
+    assert steal.share() == 0.3  # 300 stolen of 1,000 ticks (guest time is inside user)
+    assert bench.Steal().share() == 0.0  # no tick between the two reads
+    for broken in ("", "cpu 1 2 3\n", "intr 5 6 7 8 9 10 11 12 13\n", "cpu a b c d e f g h\n"):
+        stat.write_text(broken)
+        assert bench.Steal._ticks() == (0, 0), broken
+    stat.unlink()
+    assert bench.Steal().share() == 0.0  # no /proc/stat: nothing measured, no error

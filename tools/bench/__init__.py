@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import json
 import operator
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -94,25 +93,33 @@ def run(name: str, *, quick: bool = False) -> BenchResult:
 
 
 class Steal:
-    """The share of all CPUs' time the hypervisor ran something else, between ``__init__``
-    and ``share()`` (0.0 on a machine that is not virtual or does not count it)."""
+    """The share of the CPUs' time the hypervisor ran something else, between ``__init__``
+    and ``share()``: the ``steal`` ticks over all the ticks of the ``cpu`` line of
+    /proc/stat (0.0 on a machine that is not virtual, does not count it, or has no
+    /proc/stat)."""
+
+    STAT = "/proc/stat"
 
     def __init__(self) -> None:
-        self._start = (time.monotonic(), self._ticks())
+        self._start = self._ticks()
 
-    @staticmethod
-    def _ticks() -> int:
+    @classmethod
+    def _ticks(cls) -> tuple[int, int]:
+        """(steal, all) ticks since boot; (0, 0) when they cannot be read."""
         try:
-            with open("/proc/stat") as stat:
+            with open(cls.STAT) as stat:
                 fields = stat.readline().split()
         except OSError:
-            return 0
-        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else 0
+            return 0, 0
+        if len(fields) < 9 or fields[0] != "cpu" or not all(f.isdigit() for f in fields[1:9]):
+            return 0, 0
+        # user nice system idle iowait irq softirq steal (guest time is inside user and nice)
+        ticks = [int(f) for f in fields[1:9]]
+        return ticks[7], sum(ticks)
 
     def share(self) -> float:
-        wall, ticks = time.monotonic() - self._start[0], self._ticks() - self._start[1]
-        cpu_s = wall * (os.cpu_count() or 1)
-        return round(ticks / os.sysconf("SC_CLK_TCK") / cpu_s, 4) if cpu_s > 0 else 0.0
+        (steal0, all0), (steal1, all1) = self._start, self._ticks()
+        return round((steal1 - steal0) / (all1 - all0), 4) if all1 > all0 else 0.0
 
 
 def machine() -> dict:
@@ -215,7 +222,7 @@ def markdown(document: dict) -> str:
     if "cpu_steal_share" in document:
         lines.append(
             f"CPU time stolen by the hypervisor during the run: {document['cpu_steal_share']:.1%} "
-            "of both cores (a stolen CPU runs nothing: timing figures suffer with it)."
+            "of all the CPUs' time (a stolen CPU runs nothing: timing figures suffer with it)."
         )
     lines.append("")
     short = [
