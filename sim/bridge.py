@@ -16,10 +16,11 @@ bridge used to wake while bytes moved):
 - the chip has answered every frame the host sent, so it waits for the host: the bridge
   then sleeps in ``select`` until the host's next bytes come (at once) or a wait runs out
   (1 ms, doubling to 20 ms, and longer when a step costs more than ``IDLE_DUTY`` of
-  the time: on Icarus), and only then moves the chip on by a step (2 byte times,
-  doubling to 64). So a chip nobody talks to costs about 5 % of a core, not a whole
-  one (its clock runs slower meanwhile: on Verilator, UPTIME, the watchdog and the
-  scrubber advance about 0.12 M cycles a second instead of ~2.6 M).
+  the time: on Icarus, up to 1 s), and only then moves the chip on by a step (2 byte
+  times, doubling to 64). So a chip nobody talks to costs about 5 % of a core, not a
+  whole one (its clock runs slower meanwhile: UPTIME, the watchdog and the scrubber
+  advance about 0.12 M cycles a second instead of ~2.6 M on Verilator, and about 2,000
+  cycles a second on Icarus).
 
 The test ends, and the simulator with it, when the host closes the connection or never
 connects.
@@ -47,8 +48,11 @@ ACCEPT_TIMEOUT_S = 120.0
 IDLE_WAIT_S = (0.001, 0.02)  # first and longest wait for the host while nothing is owed
 # An idle step's CPU time over the wait after it at most: a step of 64 byte times is ~1 ms
 # of Verilator but ~60 ms of Icarus, which with a 20 ms wait kept an idle Icarus chip at
-# 80 % of a core; the wait grows to hold an idle chip near 5 % on either simulator.
+# 80 % of a core; the wait grows to hold an idle chip near 5 % on either simulator, up to
+# IDLE_WAIT_MAX_S, so an idle chip's clock still moves (an idle Icarus chip: ~2,500
+# cycles, 64 byte times, every ~1.2 s at most).
 IDLE_DUTY = 0.05
+IDLE_WAIT_MAX_S = 1.0
 RESYNC_S = 0.2  # quiet this long: a frame the chip owes or began is not coming (dropped, stuck)
 _HEAD = 2 * HEADER_LEN  # encoded bytes that always hold a frame's decoded header
 
@@ -203,7 +207,8 @@ async def bridge(dut):
                 cpu = time.process_time()
                 await Timer(step, "ns")
                 spent = time.process_time() - cpu
-                wait = max(min(wait * 2, IDLE_WAIT_S[1]), spent * (1 / IDLE_DUTY - 1))
+                wait = max(min(wait * 2, IDLE_WAIT_S[1]),
+                           min(spent * (1 / IDLE_DUTY - 1), IDLE_WAIT_MAX_S))  # fmt: skip
                 continue
         if watch:
             await First(Timer(step, "ns"), chip_sent)

@@ -141,9 +141,9 @@ def board_device(tmp_path_factory):
     pyserial's Serial, termios, chunked reads) runs in CI too.
 
     One server per module that uses it, stopped when the module ends: a served chip nobody
-    talks to still simulates its idle clock (~13 % of a core), which a session-wide server
-    spent for the rest of the run (140 s of CPU in a 27-minute run on 2 cores); starting
-    one again costs a process start, as the build is cached."""
+    talks to still simulates its idle clock (~5 % of a core, sim.bridge), which a
+    session-wide server spent for the rest of the run; starting one again costs a process
+    start, as the build is cached."""
     device = Settings.from_env().board
     if device:
         yield device

@@ -250,8 +250,9 @@ def model_pair():
 @pytest.fixture
 def rtl_pair(harden):
     """The RTL on both simulators for one ``harden``, for one test (all its examples): a
-    module-wide pair of each kept four simulated chips running their idle clocks (Icarus:
-    ~40 % of a core each) through the rest of the module."""
+    module-wide pair of each kept four simulated chips running their idle clocks through
+    the rest of the module (~5 % of a core each, sim.bridge; an idle Icarus chip took
+    80 % before the bridge held it to that)."""
     chips = [
         hal.open(f"sim://{s}?harden={harden}", timeout=5.0, fec=FEC_FOR_HARDEN[harden])
         for s in ("verilator", "icarus")
