@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ from orbithil.hal.icd import MAX_MATRIX_DIM
 from orbithil.settings import cache_dir
 
 log = logging.getLogger(__name__)
+_TRAINING = threading.Lock()  # ``train``: one at a time (the BLAS thread limit is process-wide)
 
 FORMAT_VERSION = 1
 INPUT_GAIN = 7  # pixel 0..16 -> int8 0..112
@@ -428,7 +430,9 @@ def train(recipe: dict | None = None) -> QuantisedModel:
         max_iter=recipe["max_iter"],
         random_state=recipe["train_seed"],
     )
-    with warnings.catch_warnings(), threadpool_limits(limits=recipe.get("blas_threads")):
+    # threadpool_limits is process-wide: one training at a time, or one thread's exit
+    # would put the BLAS thread count back under the other's fit
+    with _TRAINING, warnings.catch_warnings(), threadpool_limits(limits=recipe.get("blas_threads")):
         warnings.simplefilter("ignore", ConvergenceWarning)  # logged below instead
         clf.fit(q_train / (PIXEL_MAX * INPUT_GAIN), y_train)
     if clf.n_iter_ >= recipe["max_iter"]:
