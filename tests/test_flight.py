@@ -297,12 +297,14 @@ def test_fdir_resets_a_chip_reporting_uncorrectable_memory_and_goes_safe(flight_
     for bit in (3, 4):
         g.command("CHIP_INJECT", kind="mem", index=77, bit=bit, copy=0)
     g.command("SET_SCRUB", period=4)
-    g.wait_event("FDIR_TRIGGERED", lambda e: "uncorrectable-memory" in e.text, timeout=10)
-    g.wait_event("CHIP_RESET", timeout=10)
-    g.wait_telemetry("MODE", lambda v: v == 0, timeout=5)
-    g.wait_telemetry("ECC_UNCORRECTABLE", lambda v: v == 0, timeout=5)
+    # deadlines for a loaded machine: the recovery (reset, scrub, self-test, a health
+    # poll) took over 5 s once while two test workers and a third job shared 2 cores
+    g.wait_event("FDIR_TRIGGERED", lambda e: "uncorrectable-memory" in e.text, timeout=30)
+    g.wait_event("CHIP_RESET", timeout=30)
+    g.wait_telemetry("MODE", lambda v: v == 0, timeout=30)
+    g.wait_telemetry("ECC_UNCORRECTABLE", lambda v: v == 0, timeout=30)
     g.command("SET_MODE", mode="NOMINAL")  # recovery
-    g.wait_telemetry("MODE", lambda v: v == 1, timeout=5)
+    g.wait_telemetry("MODE", lambda v: v == 1, timeout=30)
 
 
 @pytest.mark.parametrize(
