@@ -23,6 +23,7 @@ restore and injection falls on a falling clock edge, when no flip-flop is being 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -40,8 +41,9 @@ from orbithil.hal.link import DEFAULT_RETRIES, Verdict, judge
 from orbithil.hal.protocol import TELEMETRY_LEN, parse_telemetry, telemetry
 from orbithil.payload.classify import Observation
 from orbithil.payload.workloads import Idle, Request, Tally, script
-from orbithil.sim import engine_port
+from orbithil.sim import engine_port, placement
 from orbithil.sim.faults import FaultModel, Injection
+from orbithil.sim.placement import Placement
 from orbithil.sim.prune import AccessTrace, Decision, Kind
 from orbithil.sim.targets import handle_for
 from orbithil.sim.tb_link import CLOCK_NS, TbLink
@@ -82,8 +84,9 @@ class State:
     op's fields are never overwritten by another's before the simulator used them.
     """
 
-    def __init__(self, tb, targets: dict) -> None:
+    def __init__(self, tb, targets: dict, slots: int) -> None:
         self.tb = tb
+        self.slots = slots  # checkpoints the build's port holds (``engine_port.slots``)
         chip = tb.dut
         regs = engine_port.registers(targets)
         self._number = {path.removeprefix("dut."): i for i, path in enumerate(regs)}
@@ -110,6 +113,11 @@ class State:
         self._count = 0  # eng_go's value: every op changes it
         self._slots_used = 0
 
+    @property
+    def slots_used(self) -> int:
+        """The port's slots holding a snapshot (one per ``snapshot`` call)."""
+        return self._slots_used
+
     async def _run(self, op: engine_port.Op, slot: int = 0) -> None:
         self._op.set_signal_val_int(_IMMEDIATE, int(op))
         self._slot.set_signal_val_int(_IMMEDIATE, slot)
@@ -120,9 +128,9 @@ class State:
     async def snapshot(self) -> Snapshot:
         """Save the state now into a new slot."""
         slot = self._slots_used
-        if slot >= engine_port.SLOTS:
+        if slot >= self.slots:
             raise RuntimeError(
-                f"the engine port holds {engine_port.SLOTS} checkpoints and this run needs "
+                f"the engine port holds {self.slots} checkpoints and this run needs "
                 f"more: raise SLOTS in sim/engine_port.py (the build is remade)"
             )
         self._slots_used += 1
@@ -178,15 +186,39 @@ def hash_end_state(regfile: list[str], sram: list[str]) -> str:
     return hashlib.sha256(("|".join(regfile) + "#" + "|".join(sram)).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where inside its step a mid-step checkpoint was taken, and what the host was doing
+    then: enough to carry on from that instant exactly as the golden run did.
+
+    Mid-step checkpoints are taken in an ``Idle`` step, or while a request waits for its
+    answer before any whole frame of it has come and with every byte the chip sent
+    already taken in by the host (at the host's looks, and between them while no byte
+    comes): the bytes of the answer so far are kept and fed to a fresh deframer on
+    restore, which then holds what the golden run's held, and the host's next look falls
+    where it did.
+    (The final telemetry request, after the script's last step, counts as one more step.)"""
+
+    idle_left: int = 0  # an Idle step: its cycles still to run
+    attempt: int = -1  # a request: the attempt in flight (-1: an Idle step)
+    wire_start: int = 0  # where that attempt's frame starts in the testbench's send queue
+    deadline: int = 0  # the cycle at which that attempt gives up
+    retries: int = 0  # LINK_RETRIES counted so far
+    answer: bytes = b""  # the bytes of the answer received so far (no whole frame yet)
+    poll_left: int = 0  # cycles from the checkpoint to the host's next look at the answer
+
+
 @dataclass
 class Checkpoint:
-    """The instant before golden step ``step`` is sent: its cycle and the state. (The
-    requests sent so far, hence the next sequence number, follow from replaying the
+    """The state at cycle ``cycle`` of the golden run: the instant before golden step
+    ``step`` is sent (``resume`` None), or an instant inside it (``resume`` says where).
+    (The requests sent so far, hence the next sequence number, follow from replaying the
     script up to ``step``.)"""
 
     step: int
     cycle: int
     snapshot: Snapshot
+    resume: Resume | None = None
 
 
 @dataclass
@@ -194,9 +226,17 @@ class Golden:
     observation: Observation
     cycles: int  # the run's length, from the start state to the final telemetry answer
     answers: list = field(default_factory=list)  # per step: ACK payload, None for Idle/NAK
-    checkpoints: list[Checkpoint] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)  # one per step, in order
     end: tuple[list[str], list[str]] = ((), ())  # State.end_parts() when the run ended
     end_snapshot: Snapshot | None = None  # the state then (end parts are read against it)
+    mids: list[Checkpoint] = field(default_factory=list)  # placed inside steps, in order
+    wall_s: float = 0.0  # the golden run's wall time, its snapshots included
+    snapshot_s: float = 0.0  # ... of which taking its step checkpoints
+
+    def restore_points(self) -> list[Checkpoint]:
+        """Every checkpoint, by cycle (a step's own before a mid-step one at its cycle)."""
+        points = self.checkpoints + self.mids
+        return sorted(points, key=lambda cp: (cp.cycle, cp.resume is not None))
 
 
 @dataclass
@@ -210,20 +250,38 @@ class RunInfo:
     cpu_s: float = 0.0  # this process's CPU time over the run (the simulator and Python)
     pruning: str = str(Kind.SIMULATED)  # how its outcome was decided (sim.prune.Kind)
     fault_class: str = ""  # its def/use class (sim.prune.Decision.label), if it has one
+    lead_cycles: int = 0  # of ``cycles``, those simulated before the fault (restore point on)
+    restore_s: float = 0.0  # writing the restore point's state back (wall seconds)
+
+
+@dataclass
+class _Recording:
+    """What a recording run keeps: step checkpoints and the end state (the golden run),
+    or checkpoints inside steps at ``marks`` (``Engine.add_checkpoints``)."""
+
+    golden: Golden
+    marks: list[int] | None = None  # ascending; None: record step checkpoints instead
+    next_mark: int = 0  # index of the first mark not yet passed
+    step_cycle: int = 0  # the cycle the current step began at
 
 
 class Engine:
     """Runs workload ``name`` on the chip in chip_tb, golden and with injections."""
 
-    def __init__(self, dut, targets: dict, workload: str, *, seed: int = 0, clks_per_bit: int):
+    def __init__(
+        self, dut, targets: dict, workload: str, *, seed: int = 0, clks_per_bit: int, slots: int
+    ):
         self.dut = dut
         self.workload = workload
         self.seed = seed
         self.link = TbLink(dut, clks_per_bit=clks_per_bit)
-        self.state = State(dut, targets)
+        self.state = State(dut, targets, slots)
         self.golden: Golden | None = None
         self.start: Snapshot | None = None
         self.trace: AccessTrace | None = None
+        self._points: list[Checkpoint] | None = None  # golden's restore points, by cycle
+        self._point_cycles: list[int] = []
+        self._base_ns = 0  # the run's cycle 0, in simulated ns
 
     async def reset(self) -> None:
         """Hard reset with cleared SRAM; this instant is the start state (cycle 0)."""
@@ -245,15 +303,65 @@ class Engine:
             tb.trace_path._handle.set_signal_val_binstr(_IMMEDIATE, bits)
             tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 1)
         start_ns = _now_ns()
-        observation, info = await self._run(record=golden)
+        wall = time.perf_counter()
+        observation, info = await self._run(record=_Recording(golden))
+        golden.wall_s = time.perf_counter() - wall
         golden.observation, golden.cycles = observation, info.cycles
-        self.golden = golden
+        self.golden, self._points = golden, None
         if trace is not None:
             end_ns = _now_ns()  # the instant the end state was read: no edge traced since
             tb.trace_on._handle.set_signal_val_int(_IMMEDIATE, 0)
             await Timer(CLOCK_NS, "ns")  # the monitor closes the file on the next edge
             self.trace = AccessTrace.parse(trace, start_ns, end_ns)
         return golden
+
+    def place(self, run_cycles: list[int]) -> Placement:
+        """Marks for checkpoints inside steps, for runs injecting at ``run_cycles``
+        (``sim.placement``), from this golden run's own costs."""
+        golden = self.golden
+        if golden is None:
+            raise RuntimeError("place() needs the golden run first")
+        steps = max(len(golden.checkpoints), 1)
+        return placement.place(
+            run_cycles,
+            step_cycles=[cp.cycle for cp in golden.checkpoints],
+            length=golden.cycles,
+            cycle_s=max(golden.wall_s - golden.snapshot_s, 1e-9) / max(golden.cycles, 1),
+            snapshot_s=golden.snapshot_s / steps,
+            free_slots=self.state.slots - self.state.slots_used - 1,  # one kept spare
+        )
+
+    async def add_checkpoints(self, marks: list[int] | tuple[int, ...]) -> Observation:
+        """Rerun the golden run from the start state, taking a checkpoint inside a step at
+        (or, waiting on a request, up to a poll interval before) each of ``marks``; they
+        join the golden run's restore points. The rerun must be the golden run: its
+        observation is returned for the caller to check, and its answers are checked here.
+        """
+        golden = self.golden
+        if golden is None:
+            raise RuntimeError("add_checkpoints() needs the golden run first")
+        record = _Recording(Golden(Observation(), 0), marks=sorted(marks))
+        observation, _ = await self._run(record=record)
+        if record.golden.answers != golden.answers:
+            raise AssertionError("a rerun of the golden run got different answers")
+        golden.mids = record.golden.mids
+        self._points = None
+        return observation
+
+    async def check_restore_points(self) -> list[tuple[int, Observation]]:
+        """Run on without a fault from every checkpoint placed inside a step: the (cycle,
+        observation) of each that did not end as the golden run did (none, if restoring
+        there is exact). Costs a run from each to the end. (The start state's is checked
+        by every ``add_checkpoints``; a step's holds the same state as inside one.)"""
+        golden = self.golden
+        if golden is None:
+            raise RuntimeError("check_restore_points() needs the golden run first")
+        wrong = []
+        for cp in golden.mids:
+            observation, _ = await self._run(restart=cp)
+            if observation != golden.observation:
+                wrong.append((cp.cycle, observation))
+        return wrong
 
     def unsimulated(self, injection: Injection, decision: Decision) -> Observation:
         """The observation of a fault whose class needs no simulation (``sim.prune``):
@@ -283,22 +391,28 @@ class Engine:
         self,
         *,
         injection: Injection | None = None,
-        record: Golden | None = None,
+        record: _Recording | None = None,
         from_checkpoint: bool = False,
         early_stop: bool = False,
+        restart: Checkpoint | None = None,
     ) -> tuple[Observation, RunInfo]:
         wall, cpu = time.perf_counter(), time.process_time()
         golden = self.golden
-        start = Checkpoint(0, 0, self.start)
+        start = Checkpoint(0, 0, self.start) if restart is None else restart
         if from_checkpoint and golden and injection is not None:
-            for cp in golden.checkpoints:
-                if cp.cycle <= injection.cycle:
-                    start = cp
+            if self._points is None:
+                self._points = golden.restore_points()
+                self._point_cycles = [cp.cycle for cp in self._points]
+            k = bisect.bisect_right(self._point_cycles, injection.cycle)
+            start = self._points[max(k - 1, 0)]
         # Restored in this instant, before the next rising edge: from
         # here on the chip runs as it did from the checkpoint, and the first request goes
         # out in the same instant as it did in the golden run.
+        restore_wall = time.perf_counter()
         await self.state.restore(start.snapshot)
+        restore_s = time.perf_counter() - restore_wall
         base_ns = _now_ns() - start.cycle * CLOCK_NS  # cycle c happens at base + c*10
+        self._base_ns = base_ns
         link = self.link
         link.queued = start.snapshot.txq_len
         link.received = start.snapshot.rxq_len
@@ -306,7 +420,8 @@ class Engine:
         link.frames.clear()
 
         tally = Tally()
-        counters = {"LINK_RETRIES": 0}
+        resume = start.resume
+        counters = {"LINK_RETRIES": resume.retries if resume else 0}
         gen = script(self.workload, self.seed)
         answer = None
         requests = 0
@@ -329,9 +444,12 @@ class Engine:
         observation = None
         while True:
             if record is not None:
-                record.checkpoints.append(
-                    Checkpoint(step_index, cycle_now(), await self.state.snapshot())
-                )
+                record.step_cycle = cycle_now()
+                if record.marks is None:
+                    snap_wall = time.perf_counter()
+                    snapshot = await self.state.snapshot()
+                    record.golden.snapshot_s += time.perf_counter() - snap_wall
+                    record.golden.checkpoints.append(Checkpoint(step_index, cycle_now(), snapshot))
             elif (
                 early_stop
                 and golden is not None
@@ -343,43 +461,51 @@ class Engine:
             ):
                 cp = golden.checkpoints[step_index]
                 if cp.cycle == cycle_now() and await self.state.equals(cp.snapshot):
-                    info = RunInfo(cycle_now() - start.cycle, start.cycle, True)
-                    info.wall_s = time.perf_counter() - wall
-                    info.cpu_s = time.process_time() - cpu
+                    info = self._info(cycle_now(), start, injection, wall, cpu)
+                    info.stopped_early, info.restore_s = True, restore_s
                     return golden.observation, info
             try:
                 step = gen.send(answer)
             except StopIteration:
                 break
             if isinstance(step, Idle):
-                await Timer(step.cycles * CLOCK_NS, "ns")
+                await self._idle(resume.idle_left if resume else step.cycles, record, step_index)
                 answer = None
             else:
                 requests += 1
-                payload = await self._transact(step.cmd, step.payload, requests, counters)
+                payload = await self._transact(
+                    step.cmd, step.payload, requests, counters,
+                    resume=resume, record=record, step=step_index,
+                )  # fmt: skip
                 if payload is False:
                     tally.hang = True
                     observation = tally.observation(None, "")
                     break
                 answer = tally.answer(step, payload)
+            resume = None
             if record is not None:
-                record.answers.append(answer)
+                record.golden.answers.append(answer)
             elif golden is not None and same_as_golden:
                 same_as_golden = answer == golden.answers[step_index]
             step_index += 1
 
         if observation is None:  # the counters, as the HAL's telemetry() reads them
             requests += 1
-            final = await self._transact(*telemetry(), requests, counters)
+            if record is not None:
+                record.step_cycle = cycle_now()
+            final = await self._transact(
+                *telemetry(), requests, counters, resume=resume, record=record, step=step_index
+            )
             if final is False:
                 tally.hang = True
             elif final is None or len(final) != TELEMETRY_LEN:
                 tally.naks += 1
             else:
                 counters.update(parse_telemetry(final))
-            if record is not None:
+            if record is not None and record.marks is None:
                 end = await self.state.end_parts()
-                record.end, record.end_snapshot = end, await self.state.snapshot()
+                record.golden.end = end
+                record.golden.end_snapshot = await self.state.snapshot()
             elif golden is not None and golden.end_snapshot is not None:
                 end = await self.state.end_parts((golden.end, golden.end_snapshot))
             else:
@@ -387,10 +513,57 @@ class Engine:
             observation = tally.observation(counters, hash_end_state(*end))
         if fault is not None and not fault.done():
             fault.cancel()
-        info = RunInfo(cycle_now() - start.cycle, start.cycle, False)
+        info = self._info(cycle_now(), start, injection, wall, cpu)
+        info.restore_s = restore_s
+        return observation, info
+
+    @staticmethod
+    def _info(
+        cycle: int, start: Checkpoint, injection: Injection | None, wall: float, cpu: float
+    ) -> RunInfo:
+        info = RunInfo(cycle - start.cycle, start.cycle)
+        if injection is not None:
+            info.lead_cycles = min(max(injection.cycle - start.cycle, 0), info.cycles)
         info.wall_s = time.perf_counter() - wall
         info.cpu_s = time.process_time() - cpu
-        return observation, info
+        return info
+
+    # --- checkpoints inside steps -------------------------------------------------------
+    def _cycle(self) -> int:
+        return (_now_ns() - self._base_ns) // CLOCK_NS
+
+    def _marks_before(self, record: _Recording, end: int) -> list[int]:
+        """The marks from now up to cycle ``end`` (exclusive), used up; those already
+        passed are dropped (no checkpoint could be taken for them), and so are those at
+        the step's first cycle (the step's own checkpoint is there)."""
+        now, marks, due = self._cycle(), record.marks, []
+        while record.next_mark < len(marks) and marks[record.next_mark] < end:
+            mark = marks[record.next_mark]
+            record.next_mark += 1
+            if mark >= now and mark > record.step_cycle:
+                due.append(mark)
+        return due
+
+    async def _mid(self, record: _Recording, step: int, resume: Resume) -> None:
+        snapshot = await self.state.snapshot()
+        record.golden.mids.append(Checkpoint(step, self._cycle(), snapshot, resume))
+
+    async def _idle(self, cycles: int, record: _Recording | None, step: int) -> None:
+        """Let the chip run ``cycles``; a recording run stops at each mark on the way."""
+        end = self._cycle() + cycles
+        if record is not None and record.marks is not None:
+            marks = record.marks
+            while record.next_mark < len(marks) and marks[record.next_mark] < end:
+                mark = marks[record.next_mark]
+                record.next_mark += 1
+                now = self._cycle()
+                if mark <= now:
+                    continue
+                await Timer((mark - now) * CLOCK_NS, "ns")
+                await self._mid(record, step, Resume(idle_left=end - mark))
+        left = end - self._cycle()
+        if left > 0:
+            await Timer(left * CLOCK_NS, "ns")
 
     # --- the fault --------------------------------------------------------------------
     async def _inject(self, injection: Injection, base_ns: int) -> None:
@@ -407,21 +580,88 @@ class Engine:
         await self.state.change(injection, None)
 
     # --- the link, in simulated time --------------------------------------------------
-    async def _transact(self, cmd: int, payload: bytes, number: int, counters: dict):
+    async def _transact(
+        self,
+        cmd: int,
+        payload: bytes,
+        number: int,
+        counters: dict,
+        *,
+        resume: Resume | None = None,
+        record: _Recording | None = None,
+        step: int = 0,
+    ):
         """The ACK payload, None for a command NAK, False when every attempt went
-        unanswered (a hang). Request ``number`` uses sequence number ``number & 0xFF``."""
+        unanswered (a hang). Request ``number`` uses sequence number ``number & 0xFF``.
+
+        ``resume``: carry on from a mid-step checkpoint taken while this request waited
+        for its answer (its frame is put back into the send queue where it was: a later
+        run may have queued other bytes there, and the answer's bytes so far are fed to the
+        deframer). A recording run takes checkpoints at its marks while it waits, until a
+        whole frame has come."""
         link = self.link
         seq = number & 0xFF
         wire = codec.frame_encode(seq, cmd, payload)
         budget = (len(wire) + MAX_ENCODED + 16) * link.byte_ns + JOB_ALLOWANCE_CYCLES * CLOCK_NS
+        poll = link.poll_ns // CLOCK_NS
         for attempt in range(ATTEMPTS):
-            if attempt:
-                counters["LINK_RETRIES"] += 1
-            link.send_bytes(wire)
-            deadline = _now_ns() + budget
+            if resume is not None:
+                if attempt < resume.attempt:
+                    continue
+                wire_start = resume.wire_start
+                link.rewrite(wire_start, wire)
+                link.frames += link.deframer.feed(resume.answer).frames  # none: none had come
+                received = link.received - len(resume.answer)
+                deadline = self._base_ns + resume.deadline * CLOCK_NS
+                first_wait = resume.poll_left * CLOCK_NS
+                resume = None
+            else:
+                if attempt:
+                    counters["LINK_RETRIES"] += 1
+                wire_start = link.queued
+                link.send_bytes(wire)
+                received = link.received
+                deadline = _now_ns() + budget
+                first_wait = 0
+            on_wait = None
+            if record is not None and record.marks is not None:
+                framed = (link.deframer.frames_ok, link.damaged)  # frames seen before it
+                here = Resume(
+                    attempt=attempt,
+                    wire_start=wire_start,
+                    deadline=(deadline - self._base_ns) // CLOCK_NS,
+                    retries=counters["LINK_RETRIES"],
+                )
+
+                async def on_wait(here=here, received=received, framed=framed) -> int:
+                    """At a look that found no frame: a checkpoint at each mark before the
+                    next look; returns the ns waited here (the rest is next_frame's)."""
+                    if (link.deframer.frames_ok, link.damaged) != framed or link.frames:
+                        return 0  # a whole frame (or a damaged one) came: not resumable
+                    now = self._cycle()
+                    look = now + poll  # the next look
+                    answer = link.received_bytes(received, link.received)
+                    marks = self._marks_before(record, look)
+                    if answer and marks:  # the answer is coming in: between two looks
+                        marks = [now]  # its bytes are not taken in, so here or nowhere
+                    start_ns = _now_ns()
+                    for mark in marks:
+                        if mark > self._cycle():
+                            await Timer((mark - self._cycle()) * CLOCK_NS, "ns")
+                        if link.pending():
+                            continue  # a byte came that the host has not taken in yet
+                        resume = replace(here, answer=answer, poll_left=look - mark)
+                        await self._mid(record, step, resume)
+                    return _now_ns() - start_ns
+
             resend = False
             while not resend:
-                frame = await link.next_frame(timeout_ns=max(deadline - _now_ns(), 0))
+                frame = await link.next_frame(
+                    timeout_ns=max(deadline - _now_ns(), 0),
+                    on_wait=on_wait,
+                    first_wait_ns=first_wait,
+                )
+                first_wait = 0
                 if frame is None:
                     break  # nothing in time: resend
                 verdict = judge(frame, seq)  # the HAL's own per-frame rule

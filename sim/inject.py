@@ -27,7 +27,7 @@ from orbithil.payload.classify import (
     observation_from_dict,
 )
 from orbithil.payload.workloads import WORKLOADS
-from orbithil.sim import harness, netlist
+from orbithil.sim import engine_port, harness, netlist
 from orbithil.sim.faults import FaultModel, Injection, TargetSpace, injection_to_dict
 from orbithil.sim.paths import write_atomically
 from orbithil.sim.process import EngineError, launch_engine
@@ -140,15 +140,26 @@ def run_plan(
     *,
     mode: str = "engine",
     prune: bool = True,
+    placement: bool = True,
     on_result: Callable[[Result], None] | None = None,
+    on_golden: Callable[[dict], None] | None = None,
+    verify_restore: bool = False,
 ) -> list[Result]:
     """Run ``injections`` (a list, or (index, injection) pairs) and classify each.
 
     ``mode`` "engine" runs them all in one simulator process, deciding memory faults by
     their def/use class unless ``prune`` is False (``sim.prune``: exact, the same outcome
-    as simulating each); "naive" starts a fresh simulator process for each (the baseline
-    the benchmark compares with). Each result's ``info["pruning"]`` says how it was
-    decided.
+    as simulating each), and restoring each simulated one from checkpoints placed for the
+    plan's fault cycles unless ``placement`` is False (``sim.engine.Engine.place``; then
+    the workload's step boundaries only); "naive" starts a fresh simulator process for
+    each (the baseline the benchmark compares with). Each result's ``info["pruning"]``
+    says how it was decided.
+
+    ``on_golden`` gets each engine process's golden-run record: its checkpoint placement
+    (``placement``: runs, marks, checkpoints taken, the costs) and, with
+    ``verify_restore``, ``restore_check``: the process first runs fault-free from every
+    checkpoint placed inside a step and lists the cycles of those that did not reproduce
+    the golden run (``wrong``: none, unless the port misses some state of the build).
     """
     items = list(injections)
     if items and isinstance(items[0], Injection):
@@ -179,6 +190,8 @@ def run_plan(
             done: set[int] = set()
 
             def on_line(line: dict, done=done) -> None:
+                if line["kind"] == "golden" and on_golden is not None:
+                    on_golden(line)
                 if line["kind"] != "result":
                     return
                 index = line["index"]
@@ -197,6 +210,8 @@ def run_plan(
                     timeout_s=SETUP_TIMEOUT_S + PER_INJECTION_TIMEOUT_S * len(batch),
                     on_line=on_line,
                     prune=prune,
+                    placement=placement,
+                    verify_restore=verify_restore,
                 )
                 barren = 0
             except EngineError as exc:
@@ -229,6 +244,8 @@ def _launch(
     timeout_s: float,
     on_line: Callable[[dict], None] | None = None,
     prune: bool = True,
+    placement: bool = True,
+    verify_restore: bool = False,
 ) -> list[dict]:
     """Run one engine process on ``injections`` (``sim.process.launch_engine``)."""
     spec = setup.build()  # the child builds it (cached by the harness) and runs it
@@ -243,5 +260,8 @@ def _launch(
         "targets": str(targets),
         "injections": [(i, injection_to_dict(inj)) for i, inj in injections],
         "prune": prune,
+        "placement": placement,
+        "verify_restore": verify_restore,
+        "slots": engine_port.slots(setup.sim),
     }
     return launch_engine(spec, job, timeout_s=timeout_s, describe=str(setup), on_line=on_line)

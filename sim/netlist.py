@@ -123,6 +123,9 @@ def list_targets(
     The RTL is elaborated and optimised (constant and unused flip-flops go, as in
     synthesis) but not mapped to cells, so names stay the RTL's and map to simulator
     handles. TMR copies are kept (keep_hierarchy is lifted only to flatten the names).
+    A memory's registered read port stays a flip-flop (``-nordff``: yosys would otherwise
+    fold the register into the memory cell and its name would be lost): it is state, a
+    target, and a checkpoint taken while the chip works must hold it.
     """
     out = fpga_dir(harden)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +135,7 @@ def list_targets(
         f"chparam -set HARDEN {harden} -set CLKS_PER_BIT {clks_per_bit} "
         f"-set MEM_WORDS {mem_words} orbithil_chip; hierarchy -top orbithil_chip; "
         "setattr -mod -unset keep_hierarchy *; proc; flatten; opt; wreduce; opt_clean; "
-        "memory -nomap; opt_clean; write_json targets-netlist.json"
+        "memory -nomap -nordff; opt_clean; write_json targets-netlist.json"
     )
     run_tool([yosys, "-q", "-p", script], cwd=out, timeout_s=timeout_s, log=out / "targets.log")
     netlist = json.loads((out / "targets-netlist.json").read_text())
@@ -225,9 +228,10 @@ def list_targets(
 
 def load_targets(harden: int, *, clks_per_bit: int = 104, mem_words: int = 2048) -> dict:
     """``list_targets`` for these parameters, reusing the list on disk while it is newer
-    than every RTL source (yosys takes seconds; campaigns ask for it often)."""
+    than every RTL source and this module (yosys takes seconds; campaigns ask for it
+    often)."""
     path = targets_path(harden, clks_per_bit=clks_per_bit, mem_words=mem_words)
-    sources = [*RTL_DIR.glob("*.v"), *RTL_DIR.glob("*.vh")]
+    sources = [*RTL_DIR.glob("*.v"), *RTL_DIR.glob("*.vh"), Path(__file__)]
     if path.exists() and path.stat().st_mtime > max(s.stat().st_mtime for s in sources):
         try:
             return json.loads(path.read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Awaitable, Callable
 
 import cocotb
 from cocotb.handle import _GPISetAction
@@ -38,6 +39,7 @@ class TbLink:
         self._txq = [dut.txq[i]._handle for i in range(RING)]
         self._rxq_len = dut.rxq_len._handle
         self._rxq = [dut.rxq[i]._handle for i in range(RING)]
+        self.poll_ns = 16 * self.byte_ns  # how often next_frame looks for an answer
 
     async def reset(self, cycles: int = 8, *, clear_memory: bool = True) -> None:
         """Reset the chip; by default also zero its SRAM through the backdoor (the SRAM,
@@ -70,6 +72,13 @@ class TbLink:
         self.queued = start + len(data)
         self.dut.txq_len.value = self.queued
 
+    def rewrite(self, start: int, data: bytes) -> None:
+        """Put ``data`` back into the send queue at ring position ``start`` (bytes queued
+        before, restored with the testbench's counters), leaving the counters alone."""
+        txq = self._txq
+        for i, byte in enumerate(data):
+            txq[(start + i) % RING].set_signal_val_int(_DEPOSIT, byte)
+
     async def wait_bytes_sent(self, *, timeout_ns: int) -> None:
         waited = 0
         while int(self.dut.txq_pos.value) != self.queued:
@@ -84,12 +93,20 @@ class TbLink:
         if end == self.received:
             return b""
         # raw reads: cocotb's .value builds a LogicArray per byte, and answers are long
-        rxq = self._rxq
-        data = bytes(
-            int(rxq[i % RING].get_signal_val_binstr(), 2) for i in range(self.received, end)
-        )
+        data = self.received_bytes(self.received, end)
         self.received = end
         return data
+
+    def received_bytes(self, start: int, end: int) -> bytes:
+        """Bytes ``start``..``end`` of what the chip sent (still in the testbench's ring)."""
+        if end - start > RING:
+            raise ValueError(f"bytes {start}..{end} are no longer all in the {RING}-byte ring")
+        rxq = self._rxq
+        return bytes(int(rxq[i % RING].get_signal_val_binstr(), 2) for i in range(start, end))
+
+    def pending(self) -> bool:
+        """Whether the chip sent bytes that ``take_received`` has not taken yet."""
+        return int(self._rxq_len.get_signal_val_binstr(), 2) != self.received
 
     def _collect(self) -> None:
         data = self.take_received()
@@ -99,17 +116,34 @@ class TbLink:
         self.frames += result.frames
         self.damaged += len(result.discarded)
 
-    async def next_frame(self, *, timeout_ns: int) -> Frame | None:
-        """The next frame from the chip, or None if none came within ``timeout_ns``."""
+    async def next_frame(
+        self,
+        *,
+        timeout_ns: int,
+        on_wait: Callable[[], Awaitable[int]] | None = None,
+        first_wait_ns: int = 0,
+    ) -> Frame | None:
+        """The next frame from the chip, or None if none came within ``timeout_ns``.
+
+        It looks every ``poll_ns``. ``on_wait`` is awaited at each look that found nothing,
+        and returns how long it waited itself (less than ``poll_ns``; the wait to the next
+        look is shortened by as much). ``first_wait_ns``: wait that long before the first
+        look (carrying on a wait that began before this call, in step with its looks).
+        """
         waited = 0
-        step = 16 * self.byte_ns
+        step = self.poll_ns
+        if first_wait_ns:
+            await Timer(first_wait_ns, "ns")
+            waited = first_wait_ns
         while True:
             self._collect()
             if self.frames:
                 return self.frames.pop(0)
             if waited >= timeout_ns:
                 return None
-            await Timer(step, "ns")
+            spent = await on_wait() if on_wait is not None else 0
+            if spent < step:
+                await Timer(step - spent, "ns")
             waited += step
 
     async def drain(self, *, quiet_ns: int) -> int:

@@ -31,8 +31,9 @@ async def run_job(dut):
     job = json.loads(Path(os.environ["ORBITHIL_ENGINE_JOB"]).read_text())
     targets = json.loads(Path(job["targets"]).read_text())
     engine = Engine(
-        dut, targets, job["workload"], seed=job["seed"], clks_per_bit=params()["CLKS_PER_BIT"]
-    )
+        dut, targets, job["workload"], seed=job["seed"],
+        clks_per_bit=params()["CLKS_PER_BIT"], slots=job["slots"],
+    )  # fmt: skip
     with open(job["out"], "a", encoding="utf-8") as out:
 
         def emit(record: dict) -> None:
@@ -43,30 +44,56 @@ async def run_job(dut):
         await engine.reset()
         mode = job["mode"]
         prune = mode == "engine" and job.get("prune", True)
+        fast = mode == "engine"
+        injections = [(index, injection_from_dict(data)) for index, data in job["injections"]]
+        decisions: dict[int, Decision] = {}
         if mode in ("golden", "engine"):
             trace = Path(job["out"]).with_name("access.trace") if prune else None
             golden = await engine.run_golden(trace)
-            again, _ = await engine.run(None, from_checkpoint=False, early_stop=False)
-            if again != golden.observation:  # restoring the start state must be exact
+            run_cycles, seen = [], set()
+            for index, injection in injections:
+                decision = engine.trace.decide(injection) if prune else Decision(Kind.SIMULATED)
+                decisions[index] = decision
+                simulated = decision.kind in (Kind.SIMULATED, Kind.REPRESENTATIVE)
+                if simulated and (decision.key is None or decision.key not in seen):
+                    seen.add(decision.key)
+                    run_cycles.append(injection.cycle if decision.cycle is None else decision.cycle)
+            placement = engine.place(run_cycles if fast and job.get("placement", True) else [])
+            # the rerun that takes them must be the golden run: restoring the start state,
+            # and carrying on from checkpoints, must be exact
+            again = await engine.add_checkpoints(placement.marks)
+            if again != golden.observation:
                 raise AssertionError(
                     f"a rerun from the restored start state differs from the golden run:\n"
                     f"{again}\n{golden.observation}"
                 )
+            check = None
+            if job.get("verify_restore"):  # a fault-free run from every placed checkpoint
+                wrong = await engine.check_restore_points()
+                check = {"points": len(golden.mids), "wrong": [cycle for cycle, _ in wrong]}
             emit({
                 "kind": "golden",
                 "observation": observation_to_dict(golden.observation),
                 "cycles": golden.cycles,
                 "checkpoints": [cp.cycle for cp in golden.checkpoints],
+                "placement": {
+                    "runs": len(run_cycles),
+                    "marks": len(placement.marks),
+                    "mid_checkpoints": len(golden.mids),
+                    "min_gap_cycles": placement.min_gap,
+                    "cycle_us": round(placement.cycle_s * 1e6, 4),
+                    "snapshot_us": round(placement.snapshot_s * 1e6, 2),
+                    "free_slots": placement.free_slots,
+                },
+                "restore_check": check,
                 "setup_s": time.perf_counter() - started,
             })  # fmt: skip
-        fast = mode == "engine"
         classes: dict[tuple, tuple[Observation, RunInfo]] = {}  # simulated def/use classes
-        for index, data in job["injections"]:
+        for index, injection in injections:
             if not _alive(job.get("parent_pid")):
                 dut._log.warning("the process that started this engine is gone; stopping")
                 return
-            injection = injection_from_dict(data)
-            decision = engine.trace.decide(injection) if prune else Decision(Kind.SIMULATED)
+            decision = decisions.get(index, Decision(Kind.SIMULATED))
             try:
                 if decision.kind in (Kind.OVERWRITTEN, Kind.UNREAD):
                     observation, info = engine.unsimulated(injection, decision), RunInfo()
