@@ -103,6 +103,22 @@ def _src_files(attributes: dict) -> str:
     )
 
 
+def _declared_reg(attributes: dict, lines: dict[str, list[str]]) -> bool:
+    """Whether the net's declaration (its ``src``: "file.v:line.col-line.col") says ``reg``:
+    a register can be flipped, a ``wire`` aliasing it is rewritten by its driver. (``lines``
+    caches the RTL files' lines by name.)"""
+    src = attributes.get("src", "").split("|")[0]
+    match = re.fullmatch(r"(?:.*/)?([^/:]+):(\d+)\.(\d+)-.*", src)
+    if match is None:
+        return False
+    name, line, column = match[1], int(match[2]), int(match[3])
+    if name not in lines:
+        path = RTL_DIR / name
+        lines[name] = path.read_text().splitlines() if path.is_file() else []
+    text = lines[name]
+    return 0 < line <= len(text) and re.search(r"\breg\b", text[line - 1][: column - 1]) is not None
+
+
 def _block(name: str) -> str:
     return name.split(".", 1)[0] if "." in name else "top"
 
@@ -149,6 +165,12 @@ def list_targets(
     # it on both simulators.
     names_of_bit: dict[int, list[tuple[str, int, int, str]]] = {}
     ports = set(module["ports"])
+    rtl_lines: dict[str, list[str]] = {}
+    regs = {
+        name
+        for name, net in module["netnames"].items()
+        if _declared_reg(net.get("attributes", {}), rtl_lines)
+    }
     for name, net in module["netnames"].items():
         if net.get("hide_name"):
             continue
@@ -176,13 +198,16 @@ def list_targets(
 
         def rank(entry: tuple[str, int, int, str]) -> tuple:
             # declared where the flip-flop is made; every bit a flip-flop (a register, not
-            # a wire mixing it with logic); a plain name; not a top port; deepest (a block's
-            # output port sits above the register it carries); widest (a slice is narrower)
+            # a wire mixing it with logic); declared `reg` (a wire that only carries it,
+            # such as a memory's read data, is rewritten by its driver); a plain name; not a
+            # top port; deepest (a block's output port sits above the register it
+            # carries); widest (a slice is narrower)
             name, _, width, files = entry
             same_file = bool(set(home.split("|")) & set(files.split("|"))) if home else False
             return (
                 same_file,
                 name in all_ff,
+                name in regs,
                 "$" not in name,
                 name not in ports,
                 name.count("."),
