@@ -151,7 +151,7 @@ def _three_ways(setup: Setup, injections: list) -> dict:
         start = time.perf_counter()
         results = run_plan(setup, injections, on_golden=goldens.append, **options)
         runs[name] = (results, time.perf_counter() - start, goldens[0]["placement"])
-    (pruned, pruned_s, placed), (full, full_s, _), (steps, steps_s, _) = runs.values()
+    (pruned, pruned_s, placed_pruned), (full, full_s, placed), (steps, steps_s, _) = runs.values()
     n = len(injections)
     kinds = Counter(r.info.get("pruning") for r in pruned)
 
@@ -180,7 +180,8 @@ def _three_ways(setup: Setup, injections: list) -> dict:
         "mean_lead_cycles_full": mean(full, "lead_cycles"),
         "mean_lead_cycles_steps": mean(steps, "lead_cycles"),
         "mean_restore_us": round(1e6 * sum(r.info["restore_s"] for r in full) / n, 1),
-        "placement": placed,
+        "placement": placed,  # the unpruned run's (its leads are the ones above)
+        "placement_pruned": placed_pruned,
     }
 
 
@@ -241,6 +242,7 @@ def run(*, quick: bool = False) -> BenchResult:
         "mean_lead_cycles_steps": side["mean_lead_cycles_steps"],
         "checkpoints_placed": placed["mid_checkpoints"],
         "checkpoint_min_gap_cycles": placed["min_gap_cycles"],
+        "checkpoints_placed_pruned": side["placement_pruned"]["mid_checkpoints"],
         "checkpoint_us": placed["snapshot_us"],
         "restore_us": side["mean_restore_us"],
         "cycle_us": placed["cycle_us"],
