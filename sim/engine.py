@@ -206,6 +206,15 @@ class Resume:
     retries: int = 0  # LINK_RETRIES counted so far
     answer: bytes = b""  # the bytes of the answer received so far (no whole frame yet)
     poll_left: int = 0  # cycles from the checkpoint to the host's next look at the answer
+    sending: bool = False  # (for reports) the frame was still going out to the chip
+
+    @property
+    def kind(self) -> str:
+        """Where in its step the checkpoint was taken: idle, sending (the request going
+        out), computing (sent, no answer yet) or receiving (the answer coming in)."""
+        if self.attempt < 0:
+            return "idle"
+        return "receiving" if self.answer else "sending" if self.sending else "computing"
 
 
 @dataclass
@@ -234,9 +243,10 @@ class Golden:
     snapshot_s: float = 0.0  # ... of which taking its step checkpoints
 
     def restore_points(self) -> list[Checkpoint]:
-        """Every checkpoint, by cycle (a step's own before a mid-step one at its cycle)."""
+        """Every checkpoint, by cycle (a step's own after a mid-step one at its cycle, so
+        a search for the latest at or before a cycle finds the step's)."""
         points = self.checkpoints + self.mids
-        return sorted(points, key=lambda cp: (cp.cycle, cp.resume is not None))
+        return sorted(points, key=lambda cp: (cp.cycle, cp.resume is None))
 
 
 @dataclass
@@ -336,10 +346,14 @@ class Engine:
         (or, waiting on a request, up to a poll interval before) each of ``marks``; they
         join the golden run's restore points. The rerun must be the golden run: its
         observation is returned for the caller to check, and its answers are checked here.
+        A golden run whose link needed a resend gets none (a resumed request is only ever
+        its first attempt, with nothing left of an earlier answer in the deframer).
         """
         golden = self.golden
         if golden is None:
             raise RuntimeError("add_checkpoints() needs the golden run first")
+        if golden.observation.counters.get("LINK_RETRIES"):
+            marks = ()
         record = _Recording(Golden(Observation(), 0), marks=sorted(marks))
         observation, _ = await self._run(record=record)
         if record.golden.answers != golden.answers:
@@ -560,7 +574,8 @@ class Engine:
                 if mark <= now:
                     continue
                 await Timer((mark - now) * CLOCK_NS, "ns")
-                await self._mid(record, step, Resume(idle_left=end - mark))
+                if not self.link.pending():  # no byte the host has not taken in
+                    await self._mid(record, step, Resume(idle_left=end - mark))
         left = end - self._cycle()
         if left > 0:
             await Timer(left * CLOCK_NS, "ns")
@@ -597,8 +612,8 @@ class Engine:
         ``resume``: carry on from a mid-step checkpoint taken while this request waited
         for its answer (its frame is put back into the send queue where it was: a later
         run may have queued other bytes there, and the answer's bytes so far are fed to the
-        deframer). A recording run takes checkpoints at its marks while it waits, until a
-        whole frame has come."""
+        deframer). A recording run takes checkpoints at its marks while the first attempt
+        waits, until a whole frame has come."""
         link = self.link
         seq = number & 0xFF
         wire = codec.frame_encode(seq, cmd, payload)
@@ -624,7 +639,13 @@ class Engine:
                 deadline = _now_ns() + budget
                 first_wait = 0
             on_wait = None
-            if record is not None and record.marks is not None:
+            sent = self._cycle()
+            if (
+                record is not None
+                and record.marks is not None
+                and attempt == 0
+                and not link.deframer.pending
+            ):
                 framed = (link.deframer.frames_ok, link.damaged)  # frames seen before it
                 here = Resume(
                     attempt=attempt,
@@ -633,7 +654,7 @@ class Engine:
                     retries=counters["LINK_RETRIES"],
                 )
 
-                async def on_wait(here=here, received=received, framed=framed) -> int:
+                async def on_wait(here=here, received=received, framed=framed, sent=sent) -> int:
                     """At a look that found no frame: a checkpoint at each mark before the
                     next look; returns the ns waited here (the rest is next_frame's)."""
                     if (link.deframer.frames_ok, link.damaged) != framed or link.frames:
@@ -641,7 +662,9 @@ class Engine:
                     now = self._cycle()
                     look = now + poll  # the next look
                     answer = link.received_bytes(received, link.received)
-                    marks = self._marks_before(record, look)
+                    # not at the send: the new txq_len is not in the state until later in
+                    # that instant
+                    marks = [m for m in self._marks_before(record, look) if m > sent]
                     if answer and marks:  # the answer is coming in: between two looks
                         marks = [now]  # its bytes are not taken in, so here or nowhere
                     start_ns = _now_ns()
@@ -650,7 +673,9 @@ class Engine:
                             await Timer((mark - self._cycle()) * CLOCK_NS, "ns")
                         if link.pending():
                             continue  # a byte came that the host has not taken in yet
-                        resume = replace(here, answer=answer, poll_left=look - mark)
+                        resume = replace(
+                            here, answer=answer, poll_left=look - mark, sending=link.sending()
+                        )
                         await self._mid(record, step, resume)
                     return _now_ns() - start_ns
 

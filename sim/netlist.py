@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,15 +147,22 @@ def list_targets(
     out = fpga_dir(harden)
     out.mkdir(parents=True, exist_ok=True)
     yosys = run_tool_path("yosys")
+    # its own file: processes listing targets for other parameters share the folder
+    netlist_file = out / f"targets-netlist.{os.getpid()}-{threading.get_ident()}.json"
     script = (
         f"read_verilog -I{rel_path(RTL_DIR, out)} {yosys_sources(out)}; "
         f"chparam -set HARDEN {harden} -set CLKS_PER_BIT {clks_per_bit} "
         f"-set MEM_WORDS {mem_words} orbithil_chip; hierarchy -top orbithil_chip; "
         "setattr -mod -unset keep_hierarchy *; proc; flatten; opt; wreduce; opt_clean; "
-        "memory -nomap -nordff; opt_clean; write_json targets-netlist.json"
+        f"memory -nomap -nordff; opt_clean; write_json {netlist_file.name}"
     )
-    run_tool([yosys, "-q", "-p", script], cwd=out, timeout_s=timeout_s, log=out / "targets.log")
-    netlist = json.loads((out / "targets-netlist.json").read_text())
+    try:
+        run_tool([yosys, "-q", "-p", script], cwd=out, timeout_s=timeout_s,
+                 log=out / "targets.log")  # fmt: skip
+        netlist = json.loads(netlist_file.read_text())
+        netlist_file.replace(out / "targets-netlist.json")  # the last one made, to look at
+    finally:
+        netlist_file.unlink(missing_ok=True)
     module = netlist["modules"]["orbithil_chip"]
     # A flip-flop's output net carries every name it has after flattening: the register's
     # own and the wires it drives (ports of other instances, slices, aliases). Only the

@@ -59,7 +59,10 @@ def place(
     if not step_cycles or min(step_cycles) != 0:
         raise ValueError("step_cycles must hold the start state's checkpoint, at cycle 0")
     if cycle_s <= 0 or snapshot_s < 0:
-        raise ValueError(f"costs must be positive: cycle {cycle_s} s, snapshot {snapshot_s} s")
+        raise ValueError(
+            f"a cycle must cost more than 0 s and a checkpoint no less than 0 s: "
+            f"cycle {cycle_s} s, checkpoint {snapshot_s} s"
+        )
     fixed = sorted(step_cycles)
     wanted = sorted({c for c in run_cycles if 0 <= c < length})
 
@@ -73,10 +76,12 @@ def place(
                 marks.append(cycle)
         return marks
 
-    # the count falls as the gap grows: binary search for the smallest gap that fits
     low = max(1, math.ceil(snapshot_s / cycle_s - 1e-9))  # (50.000000001 is 50)
+    if free_slots <= 0:
+        return Placement((), low, cycle_s, snapshot_s, 0)
     marks = marks_for(low)
-    if len(marks) > max(free_slots, 0):
+    if len(marks) > free_slots:
+        # greedy marks only thin out as the gap grows: the smallest gap that fits
         high = max(length, low)
         while low < high:
             mid = (low + high) // 2
@@ -84,5 +89,5 @@ def place(
                 low = mid + 1
             else:
                 high = mid
-        marks = marks_for(low) if free_slots > 0 else []
-    return Placement(tuple(marks), low, cycle_s, snapshot_s, max(free_slots, 0))
+        marks = marks_for(low)
+    return Placement(tuple(marks), low, cycle_s, snapshot_s, free_slots)

@@ -104,6 +104,10 @@ class TbLink:
         rxq = self._rxq
         return bytes(int(rxq[i % RING].get_signal_val_binstr(), 2) for i in range(start, end))
 
+    def sending(self) -> bool:
+        """Whether bytes handed to the send queue have not all gone out yet."""
+        return int(self.dut.txq_pos.value) != self.queued
+
     def pending(self) -> bool:
         """Whether the chip sent bytes that ``take_received`` has not taken yet."""
         return int(self._rxq_len.get_signal_val_binstr(), 2) != self.received

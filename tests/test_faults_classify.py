@@ -62,13 +62,17 @@ def test_plan_over_the_real_netlist():
     from orbithil.sim import netlist
 
     space = TargetSpace(netlist.load_targets(1, clks_per_bit=4))  # the engine's list
-    # flip-flops, then memories: the SRAM's 2,048 x 39, the two receive banks' and the
-    # transmit buffer's 512 x 9 (bytes with their parity)
-    assert space.total_bits == 2064 + 2048 * 39 + 3 * 512 * 9
+    # flip-flops (the memories' read registers among them: the SRAM's 39-bit word and the
+    # buffers' 9-bit bytes), then memories: the SRAM's 2,048 x 39, the two receive banks'
+    # and the transmit buffer's 512 x 9 (bytes with their parity)
+    assert space.total_bits == 2130 + 2048 * 39 + 3 * 512 * 9
+    read_registers = ("u_mem.q", "u_frame_rx.rd0", "u_frame_rx.rd1", "u_frame_tx.rword")
+    bits = {r.name: len(r.bits) for r in space.registers}
+    assert [bits[name] for name in read_registers] == [39, 9, 9, 9]
     assert space.bits_per_block()["u_mem"] > 79_000
     plan = space.plan(4000, seed=4, cycles=(0, 1000))
     memory_share = sum(i.word is not None for i in plan) / len(plan)
-    assert 0.965 < memory_share < 0.99  # 93,696 of 95,760 bits are memory bits
+    assert 0.965 < memory_share < 0.99  # 93,696 of 95,826 bits are memory bits
     assert any(i.word is None for i in plan)  # flip-flops are drawn too, by their share
 
 

@@ -46,14 +46,27 @@ def test_the_gap_grows_until_the_marks_fit_the_slots():
     assert len(_place(runs, free=40 + 20).marks) > len(p.marks)  # more slots, more marks
     # spread over the whole workload, about length / slots apart
     assert p.marks[0] < LENGTH / 10 and p.marks[-1] > LENGTH * 0.9
-    assert _place(runs, free=0).marks == ()
+    # and it is the smallest: one cycle less asks for more than the slots
+    cycle_s = 1e-6
+    tighter = _place(runs, snapshot_s=(p.min_gap - 1) * cycle_s, cycle_s=cycle_s, free=10**6)
+    assert tighter.min_gap == p.min_gap - 1 and len(tighter.marks) > 40
+    none = _place(runs, free=0)
+    assert none.marks == () and none.min_gap == 50 and none.free_slots == 0
+
+
+def test_no_marks_without_runs_or_for_runs_on_the_step_checkpoints():
+    assert _place([]).marks == ()
+    assert _place(STEPS).marks == ()
+    assert _place([s + 10 for s in STEPS]).marks == ()  # 10 cycles: cheaper to simulate
 
 
 def test_bad_costs_and_a_missing_start_checkpoint_are_refused():
     with pytest.raises(ValueError, match="cycle 0"):
         place([5], step_cycles=[10], length=100, cycle_s=1e-6, snapshot_s=1e-5, free_slots=5)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="more than 0 s"):
         place([5], step_cycles=[0], length=100, cycle_s=0, snapshot_s=1e-5, free_slots=5)
+    with pytest.raises(ValueError, match="no less than 0 s"):
+        place([5], step_cycles=[0], length=100, cycle_s=1e-6, snapshot_s=-1, free_slots=5)
 
 
 @pytest.mark.sim
@@ -73,7 +86,8 @@ def test_placed_checkpoints_restore_exactly_and_shorten_the_leads(sim):
     check, placement = line["restore_check"], line["placement"]
     assert check["wrong"] == [], f"restore points that are not the golden run: {check}"
     assert placement["mid_checkpoints"] >= len(injections) // 2, placement
-    assert check["points"] == placement["mid_checkpoints"]
+    if sim == "verilator":  # all three parts of a request: out, the job, the answer back
+        assert {"sending", "computing", "receiving"} <= placement["mid_checkpoints_by_kind"].keys()
     differ = [
         (a.injection, a.outcome, b.outcome)
         for a, b in zip(placed, steps_only, strict=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -80,6 +81,7 @@ async def run_job(dut):
                     "runs": len(run_cycles),
                     "marks": len(placement.marks),
                     "mid_checkpoints": len(golden.mids),
+                    "mid_checkpoints_by_kind": dict(Counter(cp.resume.kind for cp in golden.mids)),
                     "min_gap_cycles": placement.min_gap,
                     "cycle_us": round(placement.cycle_s * 1e6, 4),
                     "snapshot_us": round(placement.snapshot_s * 1e6, 2),
