@@ -673,10 +673,10 @@ class Engine:
                             await Timer((mark - self._cycle()) * CLOCK_NS, "ns")
                         if link.pending():
                             continue  # a byte came that the host has not taken in yet
-                        resume = replace(
+                        where = replace(
                             here, answer=answer, poll_left=look - mark, sending=link.sending()
                         )
-                        await self._mid(record, step, resume)
+                        await self._mid(record, step, where)
                     return _now_ns() - start_ns
 
             resend = False
