@@ -362,11 +362,7 @@ class FlightStack:
         when the config asks for it (``realtime.Realtime``); an event says which."""
         if self.realtime.mode == "off":
             return
-        try:
-            active = self.realtime.apply(self.scheduler.native_id)
-        except realtime.RealtimeError:
-            self.stop()
-            raise
+        active = self.realtime.apply(self.scheduler.native_id)  # start() stops on a refusal
         why = "" if active else f": {self.realtime.why_not}"
         self.events.emit("REALTIME", state="on" if active else "off",
                          mode=self.realtime.mode, why=why)  # fmt: skip

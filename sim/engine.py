@@ -365,8 +365,8 @@ class Engine:
     async def check_restore_points(self) -> list[tuple[int, Observation]]:
         """Run on without a fault from every checkpoint placed inside a step: the (cycle,
         observation) of each that did not end as the golden run did (none, if restoring
-        there is exact). Costs a run from each to the end. (The start state's is checked
-        by every ``add_checkpoints``; a step's holds the same state as inside one.)"""
+        there is exact). Costs a run from each to the end. (The start state is checked by
+        every ``add_checkpoints``, which reruns the golden run from it.)"""
         golden = self.golden
         if golden is None:
             raise RuntimeError("check_restore_points() needs the golden run first")
@@ -451,19 +451,18 @@ class Engine:
         if injection is not None:
             fault = cocotb.start_soon(self._inject(injection, base_ns))
 
-        def cycle_now() -> int:
-            return (_now_ns() - base_ns) // CLOCK_NS
-
         step_index = start.step
         observation = None
         while True:
             if record is not None:
-                record.step_cycle = cycle_now()
+                record.step_cycle = self._cycle()
                 if record.marks is None:
                     snap_wall = time.perf_counter()
                     snapshot = await self.state.snapshot()
                     record.golden.snapshot_s += time.perf_counter() - snap_wall
-                    record.golden.checkpoints.append(Checkpoint(step_index, cycle_now(), snapshot))
+                    record.golden.checkpoints.append(
+                        Checkpoint(step_index, record.step_cycle, snapshot)
+                    )
             elif (
                 early_stop
                 and golden is not None
@@ -474,8 +473,8 @@ class Engine:
                 and step_index < len(golden.checkpoints)
             ):
                 cp = golden.checkpoints[step_index]
-                if cp.cycle == cycle_now() and await self.state.equals(cp.snapshot):
-                    info = self._info(cycle_now(), start, injection, wall, cpu)
+                if cp.cycle == self._cycle() and await self.state.equals(cp.snapshot):
+                    info = self._info(self._cycle(), start, injection, wall, cpu)
                     info.stopped_early, info.restore_s = True, restore_s
                     return golden.observation, info
             try:
@@ -506,7 +505,7 @@ class Engine:
         if observation is None:  # the counters, as the HAL's telemetry() reads them
             requests += 1
             if record is not None:
-                record.step_cycle = cycle_now()
+                record.step_cycle = self._cycle()
             final = await self._transact(
                 *telemetry(), requests, counters, resume=resume, record=record, step=step_index
             )
@@ -527,7 +526,7 @@ class Engine:
             observation = tally.observation(counters, hash_end_state(*end))
         if fault is not None and not fault.done():
             fault.cancel()
-        info = self._info(cycle_now(), start, injection, wall, cpu)
+        info = self._info(self._cycle(), start, injection, wall, cpu)
         info.restore_s = restore_s
         return observation, info
 
@@ -566,14 +565,8 @@ class Engine:
         """Let the chip run ``cycles``; a recording run stops at each mark on the way."""
         end = self._cycle() + cycles
         if record is not None and record.marks is not None:
-            marks = record.marks
-            while record.next_mark < len(marks) and marks[record.next_mark] < end:
-                mark = marks[record.next_mark]
-                record.next_mark += 1
-                now = self._cycle()
-                if mark <= now:
-                    continue
-                await Timer((mark - now) * CLOCK_NS, "ns")
+            for mark in self._marks_before(record, end):  # each after the step's first cycle
+                await Timer((mark - self._cycle()) * CLOCK_NS, "ns")
                 if not self.link.pending():  # no byte the host has not taken in
                     await self._mid(record, step, Resume(idle_left=end - mark))
         left = end - self._cycle()

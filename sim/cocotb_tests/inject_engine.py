@@ -23,7 +23,7 @@ import cocotb
 from orbithil.payload.classify import Observation, observation_to_dict
 from orbithil.sim.engine import Engine, RunInfo
 from orbithil.sim.faults import injection_from_dict
-from orbithil.sim.prune import Decision, Kind
+from orbithil.sim.prune import PRUNED, Decision, Kind
 from orbithil.sim.tb_link import params
 
 
@@ -55,10 +55,10 @@ async def run_job(dut):
             for index, injection in injections:
                 decision = engine.trace.decide(injection) if prune else Decision(Kind.SIMULATED)
                 decisions[index] = decision
-                simulated = decision.kind in (Kind.SIMULATED, Kind.REPRESENTATIVE)
-                if simulated and (decision.key is None or decision.key not in seen):
-                    seen.add(decision.key)
-                    run_cycles.append(injection.cycle if decision.cycle is None else decision.cycle)
+                if decision.kind in PRUNED or (decision.key is not None and decision.key in seen):
+                    continue  # no run, or its class's run is already counted
+                seen.add(decision.key)
+                run_cycles.append(injection.cycle if decision.cycle is None else decision.cycle)
             placement = engine.place(run_cycles if fast and job.get("placement", True) else [])
             # the rerun that takes them must be the golden run: restoring the start state,
             # and carrying on from checkpoints, must be exact
